@@ -1,0 +1,39 @@
+"""The ``cattery`` command. Each command imports its part only when it runs."""
+
+from __future__ import annotations
+
+import typer
+
+cli = typer.Typer(
+    name="cattery",
+    help="Self-hosted Pipecat Cloud: run Pipecat bots as on-demand sessions.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+
+@cli.callback()
+def _root() -> None:
+    """Self-hosted Pipecat Cloud."""
+
+
+@cli.command()
+def runtime(
+    path: str = typer.Argument(..., help="A bot.py, or a folder holding one."),
+    host: str | None = typer.Option(None, help="Address to bind (default 0.0.0.0)."),
+    port: int | None = typer.Option(None, help="Port to bind (default $PORT or 8080)."),
+    fd: int | None = typer.Option(None, hidden=True, help="Serve on an inherited socket."),
+) -> None:
+    """Serve one bot.py behind the pipecat-base HTTP contract."""
+    from cattery.runtime.main import run_runtime
+
+    run_runtime(path, host=host, port=port, fd=fd)
+
+
+def main() -> None:
+    cli()
+
+
+if __name__ == "__main__":
+    main()

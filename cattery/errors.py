@@ -1,0 +1,91 @@
+"""One error hierarchy for the whole platform.
+
+Domain code raises these; only the HTTP layers render them, always as Pipecat Cloud's
+body ``{"code": ..., "error": ...}`` with the matching status.
+"""
+
+from __future__ import annotations
+
+
+class CatteryError(Exception):
+    """Base of every error a client may see."""
+
+    status_code: int = 500
+    code: str = "INTERNAL_SERVER_ERROR"
+    default_message: str = "Internal server error"
+
+    def __init__(self, message: str | None = None, *, code: str | None = None) -> None:
+        self.message = message or self.default_message
+        if code is not None:
+            self.code = code
+        super().__init__(self.message)
+
+    def to_body(self) -> dict[str, str]:
+        return {"code": self.code, "error": self.message}
+
+
+class InvalidRequest(CatteryError):
+    status_code = 400
+    code = "GENERIC_BAD_REQUEST"
+    default_message = "Invalid request"
+
+
+class Unauthorized(CatteryError):
+    status_code = 401
+    code = "401"
+    default_message = "Unauthorized: a valid API key is required"
+
+
+class Forbidden(CatteryError):
+    status_code = 403
+    code = "FORBIDDEN"
+    default_message = "This key may not use this route"
+
+
+class NotFound(CatteryError):
+    status_code = 404
+    code = "NOT_FOUND"
+    default_message = "Not found"
+
+
+class AgentNotFound(NotFound):
+    default_message = "Agent not found"
+
+
+class SessionNotFound(NotFound):
+    default_message = "Invalid or not-yet-ready session_id"
+
+
+class Conflict(CatteryError):
+    status_code = 409
+    code = "CONFLICT"
+    default_message = "Conflict"
+
+
+class PayloadTooLarge(CatteryError):
+    status_code = 413
+    code = "PAYLOAD_TOO_LARGE"
+    default_message = "Request body too large"
+
+
+class AtCapacity(CatteryError):
+    status_code = 429
+    code = "PCC-AGENT-AT-CAPACITY"
+    default_message = "Agent is at capacity: all instances are busy"
+
+
+class ServiceUnavailable(CatteryError):
+    status_code = 503
+    code = "SERVICE_UNAVAILABLE"
+    default_message = "Service unavailable"
+
+
+class StartTimeout(CatteryError):
+    status_code = 504
+    code = "PCC-AGENT-START-TIMEOUT"
+    default_message = "The agent did not start in time"
+
+
+class ImageNotFound(InvalidRequest):
+    code = "PCC_IMAGE_NOT_FOUND"
+    default_message = "Image not found"

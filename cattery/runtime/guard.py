@@ -1,0 +1,57 @@
+"""ASGI guard in front of every route: the instance token, and refusals while draining."""
+
+from __future__ import annotations
+
+import hmac
+import json
+
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from cattery.runtime.options import INSTANCE_TOKEN_HEADER
+from cattery.runtime.sessions import SessionRunner
+
+OPEN_PATHS = frozenset({"/livez", "/readyz"})
+SESSION_PATHS = frozenset({"/bot", "/ws", "/api/offer", "/whatsapp"})
+WS_TRY_AGAIN_LATER = 1013
+
+
+class InstanceGuard:
+    """Refuses requests without the instance token, and new sessions while draining."""
+
+    def __init__(self, app: ASGIApp, runner: SessionRunner, token: str | None) -> None:
+        self.app = app
+        self.runner = runner
+        self.token = token.encode() if token else None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] not in ("http", "websocket"):
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        if self.token is not None and path not in OPEN_PATHS:
+            given = dict(scope["headers"]).get(INSTANCE_TOKEN_HEADER.encode(), b"")
+            if not hmac.compare_digest(given, self.token):
+                await _refuse(scope, send, 401, "401", "Missing or wrong instance token")
+                return
+        if self.runner.draining and path in SESSION_PATHS and _starts_session(scope):
+            await _refuse(scope, send, 503, "SERVICE_UNAVAILABLE", "Instance is shutting down")
+            return
+        await self.app(scope, receive, send)
+
+
+def _starts_session(scope: Scope) -> bool:
+    return scope["type"] == "websocket" or scope.get("method") == "POST"
+
+
+async def _refuse(scope: Scope, send: Send, status: int, code: str, message: str) -> None:
+    body = json.dumps({"code": code, "error": message}).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+    if scope["type"] == "http":
+        await send({"type": "http.response.start", "status": status, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
+        return
+    if "websocket.http.response" in scope.get("extensions", {}):
+        await send({"type": "websocket.http.response.start", "status": status, "headers": headers})
+        await send({"type": "websocket.http.response.body", "body": body})
+    else:
+        await send({"type": "websocket.close", "code": WS_TRY_AGAIN_LATER, "reason": message})

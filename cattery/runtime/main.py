@@ -1,0 +1,56 @@
+"""``cattery runtime PATH``: load a bot, then serve it; a bot that can't load never listens."""
+
+from __future__ import annotations
+
+import sys
+
+from loguru import logger
+
+from cattery.runtime.loader import BotLoadError, LoadedBot, load_bot
+from cattery.runtime.logs import configure_logging
+from cattery.runtime.options import RuntimeOptions
+
+EXIT_BAD_BOT = 2
+
+
+def prepare(path: str, options: RuntimeOptions) -> LoadedBot:
+    """Everything that can happen before a socket exists: logging, then the bot's import.
+
+    Importing ``pipecatcloud`` replaces loguru's handlers, and a bot may import it, so
+    logging is set up again once the bot is loaded (the pipecat-base image's order).
+    """
+    import pipecatcloud.agent  # noqa: F401  (its import resets loguru)
+
+    configure_logging(options.log_level)
+    try:
+        loaded = load_bot(path)
+    except BotLoadError as exc:
+        print(f"cattery runtime: error: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(EXIT_BAD_BOT) from None
+    configure_logging(options.log_level)
+    return loaded
+
+
+def serve_loaded(loaded: LoadedBot, options: RuntimeOptions, *, fd: int | None = None) -> None:
+    from cattery.runtime.app import build_app
+    from cattery.runtime.features import log_features_summary
+    from cattery.runtime.server import serve
+
+    if options.log_features_summary:
+        log_features_summary(options)
+    app, runner = build_app(loaded, options)
+    logger.info(f"Serving {loaded.path} (image version {options.image_version})")
+    serve(
+        app,
+        runner,
+        host=options.host,
+        port=options.port,
+        shutdown_timeout=options.shutdown_timeout,
+        fd=fd,
+    )
+
+
+def run_runtime(path: str, *, host: str | None, port: int | None, fd: int | None) -> None:
+    options = RuntimeOptions.from_env(host=host, port=port)
+    loaded = prepare(path, options)
+    serve_loaded(loaded, options, fd=fd)

@@ -1,0 +1,73 @@
+"""The runtime's settings, read from the environment the pipecat-base image defines.
+
+This is the only place in ``runtime/`` that reads the environment.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from typing import Self
+
+DEFAULT_PORT = 8080
+DEFAULT_SHUTDOWN_TIMEOUT = 7200.0
+WEBRTC_OFFER_TIMEOUT = 120.0
+PUBLIC_STUN = "stun:stun.l.google.com:19302"
+INSTANCE_TOKEN_HEADER = "x-cattery-instance-token"
+END_STATE_HEADER = "x-cattery-end-state"
+
+
+def _flag(value: str | None) -> bool:
+    return (value or "").strip().lower() in {"1", "true", "yes", "on"}
+
+
+@dataclass(frozen=True)
+class WhatsAppOptions:
+    token: str
+    phone_number_id: str
+    app_secret: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class RuntimeOptions:
+    host: str = "0.0.0.0"
+    port: int = DEFAULT_PORT
+    shutdown_timeout: float = DEFAULT_SHUTDOWN_TIMEOUT
+    log_level: str = "DEBUG"
+    log_features_summary: bool = False
+    image_version: str = "unknown"
+    ice_config_url: str | None = None
+    ice_fallback_urls: tuple[str, ...] = (PUBLIC_STUN,)
+    instance_token: str | None = field(default=None, repr=False)
+    whatsapp: WhatsAppOptions | None = None
+    esp32_host: str | None = None
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Self:
+        env = os.environ if environ is None else environ
+        whatsapp = None
+        wa = [
+            env.get(k)
+            for k in ("WHATSAPP_TOKEN", "WHATSAPP_PHONE_NUMBER_ID", "WHATSAPP_APP_SECRET")
+        ]
+        if all(wa):
+            whatsapp = WhatsAppOptions(token=wa[0], phone_number_id=wa[1], app_secret=wa[2])  # type: ignore[arg-type]
+        fallback = env.get("CATTERY_ICE_FALLBACK_URLS")
+        values: dict[str, object] = {
+            "port": int(env.get("PORT", DEFAULT_PORT)),
+            "shutdown_timeout": float(env.get("SHUTDOWN_TIMEOUT", DEFAULT_SHUTDOWN_TIMEOUT)),
+            "log_level": env.get("PIPECAT_LOG_LEVEL", "DEBUG").upper(),
+            "log_features_summary": _flag(env.get("PCC_LOG_FEATURES_SUMMARY")),
+            "image_version": env.get("IMAGE_VERSION", "unknown"),
+            "ice_config_url": env.get("ICE_CONFIG_URL") or None,
+            "ice_fallback_urls": (
+                (PUBLIC_STUN,)
+                if fallback is None
+                else tuple(u.strip() for u in fallback.split(",") if u.strip())
+            ),
+            "instance_token": env.get("CATTERY_INSTANCE_TOKEN") or None,
+            "whatsapp": whatsapp,
+            "esp32_host": env.get("ESP32_HOST") if _flag(env.get("ESP32_ENABLED")) else None,
+        }
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)  # type: ignore[arg-type]

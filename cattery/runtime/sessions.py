@@ -1,0 +1,109 @@
+"""Running ``bot()`` for one session at a time, with a duration cap and an end state.
+
+The runner owns every bot task it starts; draining waits for them and cancels what is
+left, so no session outlives the process silently.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from enum import StrEnum
+from typing import Any
+
+from loguru import logger
+
+from cattery.runtime.loader import BotFunction
+
+CANCEL_GRACE_SECONDS = 5.0
+
+
+class EndState(StrEnum):
+    """How a session ended, in Pipecat Cloud's words."""
+
+    COMPLETED = "completed"
+    AGENT_ERROR = "agent_error"
+    TERMINATED = "terminated"
+    AGENT_START_TIMEOUT = "agent_start_timeout"
+
+
+class SessionRunner:
+    """Owns the bot tasks of this instance."""
+
+    def __init__(self, bot: BotFunction, *, image_version: str = "unknown") -> None:
+        self._bot = bot
+        self._image_version = image_version
+        self._tasks: set[asyncio.Task[EndState]] = set()
+        self.draining = False
+
+    @property
+    def active(self) -> int:
+        return len(self._tasks)
+
+    def start(self, args: Any, *, max_seconds: float | None = None) -> asyncio.Task[EndState]:
+        """Run ``bot(args)`` as an owned task; the task's result is the end state."""
+        task = asyncio.create_task(self._run(args, max_seconds), name=f"session-{args.session_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def run(self, args: Any, *, max_seconds: float | None = None) -> EndState:
+        task = self.start(args, max_seconds=max_seconds)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+
+    async def _run(self, args: Any, max_seconds: float | None) -> EndState:
+        session_id = args.session_id or "NONE"
+        metadata = json.dumps({"session_id": args.session_id, "image_version": self._image_version})
+        with logger.contextualize(session_id=session_id):
+            logger.info(f"Starting bot session with metadata: {metadata}")
+            try:
+                return await self._invoke(args, max_seconds)
+            finally:
+                logger.info(f"Stopping bot session with metadata: {metadata}")
+
+    async def _invoke(self, args: Any, max_seconds: float | None) -> EndState:
+        bot_task = asyncio.create_task(self._bot(args))
+        try:
+            done, _ = await asyncio.wait({bot_task}, timeout=max_seconds)
+        except asyncio.CancelledError:
+            # Only the runtime cancels a session task (drain cut-off, request gone).
+            logger.warning("Session cut off by the runtime; stopping the bot")
+            await _cancel(bot_task)
+            return EndState.TERMINATED
+        if not done:
+            logger.warning(
+                f"Session reached its max duration of {max_seconds:g} s; cancelling the bot"
+            )
+            await _cancel(bot_task)
+            return EndState.TERMINATED
+        if bot_task.cancelled():
+            logger.warning("bot() was cancelled")
+            return EndState.TERMINATED
+        exc = bot_task.exception()
+        if exc is not None:
+            logger.opt(exception=exc).error(f"Exception running bot(): {exc!r}")
+            return EndState.AGENT_ERROR
+        return EndState.COMPLETED
+
+    async def drain(self, timeout: float) -> None:
+        """Stop taking sessions, wait up to ``timeout`` for running ones, cancel the rest."""
+        self.draining = True
+        if self._tasks:
+            logger.info(f"Draining: waiting up to {timeout:g} s for {len(self._tasks)} session(s)")
+            _, pending = await asyncio.wait(set(self._tasks), timeout=timeout)
+            if pending:
+                logger.warning(f"Shutdown timeout reached; cutting off {len(pending)} session(s)")
+                for task in pending:
+                    task.cancel()
+                await asyncio.wait(pending, timeout=CANCEL_GRACE_SECONDS)
+
+
+async def _cancel(task: asyncio.Task[Any]) -> None:
+    task.cancel()
+    _, pending = await asyncio.wait({task}, timeout=CANCEL_GRACE_SECONDS)
+    if pending:
+        logger.error(f"bot() ignored cancellation for {CANCEL_GRACE_SECONDS:g} s; abandoning it")

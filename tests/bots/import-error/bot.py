@@ -1,0 +1,1 @@
+raise ImportError("no module named totally_missing_dependency")

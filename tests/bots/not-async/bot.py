@@ -1,0 +1,2 @@
+def bot(runner_args):
+    return None

@@ -1,0 +1,71 @@
+"""A test bot whose behaviour is chosen by its session body.
+
+{"action": "report", "report_to": PATH}  write what bot() received to PATH, then return
+{"action": "sleep", "seconds": N}        return after N seconds
+{"action": "forever"}                    never return on its own
+{"action": "crash"}                      raise
+Any action may add "report_to" to record its arguments first.
+"""
+
+import asyncio
+import json
+import os
+
+from loguru import logger
+from pipecat.runner.types import (
+    DailyRunnerArguments,
+    RunnerArguments,
+    SmallWebRTCRunnerArguments,
+    WebSocketRunnerArguments,
+)
+from pipecatcloud.agent import (
+    DailySessionArguments,
+    PipecatSessionArguments,
+    SmallWebRTCSessionArguments,
+    WebSocketSessionArguments,
+)
+
+CLASSES = {
+    "RunnerArguments": RunnerArguments,
+    "DailyRunnerArguments": DailyRunnerArguments,
+    "WebSocketRunnerArguments": WebSocketRunnerArguments,
+    "SmallWebRTCRunnerArguments": SmallWebRTCRunnerArguments,
+    "PipecatSessionArguments": PipecatSessionArguments,
+    "DailySessionArguments": DailySessionArguments,
+    "WebSocketSessionArguments": WebSocketSessionArguments,
+    "SmallWebRTCSessionArguments": SmallWebRTCSessionArguments,
+}
+calls = 0
+
+
+def _report(runner_args, path: str) -> None:
+    record = {
+        "type": type(runner_args).__name__,
+        "isinstance": [name for name, cls in CLASSES.items() if isinstance(runner_args, cls)],
+        "session_id": runner_args.session_id,
+        "body": runner_args.body,
+        "room_url": getattr(runner_args, "room_url", None),
+        "token": getattr(runner_args, "token", None),
+        "has_websocket": getattr(runner_args, "websocket", None) is not None,
+        "module_calls": calls,
+        "env": {k: v for k, v in os.environ.items() if k.startswith("PROBE_")},
+    }
+    with open(path, "w") as f:
+        json.dump(record, f)
+
+
+async def bot(runner_args) -> None:
+    global calls
+    calls += 1
+    body = runner_args.body if isinstance(runner_args.body, dict) else {}
+    logger.info(f"probe bot action {body.get('action')!r}")
+    if body.get("report_to"):
+        _report(runner_args, body["report_to"])
+    action = body.get("action", "report")
+    if action == "sleep":
+        await asyncio.sleep(float(body.get("seconds", 1)))
+    elif action == "forever":
+        await asyncio.Event().wait()
+    elif action == "crash":
+        raise RuntimeError("probe bot crashed on purpose")
+    logger.info("probe bot done")

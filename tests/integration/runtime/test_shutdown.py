@@ -1,0 +1,55 @@
+"""Draining shutdown: refuse new sessions, finish running ones, exit 0 within the budget."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import httpx
+
+from tests.support.processes import TEST_BOTS
+from tests.support.waiting import wait_for
+
+PROBE = TEST_BOTS / "probe"
+
+
+def _start_session(url: str, body: dict, result: dict) -> threading.Thread:
+    def run() -> None:
+        result["resp"] = httpx.post(url + "/bot", json=body, timeout=60)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    return thread
+
+
+def test_sigterm_refuses_new_sessions_and_lets_running_ones_finish(start_runtime) -> None:
+    rt = start_runtime(PROBE)
+    result: dict = {}
+    thread = _start_session(rt.url, {"action": "sleep", "seconds": 3}, result)
+    wait_for(lambda: "probe bot action 'sleep'" in rt.logs(), what="session start")
+    rt.signal(signal.SIGTERM)
+    wait_for(lambda: "draining" in rt.logs(), what="drain")
+    refused = httpx.post(rt.url + "/bot", json={}, timeout=10)
+    assert refused.status_code == 503
+    assert refused.json()["code"] == "SERVICE_UNAVAILABLE"
+    assert httpx.get(rt.url + "/readyz").status_code == 503
+    thread.join(30)
+    assert result["resp"].status_code == 200
+    assert result["resp"].headers["x-cattery-end-state"] == "completed"
+    assert rt.wait(30) == 0
+
+
+def test_shutdown_timeout_cuts_off_a_stuck_session(start_runtime) -> None:
+    rt = start_runtime(PROBE, SHUTDOWN_TIMEOUT="1")
+    result: dict = {}
+    thread = _start_session(rt.url, {"action": "forever"}, result)
+    wait_for(lambda: "probe bot action 'forever'" in rt.logs(), what="session start")
+    t0 = time.monotonic()
+    rt.signal(signal.SIGTERM)
+    assert rt.wait(30) == 0
+    elapsed = time.monotonic() - t0
+    thread.join(30)
+    assert result["resp"].headers["x-cattery-end-state"] == "terminated"
+    assert "Shutdown timeout reached; cutting off 1 session(s)" in rt.logs()
+    assert elapsed < 20  # a sanity bound on "cut off", not a timing assertion

@@ -1,0 +1,119 @@
+"""Starting cattery's real servers as processes on loopback, port 0, for tests.
+
+The test binds the listening socket itself and hands it to the child (``--fd``), so the
+port is known before the child starts and nothing races for it.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from tests.support.waiting import wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+EXAMPLES = REPO / "examples"
+TEST_BOTS = REPO / "tests" / "bots"
+CATTERY = [sys.executable, "-m", "cattery.cli"]
+
+
+def bind_loopback() -> socket.socket:
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+def base_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("CATTERY_", "PIPECAT_"))}
+    env.update(
+        {
+            "PYTHONUNBUFFERED": "1",
+            "CATTERY_ICE_FALLBACK_URLS": "",  # never the public STUN fallback in tests
+            "PIPECAT_LOG_LEVEL": "DEBUG",
+        }
+    )
+    env.update(extra)
+    return env
+
+
+@dataclass
+class ServerProcess:
+    """A cattery process serving on a socket this test bound."""
+
+    args: list[str]
+    log_path: Path
+    env: dict[str, str] = field(default_factory=base_env)
+    proc: subprocess.Popen[bytes] | None = None
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+    def start(self) -> ServerProcess:
+        sock = bind_loopback()
+        self.port = sock.getsockname()[1]
+        with open(self.log_path, "ab") as log:
+            self.proc = subprocess.Popen(
+                [*self.args, "--fd", str(sock.fileno())],
+                pass_fds=[sock.fileno()],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                env=self.env,
+                cwd=REPO,
+                start_new_session=True,
+            )
+        sock.close()
+        return self
+
+    def wait_ready(self, path: str = "/livez", timeout: float = 30.0) -> ServerProcess:
+        def ready() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"server exited with {self.proc.returncode}:\n{self.logs()}")
+            return httpx.get(self.url + path, timeout=2).status_code == 200
+
+        wait_for(ready, timeout=timeout, what=f"{self.url}{path}")
+        return self
+
+    def logs(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def signal(self, sig: int = signal.SIGTERM) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout: float = 30.0) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def stop(self) -> None:
+        """Terminate the process group; kill it if it lingers."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+        except ProcessLookupError:
+            pass
+
+
+def runtime_process(bot: Path | str, log_path: Path, **env: str) -> ServerProcess:
+    return ServerProcess([*CATTERY, "runtime", str(bot)], log_path, env=base_env(**env))
