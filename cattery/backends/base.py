@@ -1,0 +1,107 @@
+"""The seam between pools and whatever makes instances (processes, forks, containers, actors).
+
+A pool owns handles; a handle owns its process. Only the owner signals a pid.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Protocol, runtime_checkable
+
+
+class InstanceStatus(StrEnum):
+    STARTING = "starting"
+    READY = "ready"
+    DRAINING = "draining"
+    STOPPED = "stopped"
+    FAILED = "failed"
+
+
+#: transitions each status may take; anything else is a bug
+ALLOWED_TRANSITIONS: dict[InstanceStatus, frozenset[InstanceStatus]] = {
+    InstanceStatus.STARTING: frozenset(
+        {InstanceStatus.READY, InstanceStatus.FAILED, InstanceStatus.STOPPED}
+    ),
+    InstanceStatus.READY: frozenset(
+        {InstanceStatus.DRAINING, InstanceStatus.STOPPED, InstanceStatus.FAILED}
+    ),
+    InstanceStatus.DRAINING: frozenset({InstanceStatus.STOPPED, InstanceStatus.FAILED}),
+    InstanceStatus.STOPPED: frozenset(),
+    InstanceStatus.FAILED: frozenset(),
+}
+
+#: called with (instance_id, line) for every line an instance prints
+LineSink = Callable[[str, str], None]
+#: called with (instance_id, cpu_millicores, memory_bytes) for every resource sample
+MetricsSink = Callable[[str, float, int], None]
+
+
+@dataclass(frozen=True)
+class InstanceSpec:
+    """What to run: one agent deployment's bot, with its environment."""
+
+    agent_key: str  # "<org>/<agent>", unique across the platform
+    deployment_id: str
+    image: str  # local backend: the folder holding bot.py; container backend: an image ref
+    env: Mapping[str, str] = field(default_factory=dict, repr=False)  # secrets included
+    python: Path | None = None  # the agent's own interpreter, or None for cattery's
+    profile: str = "agent-1x"
+
+
+@runtime_checkable
+class InstanceHandle(Protocol):
+    """One running instance. Close is idempotent and always ends in a terminal status."""
+
+    id: str
+    spec: InstanceSpec
+
+    @property
+    def status(self) -> InstanceStatus: ...
+
+    @property
+    def address(self) -> str:
+        """Base URL of the instance's runtime, e.g. ``http://127.0.0.1:40123``."""
+        ...
+
+    @property
+    def token(self) -> str:
+        """Value of the ``X-Cattery-Instance-Token`` header the instance requires."""
+        ...
+
+    @property
+    def pid(self) -> int | None: ...
+
+    async def ready(self, timeout: float) -> None:
+        """Return once the runtime answers; raise ``InstanceFailed`` if it dies or times out."""
+        ...
+
+    async def drain(self, timeout: float) -> None:
+        """SIGTERM: the runtime refuses new sessions and finishes the running one."""
+        ...
+
+    async def aclose(self, grace: float = 5.0) -> None:
+        """Graceful stop, then kill after ``grace`` seconds."""
+        ...
+
+    def kill(self) -> None: ...
+
+    async def wait(self) -> int | None:
+        """Wait for the instance to exit; its exit code when known."""
+        ...
+
+    def log_context(self) -> dict[str, str]: ...
+
+
+class InstanceFailed(Exception):
+    """An instance died or never became ready."""
+
+
+class Backend(Protocol):
+    async def start(self) -> None: ...
+
+    async def spawn(self, spec: InstanceSpec) -> InstanceHandle: ...
+
+    async def aclose(self) -> None: ...
