@@ -24,11 +24,17 @@ def runtime(
     host: str | None = typer.Option(None, help="Address to bind (default 0.0.0.0)."),
     port: int | None = typer.Option(None, help="Port to bind (default $PORT or 8080)."),
     fd: int | None = typer.Option(None, hidden=True, help="Serve on an inherited socket."),
+    one_session: bool = typer.Option(
+        False, "--one-session", help="Exit once the first session has ended."
+    ),
+    parent_pid: int | None = typer.Option(
+        None, hidden=True, help="Exit when this process is gone and no session runs."
+    ),
 ) -> None:
     """Serve one bot.py behind the pipecat-base HTTP contract."""
     from cattery.runtime.main import run_runtime
 
-    run_runtime(path, host=host, port=port, fd=fd)
+    run_runtime(path, host=host, port=port, fd=fd, one_session=one_session, parent_pid=parent_pid)
 
 
 def main() -> None:

@@ -31,7 +31,14 @@ def prepare(path: str, options: RuntimeOptions) -> LoadedBot:
     return loaded
 
 
-def serve_loaded(loaded: LoadedBot, options: RuntimeOptions, *, fd: int | None = None) -> None:
+def serve_loaded(
+    loaded: LoadedBot,
+    options: RuntimeOptions,
+    *,
+    fd: int | None = None,
+    one_session: bool = False,
+    parent_pid: int | None = None,
+) -> None:
     from cattery.runtime.app import build_app
     from cattery.runtime.features import log_features_summary
     from cattery.runtime.server import serve
@@ -47,10 +54,20 @@ def serve_loaded(loaded: LoadedBot, options: RuntimeOptions, *, fd: int | None =
         port=options.port,
         shutdown_timeout=options.shutdown_timeout,
         fd=fd,
+        one_session=one_session,
+        parent_pid=parent_pid,
     )
 
 
-def run_runtime(path: str, *, host: str | None, port: int | None, fd: int | None) -> None:
+def run_runtime(
+    path: str,
+    *,
+    host: str | None,
+    port: int | None,
+    fd: int | None,
+    one_session: bool = False,
+    parent_pid: int | None = None,
+) -> None:
     options = RuntimeOptions.from_env(host=host, port=port)
     loaded = prepare(path, options)
-    serve_loaded(loaded, options, fd=fd)
+    serve_loaded(loaded, options, fd=fd, one_session=one_session, parent_pid=parent_pid)

@@ -7,6 +7,7 @@ First SIGTERM or SIGINT: refuse new sessions (503), let running ones finish for 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import socket
 from types import FrameType
@@ -15,7 +16,7 @@ import uvicorn
 from fastapi import FastAPI
 from loguru import logger
 
-from cattery.runtime.sessions import SessionRunner
+from cattery.runtime.sessions import EndState, SessionRunner
 
 GRACEFUL_CLOSE_SECONDS = 10
 
@@ -27,10 +28,18 @@ class DrainingServer(uvicorn.Server):
         self._shutdown_timeout = shutdown_timeout
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drain_task: asyncio.Task[None] | None = None
+        self.parent_pid: int | None = None
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
-        await super().serve(sockets)
+        watcher = None
+        if self.parent_pid is not None:
+            watcher = asyncio.create_task(self.watch_parent(self.parent_pid))
+        try:
+            await super().serve(sockets)
+        finally:
+            if watcher is not None:
+                watcher.cancel()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._loop is None or self._drain_task is not None or self.should_exit:
@@ -50,6 +59,25 @@ class DrainingServer(uvicorn.Server):
         finally:
             self.should_exit = True
 
+    def exit_after_first_session(self) -> None:
+        """One session per instance: stop serving once the first session has ended."""
+
+        def ended(_: EndState) -> None:
+            logger.info("Instance served its session; exiting")
+            self._runner.draining = True
+            self.should_exit = True
+
+        self._runner.on_session_end(ended)
+
+    async def watch_parent(self, parent_pid: int, interval: float = 1.0) -> None:
+        """Exit when the owner is gone and no session is running (no idle orphans)."""
+        while not self.should_exit:
+            await asyncio.sleep(interval)
+            if os.getppid() != parent_pid and self._runner.active == 0:
+                logger.warning(f"Owner process {parent_pid} is gone and no session runs; exiting")
+                self._runner.draining = True
+                self.should_exit = True
+
 
 def serve(
     app: FastAPI,
@@ -59,6 +87,8 @@ def serve(
     port: int,
     shutdown_timeout: float,
     fd: int | None = None,
+    one_session: bool = False,
+    parent_pid: int | None = None,
 ) -> None:
     config = uvicorn.Config(
         app,
@@ -72,4 +102,7 @@ def serve(
         timeout_graceful_shutdown=GRACEFUL_CLOSE_SECONDS,
     )
     server = DrainingServer(config, runner, shutdown_timeout)
+    if one_session:
+        server.exit_after_first_session()
+    server.parent_pid = parent_pid
     server.run()

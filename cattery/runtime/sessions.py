@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Callable
 from enum import StrEnum
 from typing import Any
 
@@ -16,6 +17,8 @@ from loguru import logger
 from cattery.runtime.loader import BotFunction
 
 CANCEL_GRACE_SECONDS = 5.0
+#: the last line of every session; owners read the end state from it
+SESSION_ENDED = "Session ended with end state"
 
 
 class EndState(StrEnum):
@@ -34,7 +37,12 @@ class SessionRunner:
         self._bot = bot
         self._image_version = image_version
         self._tasks: set[asyncio.Task[EndState]] = set()
+        self._ended: list[Callable[[EndState], None]] = []
         self.draining = False
+
+    def on_session_end(self, callback: Callable[[EndState], None]) -> None:
+        """Call ``callback`` with the end state after each session."""
+        self._ended.append(callback)
 
     @property
     def active(self) -> int:
@@ -60,10 +68,15 @@ class SessionRunner:
         metadata = json.dumps({"session_id": args.session_id, "image_version": self._image_version})
         with logger.contextualize(session_id=session_id):
             logger.info(f"Starting bot session with metadata: {metadata}")
+            state = EndState.TERMINATED
             try:
-                return await self._invoke(args, max_seconds)
+                state = await self._invoke(args, max_seconds)
+                return state
             finally:
                 logger.info(f"Stopping bot session with metadata: {metadata}")
+                logger.info(f"{SESSION_ENDED} {state.value}")
+                for callback in self._ended:
+                    callback(state)
 
     async def _invoke(self, args: Any, max_seconds: float | None) -> EndState:
         bot_task = asyncio.create_task(self._bot(args))

@@ -53,3 +53,25 @@ def test_shutdown_timeout_cuts_off_a_stuck_session(start_runtime) -> None:
     assert result["resp"].headers["x-cattery-end-state"] == "terminated"
     assert "Shutdown timeout reached; cutting off 1 session(s)" in rt.logs()
     assert elapsed < 20  # a sanity bound on "cut off", not a timing assertion
+
+
+def test_one_session_instance_exits_after_its_session(start_runtime) -> None:
+    from tests.support.processes import CATTERY, ServerProcess, base_env
+
+    rt = start_runtime(PROBE)  # a normal instance keeps serving after a session
+    httpx.post(rt.url + "/bot", json={"action": "sleep", "seconds": 0}, timeout=30)
+    assert rt.proc.poll() is None
+
+    one = ServerProcess(
+        [*CATTERY, "runtime", str(PROBE), "--one-session"],
+        rt.log_path.with_name("one-session.log"),
+        env=base_env(),
+    ).start()
+    try:
+        one.wait_ready()
+        resp = httpx.post(one.url + "/bot", json={"action": "sleep", "seconds": 0}, timeout=30)
+        assert resp.headers["x-cattery-end-state"] == "completed"
+        assert one.wait(30) == 0
+        assert "Session ended with end state completed" in one.logs()
+    finally:
+        one.stop()
