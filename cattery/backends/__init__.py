@@ -1,0 +1,23 @@
+"""What makes instances: the ``Backend`` interface and its implementations (``local``)."""
+
+from cattery.backends.base import (
+    ALLOWED_TRANSITIONS,
+    Backend,
+    InstanceFailed,
+    InstanceHandle,
+    InstanceSpec,
+    InstanceStatus,
+    LineSink,
+    MetricsSink,
+)
+
+__all__ = [
+    "ALLOWED_TRANSITIONS",
+    "Backend",
+    "InstanceFailed",
+    "InstanceHandle",
+    "InstanceSpec",
+    "InstanceStatus",
+    "LineSink",
+    "MetricsSink",
+]

@@ -1,0 +1,263 @@
+"""One instance of the local backend: a ``cattery runtime`` process and what watches it.
+
+The handle owns the process (only it signals the pid), the log tail, the metrics sampler
+and an exit watcher; all three run as tasks in its ``OwnedTasks`` and end with ``aclose``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable
+from pathlib import Path
+
+import httpx
+from loguru import logger
+
+from cattery.backends.base import (
+    ALLOWED_TRANSITIONS,
+    InstanceFailed,
+    InstanceSpec,
+    InstanceStatus,
+    LineSink,
+    MetricsSink,
+)
+from cattery.backends.local.logtail import LogTail
+from cattery.backends.local.metrics import sample_metrics
+from cattery.backends.local.proc import ProcessRef
+from cattery.backends.local.record import AdoptRecord
+from cattery.backends.tasks import OwnedTasks
+
+EXIT_POLL_SECONDS = 0.05
+READY_POLL_SECONDS = 0.05
+#: how long a SIGKILLed process may take to disappear before we give up waiting
+KILL_WAIT_SECONDS = 10.0
+TERMINAL = frozenset({InstanceStatus.STOPPED, InstanceStatus.FAILED})
+
+
+class LocalInstanceHandle:
+    """A ``cattery runtime`` process on this machine. Owned by one pool (or the backend).
+
+    ``aclose`` is idempotent and always ends in STOPPED or FAILED with the process gone.
+    """
+
+    def __init__(
+        self,
+        *,
+        instance_id: str,
+        spec: InstanceSpec,
+        process: ProcessRef,
+        port: int,
+        token: str,
+        log_path: Path,
+        line_sink: LineSink,
+        metrics_sink: MetricsSink,
+        sample_interval: float,
+        log_offset: int = 0,
+        status: InstanceStatus = InstanceStatus.STARTING,
+        on_closed: Callable[[LocalInstanceHandle], None] | None = None,
+    ) -> None:
+        self.id = instance_id
+        self.spec = spec
+        self.port = port
+        self.log_path = log_path
+        self._process = process
+        self._token = token
+        self._status = status
+        self._exit_code: int | None = None
+        self._exited = asyncio.Event()
+        self._stop_requested = False
+        self._on_closed = on_closed
+        self._close_task: asyncio.Task[None] | None = None
+        self._tail = LogTail(instance_id, log_path, line_sink, offset=log_offset)
+        self._tasks = OwnedTasks(f"instance {instance_id}")
+        self._tasks.spawn(self._tail.follow(), "log_tail_task")
+        self._tasks.spawn(
+            sample_metrics(instance_id, process, metrics_sink, sample_interval), "metrics_task"
+        )
+        self._tasks.spawn(self._watch_exit(), "exit_watch_task")
+
+    # -- the InstanceHandle protocol ---------------------------------------------------
+
+    @property
+    def status(self) -> InstanceStatus:
+        return self._status
+
+    @property
+    def address(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def token(self) -> str:
+        return self._token
+
+    @property
+    def pid(self) -> int | None:
+        return self._process.pid
+
+    @property
+    def create_time(self) -> float:
+        return self._process.create_time
+
+    @property
+    def log_offset(self) -> int:
+        """Byte offset in the log file just after the last line handed to the sink."""
+        return self._tail.offset
+
+    @property
+    def exit_code(self) -> int | None:
+        return self._exit_code
+
+    def log_context(self) -> dict[str, str]:
+        return {
+            "instance_id": self.id,
+            "agent": self.spec.agent_key,
+            "deployment_id": self.spec.deployment_id,
+            "pid": str(self._process.pid),
+        }
+
+    async def ready(self, timeout: float) -> None:
+        """Poll ``/livez`` until it answers 200; the process exiting or ``timeout`` fails it."""
+        if self._status == InstanceStatus.READY:
+            return
+        if self._status != InstanceStatus.STARTING:
+            raise InstanceFailed(f"instance {self.id} is {self._status}, not starting")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
+            while True:
+                if self._check_exit():
+                    self._fail_start(f"exited with code {self._exit_code} before it was ready")
+                try:
+                    resp = await client.get(self.address + "/livez")
+                    if resp.status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    pass
+                if loop.time() >= deadline:
+                    self.kill()
+                    self._fail_start(f"did not answer /livez within {timeout:g} s")
+                await asyncio.sleep(READY_POLL_SECONDS)
+        if self._status == InstanceStatus.STARTING:
+            self._set_status(InstanceStatus.READY)
+        if self._status != InstanceStatus.READY:
+            raise InstanceFailed(f"instance {self.id} is {self._status}")
+
+    def _fail_start(self, reason: str) -> None:
+        self._tail.read_available(final=self._process.exited)
+        self._set_status(InstanceStatus.FAILED)
+        lines = self._tail.last_lines()
+        message = f"instance {self.id} of {self.spec.agent_key} {reason}"
+        raise InstanceFailed(f"{message}; last log lines:\n{lines}" if lines else message)
+
+    async def drain(self, timeout: float) -> None:
+        """SIGTERM, then wait up to ``timeout`` s for the exit (the runtime finishes its session).
+
+        A drain that times out leaves the process running; ``aclose`` or ``kill`` ends it.
+        """
+        if self._check_exit():
+            return
+        self._stop_requested = True
+        self._process.signal(signal.SIGTERM)
+        if self._status == InstanceStatus.READY:
+            self._set_status(InstanceStatus.DRAINING)
+        await self._wait_exit(timeout)
+
+    async def aclose(self, grace: float = 5.0) -> None:
+        """SIGTERM, SIGKILL after ``grace`` s, wait for the exit, read the log to its end."""
+        if self._close_task is None:
+            self._close_task = asyncio.create_task(self._close(grace), name=f"close {self.id}")
+        await asyncio.shield(self._close_task)
+
+    def kill(self) -> None:
+        """SIGKILL the instance's process group, without grace."""
+        self._stop_requested = True
+        self._process.signal_group(signal.SIGKILL)
+
+    async def wait(self) -> int | None:
+        """Wait for the process to exit; its exit code, or None for an adopted process."""
+        while True:  # polling, not a child watcher: adopted processes are not our children
+            if self._check_exit():
+                return self._exit_code
+            await asyncio.sleep(EXIT_POLL_SECONDS)
+
+    # -- restarts --------------------------------------------------------------------
+
+    def record(self) -> AdoptRecord:
+        """What a restarted control plane needs to reattach this instance with ``adopt``."""
+        return AdoptRecord(
+            instance_id=self.id,
+            pid=self._process.pid,
+            port=self.port,
+            token=self._token,
+            log_path=self.log_path,
+            log_offset=self._tail.offset,
+            spec=self.spec,
+            create_time=self._process.create_time,
+        )
+
+    async def detach(self) -> AdoptRecord:
+        """Stop watching the instance but leave it running; its record, to adopt it later."""
+        self._tail.read_available()
+        await self._tasks.aclose()
+        if self._on_closed is not None:
+            self._on_closed(self)
+        return self.record()
+
+    # -- internals -------------------------------------------------------------------
+
+    async def _close(self, grace: float) -> None:
+        with logger.contextualize(**self.log_context()):
+            try:
+                if not self._check_exit():
+                    self._stop_requested = True
+                    self._process.signal(signal.SIGTERM)
+                    if self._status == InstanceStatus.READY:
+                        self._set_status(InstanceStatus.DRAINING)
+                    if not await self._wait_exit(grace):
+                        logger.warning(f"Instance still running {grace:g} s after SIGTERM; killing")
+                        self._process.signal_group(signal.SIGKILL)
+                        if not await self._wait_exit(KILL_WAIT_SECONDS):
+                            logger.error("Instance survived SIGKILL; giving up waiting")
+            finally:
+                await self._tasks.aclose()
+                self._tail.read_available(final=self._process.exited)
+                if self._status not in TERMINAL:
+                    self._set_status(InstanceStatus.STOPPED)
+                if self._on_closed is not None:
+                    self._on_closed(self)
+
+    async def _watch_exit(self) -> None:
+        await self.wait()
+        logger.bind(**self.log_context()).debug(f"Instance exited with code {self._exit_code}")
+
+    async def _wait_exit(self, timeout: float) -> bool:
+        try:
+            await asyncio.wait_for(self.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+    def _check_exit(self) -> bool:
+        """Poll the process; on its exit record the code and the terminal status."""
+        if self._exited.is_set():
+            return True
+        exited, code = self._process.poll()
+        if not exited:
+            return False
+        self._exit_code = code
+        self._exited.set()
+        if self._status not in TERMINAL:
+            clean = self._stop_requested or code is None or code == 0
+            self._set_status(InstanceStatus.STOPPED if clean else InstanceStatus.FAILED)
+        return True
+
+    def _set_status(self, new: InstanceStatus) -> None:
+        if new == self._status:
+            return
+        if new not in ALLOWED_TRANSITIONS[self._status]:
+            raise RuntimeError(f"instance {self.id}: {self._status} -> {new} is not allowed")
+        self._status = new
+
+    def __repr__(self) -> str:
+        return f"<LocalInstanceHandle {self.id} {self._status} pid={self._process.pid}>"

@@ -1,0 +1,212 @@
+"""The local backend: each instance is a ``cattery runtime`` process on this machine.
+
+An instance is started in its own session (process group) with its output going to a
+file, so it outlives a control plane that is killed: running sessions go on, and the next
+control plane reattaches them with ``adopt``. ``--parent-pid`` makes an *idle* instance
+exit once its owner is gone, so no warm instance is orphaned.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+
+from loguru import logger
+
+from cattery.backends.base import (
+    InstanceFailed,
+    InstanceSpec,
+    InstanceStatus,
+    LineSink,
+    MetricsSink,
+)
+from cattery.backends.local.handle import LocalInstanceHandle
+from cattery.backends.local.proc import AdoptedProcess, ChildProcess
+from cattery.backends.local.record import AdoptRecord
+
+INSTANCE_TOKEN_ENV = "CATTERY_INSTANCE_TOKEN"
+LISTEN_BACKLOG = 128
+
+
+def new_instance_id() -> str:
+    return "inst_" + uuid.uuid4().hex
+
+
+def bind_loopback() -> socket.socket:
+    """A listening socket on 127.0.0.1, on a port the kernel picks, for a child to inherit."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(LISTEN_BACKLOG)
+        sock.set_inheritable(True)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+def instance_env(spec: InstanceSpec, token: str, base: Mapping[str, str] | None = None) -> dict:
+    """The instance's environment: ours without ``CATTERY_*``, then the agent's, then ours."""
+    source = os.environ if base is None else base
+    env = {k: v for k, v in source.items() if not k.startswith("CATTERY_")}
+    env.update(spec.env)
+    env["PYTHONUNBUFFERED"] = "1"
+    env[INSTANCE_TOKEN_ENV] = token
+    return env
+
+
+def bot_folder(image: str) -> Path:
+    path = Path(image).resolve()
+    return path if path.is_dir() else path.parent
+
+
+def runtime_command(spec: InstanceSpec, fd: int) -> list[str]:
+    python = str(spec.python) if spec.python else sys.executable
+    return [
+        python,
+        "-m",
+        "cattery.cli",
+        "runtime",
+        str(Path(spec.image).resolve()),  # the runtime's cwd is the bot's folder
+        "--host",
+        "127.0.0.1",
+        "--fd",
+        str(fd),
+        "--one-session",
+        "--parent-pid",
+        str(os.getpid()),
+    ]
+
+
+def _popen(args: list[str], **kwargs: object) -> subprocess.Popen[bytes]:
+    """Start the runtime in a new session, so it survives its owner's death."""
+    try:
+        return subprocess.Popen(args, start_new_session=True, **kwargs)  # type: ignore[call-overload]
+    except OSError as exc:
+        raise InstanceFailed(f"could not start {args[0]}: {exc}") from exc
+
+
+class LocalBackend:
+    """Makes instances as processes; owns each handle until it is closed or detached.
+
+    ``state_dir/instances/<instance_id>.log`` holds each instance's output.
+    """
+
+    def __init__(
+        self,
+        state_dir: Path,
+        line_sink: LineSink,
+        metrics_sink: MetricsSink,
+        sample_interval: float = 2.0,
+    ) -> None:
+        self.state_dir = Path(state_dir)
+        self.instances_dir = self.state_dir / "instances"
+        self._line_sink = line_sink
+        self._metrics_sink = metrics_sink
+        self._sample_interval = sample_interval
+        self._handles: dict[str, LocalInstanceHandle] = {}
+        self._closed = False
+
+    @property
+    def handles(self) -> list[LocalInstanceHandle]:
+        """The handles this backend still owns (not yet closed or detached)."""
+        return list(self._handles.values())
+
+    async def start(self) -> None:
+        self.instances_dir.mkdir(parents=True, exist_ok=True)
+
+    async def spawn(self, spec: InstanceSpec) -> LocalInstanceHandle:
+        """Start a runtime for ``spec`` on a port bound here; return at once (STARTING)."""
+        if self._closed:
+            raise RuntimeError("the local backend is closed")
+        await self.start()
+        instance_id = new_instance_id()
+        token = secrets.token_urlsafe(32)
+        log_path = self.instances_dir / f"{instance_id}.log"
+        sock = bind_loopback()
+        try:
+            port = sock.getsockname()[1]
+            with log_path.open("ab") as log:
+                popen = _popen(
+                    runtime_command(spec, sock.fileno()),
+                    pass_fds=[sock.fileno()],
+                    stdin=subprocess.DEVNULL,
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=instance_env(spec, token),
+                    cwd=bot_folder(spec.image),
+                )
+        finally:
+            sock.close()  # the child holds its own copy
+        handle = self._own(
+            instance_id=instance_id,
+            spec=spec,
+            process=ChildProcess(popen),
+            port=port,
+            token=token,
+            log_path=log_path,
+            log_offset=0,
+            status=InstanceStatus.STARTING,
+        )
+        logger.bind(**handle.log_context()).info(f"Started instance on port {port}")
+        return handle
+
+    async def adopt(self, record: AdoptRecord) -> LocalInstanceHandle | None:
+        """Reattach an instance an earlier control plane started; None if it is gone."""
+        if self._closed:
+            raise RuntimeError("the local backend is closed")
+        if record.instance_id in self._handles:
+            return self._handles[record.instance_id]
+        process = AdoptedProcess.find(record.pid, record.create_time)
+        if process is None:
+            logger.info(f"Instance {record.instance_id} (pid {record.pid}) is gone; not adopted")
+            return None
+        handle = self._own(
+            instance_id=record.instance_id,
+            spec=record.spec,
+            process=process,
+            port=record.port,
+            token=record.token,
+            log_path=record.log_path,
+            log_offset=record.log_offset,
+            status=InstanceStatus.READY,
+        )
+        logger.bind(**handle.log_context()).info("Adopted instance")
+        return handle
+
+    def _own(self, **kwargs: object) -> LocalInstanceHandle:
+        handle = LocalInstanceHandle(
+            line_sink=self._line_sink,
+            metrics_sink=self._metrics_sink,
+            sample_interval=self._sample_interval,
+            on_closed=self._forget,
+            **kwargs,  # type: ignore[arg-type]
+        )
+        self._handles[handle.id] = handle
+        return handle
+
+    def _forget(self, handle: LocalInstanceHandle) -> None:
+        self._handles.pop(handle.id, None)
+
+    async def detach_all(self) -> list[AdoptRecord]:
+        """Stop watching every instance but leave them running (a control plane restart)."""
+        return [await handle.detach() for handle in self.handles]
+
+    async def aclose(self) -> None:
+        """Close every instance this backend still owns. Idempotent."""
+        self._closed = True
+        handles = self.handles
+        if not handles:
+            return
+        results = await asyncio.gather(*(h.aclose() for h in handles), return_exceptions=True)
+        for handle, result in zip(handles, results, strict=True):
+            if isinstance(result, BaseException):
+                logger.opt(exception=result).error(f"Closing {handle.id} failed: {result!r}")
