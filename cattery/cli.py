@@ -37,6 +37,18 @@ def runtime(
     run_runtime(path, host=host, port=port, fd=fd, one_session=one_session, parent_pid=parent_pid)
 
 
+@cli.command()
+def serve(
+    host: str | None = typer.Option(None, help="Address to bind (default 127.0.0.1)."),
+    port: int | None = typer.Option(None, help="Port to bind (default 7860)."),
+    fd: int | None = typer.Option(None, hidden=True, help="Serve on an inherited socket."),
+) -> None:
+    """Run the control plane: Pipecat Cloud's API over local pools of instances."""
+    from cattery.control.main import run_control_plane
+
+    run_control_plane(host=host, port=port, fd=fd)
+
+
 def main() -> None:
     cli()
 

@@ -1,0 +1,84 @@
+"""Organizations, API keys, the calling user, regions and properties."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+from pydantic import BaseModel, Field
+
+from cattery.control import wire
+from cattery.control.deps import DB, Org, PrivateCaller, State
+from cattery.errors import InvalidRequest, NotFound
+from cattery.store import repositories as repo
+from cattery.store.models import ApiKeyKind
+
+
+class CreateKeyRequest(BaseModel):
+    name: str = Field(min_length=1, max_length=255)
+    type: str = "public"
+
+
+def _regions(state: State) -> list[dict[str, str]]:
+    return [{"code": r, "display_name": f"{r} (this cattery)"} for r in state.settings.regions]
+
+
+def build_router() -> APIRouter:
+    router = APIRouter()
+
+    @router.get("/v1/organizations")
+    async def list_organizations(caller: PrivateCaller) -> dict:
+        org = caller.organization
+        return {"organizations": [{"name": org.name, "verboseName": org.verbose_name}]}
+
+    @router.get("/v1/users")
+    async def whoami(db: DB, caller: PrivateCaller) -> dict:
+        user = await repo.get_user(db, caller.user_id) if caller.user_id else None
+        emails = [{"emailAddress": user.email}] if user else []
+        return {"user": {"userId": caller.user_id or caller.key_id, "emails": emails}}
+
+    for base in ("/v1", "/v1/organizations/{org}"):
+        _add_org_routes(router, base)
+    return router
+
+
+def _add_org_routes(router: APIRouter, base: str) -> None:
+    @router.get(base + "/regions")
+    async def regions(state: State, org: Org) -> dict:
+        return {"regions": _regions(state)}
+
+    @router.get(base + "/properties")
+    async def properties(state: State, org: Org) -> dict:
+        return {"properties": {"defaultRegion": state.settings.default_region}}
+
+    @router.get(base + "/daily")
+    async def daily(state: State, org: Org) -> dict:
+        return {"apiKey": None, "domain": None}
+
+    @router.get(base + "/apiKeys")
+    async def list_keys(db: DB, org: Org) -> dict:
+        keys = await repo.list_public_api_keys(db, org.id)
+        return {
+            "public": [
+                {
+                    "id": k.id,
+                    "key": k.public_value,
+                    "metadata": {"name": k.name},
+                    "createdAt": wire.iso(k.created_at),
+                    "revoked": k.revoked_at is not None,
+                }
+                for k in keys
+            ],
+            "total": len(keys),
+        }
+
+    @router.post(base + "/apiKeys")
+    async def create_key(db: DB, org: Org, caller: PrivateCaller, req: CreateKeyRequest) -> dict:
+        if req.type not in (ApiKeyKind.PUBLIC, ApiKeyKind.PRIVATE):
+            raise InvalidRequest(f"Unknown key type {req.type!r}: use public or private")
+        key, raw = await repo.create_api_key(db, org.id, req.type, req.name, user_id=caller.user_id)
+        return {"id": key.id, "key": raw, "metadata": {"name": key.name}, "type": key.kind}
+
+    @router.delete(base + "/apiKeys/{key_id}")
+    async def revoke_key(db: DB, org: Org, key_id: str) -> dict:
+        if not await repo.revoke_api_key(db, org.id, key_id):
+            raise NotFound(f"API key {key_id!r} not found")
+        return {"status": "OK"}

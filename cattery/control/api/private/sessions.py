@@ -1,0 +1,83 @@
+"""An agent's sessions and logs: list, inspect, stop, read what the bot printed."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Query
+
+from cattery.control import wire
+from cattery.control.api.private.services import get_agent
+from cattery.control.deps import DB, Org, State
+from cattery.errors import InvalidRequest, SessionNotFound
+from cattery.store import repositories as repo
+
+END_STATES = {
+    "active",
+    "completed",
+    "ended_before_agent_start",
+    "agent_start_timeout",
+    "terminated",
+    "agent_error",
+    "unknown",
+}
+MAX_LOG_LINES = 10_000
+
+
+def build_router() -> APIRouter:
+    router = APIRouter()
+    for base in ("/v1/agents/{name}", "/v1/organizations/{org}/services/{name}"):
+        _add_routes(router, base)
+    return router
+
+
+def _add_routes(router: APIRouter, base: str) -> None:
+    @router.get(base + "/sessions")
+    async def list_sessions(
+        db: DB,
+        org: Org,
+        name: str,
+        endState: str | None = Query(None),
+        limit: int = Query(100, ge=1, le=1000),
+    ) -> dict:
+        if endState is not None and endState not in END_STATES:
+            raise InvalidRequest(f"Unknown endState {endState!r}")
+        agent = await get_agent(db, org, name)
+        sessions = await repo.list_sessions(db, agent.id, end_state=endState, limit=limit)
+        return {"total_count": len(sessions), "sessions": [wire.session_item(s) for s in sessions]}
+
+    @router.get(base + "/sessions/{session_id}")
+    async def get_session(db: DB, org: Org, name: str, session_id: str) -> dict:
+        agent = await get_agent(db, org, name)
+        session = await repo.get_session(db, org.id, agent.id, session_id)
+        if session is None:
+            raise SessionNotFound(f"Session {session_id} not found")
+        samples = await repo.list_resource_samples(db, session.id)
+        return wire.session_detail(session, samples)
+
+    @router.delete(base + "/sessions/{session_id}")
+    async def stop_session(state: State, db: DB, org: Org, name: str, session_id: str) -> dict:
+        agent = await get_agent(db, org, name)
+        session = await repo.get_session(db, org.id, agent.id, session_id)
+        if session is None:
+            raise SessionNotFound(f"Session {session_id} not found")
+        await state.supervisor.stop(session.id)
+        return {"status": "OK", "session_id": session.id}
+
+    @router.get(base + "/logs")
+    async def get_logs(
+        state: State,
+        db: DB,
+        org: Org,
+        name: str,
+        limit: int = Query(100, ge=1, le=MAX_LOG_LINES),
+        sessionId: str | None = Query(None),
+        deploymentId: str | None = Query(None),
+    ) -> dict:
+        agent = await get_agent(db, org, name)
+        await state.router.flush()
+        lines = await repo.list_log_lines(
+            db, agent.id, session_id=sessionId, deployment_id=deploymentId, limit=limit
+        )
+        return {
+            "total": {"value": len(lines), "relation": "eq"},
+            "logs": [wire.log_entry(line) for line in lines],
+        }

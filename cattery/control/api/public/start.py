@@ -1,0 +1,92 @@
+"""``POST /v1/public/{agent}/start``: a session on a fresh instance, or a 429 when full."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from cattery.control.api.private.services import get_agent
+from cattery.control.deps import DB, PublicCaller, State
+from cattery.errors import InvalidRequest, PayloadTooLarge, ServiceUnavailable
+from cattery.store import repositories as repo
+
+MAX_START_BODY_BYTES = 1_000_000
+
+
+class StartRequest(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    createDailyRoom: bool = False
+    dailyRoomProperties: dict[str, Any] | None = None
+    dailyMeetingTokenProperties: dict[str, Any] | None = None
+    enableDefaultIceServers: bool = False
+    transport: str | None = None
+    body: Any = None
+
+
+async def read_start_request(request: Request) -> StartRequest:
+    raw = await request.body()
+    if len(raw) > MAX_START_BODY_BYTES:
+        raise PayloadTooLarge(f"Start body is {len(raw)} bytes; the limit is 1 MB")
+    if not raw.strip():
+        return StartRequest()
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
+        raise InvalidRequest(f"Body must be a JSON object: {exc}") from exc
+    if not isinstance(data, dict):
+        raise InvalidRequest("Body must be a JSON object")
+    try:
+        return StartRequest.model_validate(data)
+    except ValidationError as exc:
+        raise InvalidRequest(f"Invalid start request: {exc.errors()[0]['msg']}") from exc
+
+
+def build_router() -> APIRouter:
+    router = APIRouter()
+
+    @router.post("/v1/public/{name}/start")
+    async def start(
+        request: Request, state: State, db: DB, caller: PublicCaller, name: str
+    ) -> dict:
+        requested_at = time.monotonic()
+        req = await read_start_request(request)
+        org = caller.organization
+        agent = await get_agent(db, org, name)
+        if agent.active_deployment_id is None:
+            raise ServiceUnavailable(f"Agent {name!r} has no deployment")
+        dep = await repo.get_deployment(db, agent.active_deployment_id)
+        status = await state.deployer.wait(dep.id)
+        if status.errors:
+            raise ServiceUnavailable(f"Agent {name!r} is not ready: {status.errors[0]['message']}")
+        if req.createDailyRoom:
+            raise InvalidRequest("createDailyRoom needs DAILY_API_KEY, which is not configured")
+        agent_key = f"{org.name}/{name}"
+        pool = state.pools.get(agent_key)
+        if pool is None:
+            raise ServiceUnavailable(f"Agent {name!r} is not ready")
+        lease = await pool.acquire()
+        transport = req.transport if req.transport in ("webrtc", "daily", "websocket") else None
+        body = req.body if req.body is not None else {}
+        live = await state.supervisor.dispatch(
+            organization_id=org.id,
+            agent_id=agent.id,
+            agent_key=agent_key,
+            deployment_id=dep.id,
+            handle=lease.handle,
+            cold_start=lease.cold_start,
+            release=pool.release,
+            body=body,
+            max_session_seconds=dep.max_session_duration,
+            transport=transport,
+            requested_at=requested_at,
+        )
+        response: dict[str, Any] = {"sessionId": live.id}
+        if transport == "webrtc":
+            response["iceConfig"] = {"iceServers": []}
+        return response
+
+    return router

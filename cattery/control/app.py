@@ -1,0 +1,155 @@
+"""``create_app(settings)``: the control plane, with everything it owns made in its lifespan."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import httpx
+from fastapi import FastAPI
+from loguru import logger
+
+from cattery.backends.local import LocalBackend
+from cattery.control.api.private import organization, secrets, services, sessions
+from cattery.control.api.public import proxy, start
+from cattery.control.bootstrap import bootstrap
+from cattery.control.deployer import Deployer, DeployPlan
+from cattery.control.logrouter import LogRouter
+from cattery.control.recorder import StoreRecorder
+from cattery.control.state import ControlState
+from cattery.control.supervisor import SessionSupervisor
+from cattery.error_handlers import install_error_handlers
+from cattery.pools import PoolManager
+from cattery.settings import Settings
+from cattery.store import repositories as repo
+from cattery.store.crypto import SecretBox, load_or_create_key_file
+from cattery.store.db import create_engine, sessionmaker
+from cattery.store.migrate import migrate
+
+ANNOUNCE = """
+cattery is running on {url}
+  organization: {org}
+  admin token (shown once; store it now): {token}
+
+Point the official CLI at it:
+  export PIPECAT_API_HOST={url}
+  export PIPECAT_TOKEN={token}
+or write ~/.config/pipecatcloud/pipecatcloud.toml:
+  token = "{token}"
+  org = "{org}"
+"""
+
+
+def create_app(settings: Settings) -> FastAPI:
+    app = FastAPI(title="cattery", lifespan=_lifespan(settings))
+    install_error_handlers(app)
+    for module in (services, sessions, secrets, organization, start, proxy):
+        app.include_router(module.build_router())
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    return app
+
+
+def _lifespan(settings: Settings):
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        state = await _open(settings)
+        app.state.control = state
+        try:
+            if state.admin_token_created:
+                url = f"http://{settings.host}:{settings.port}"
+                print(
+                    ANNOUNCE.format(
+                        url=url, org=settings.organization, token=state.admin_token_created
+                    ),
+                    flush=True,
+                )
+            await _activate_deployed_agents(state)
+            yield
+        finally:
+            await _close(state)
+
+    return lifespan
+
+
+async def _open(settings: Settings) -> ControlState:
+    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    key = (
+        settings.secret_key.get_secret_value()
+        if settings.secret_key
+        else load_or_create_key_file(settings.key_file)
+    )
+    box = SecretBox(key)
+    url = settings.resolved_database_url
+    await migrate(url)
+    engine = create_engine(url)
+    maker = sessionmaker(engine)
+    async with maker.begin() as db:
+        boot = await bootstrap(db, settings)
+    recorder = StoreRecorder(maker)
+    router = LogRouter(writer=recorder.write_logs)
+    router.start()
+    backend = LocalBackend(
+        settings.state_dir,
+        line_sink=router.line,
+        metrics_sink=router.sample,
+        sample_interval=settings.instance_sample_interval,
+    )
+    await backend.start()
+    pools = PoolManager(backend)
+    return ControlState(
+        settings=settings,
+        engine=engine,
+        sessionmaker=maker,
+        box=box,
+        pools=pools,
+        router=router,
+        supervisor=SessionSupervisor(router, recorder),
+        deployer=Deployer(settings, pools),
+        proxy_http=httpx.AsyncClient(),
+        admin_token_created=boot.admin_token,
+    )
+
+
+async def _activate_deployed_agents(state: ControlState) -> None:
+    """After a restart, every deployed agent gets its pool back."""
+    async with state.sessionmaker() as db:
+        for agent in await repo.list_all_live_agents(db):
+            if agent.active_deployment_id is None:
+                continue
+            dep = await repo.get_deployment(db, agent.active_deployment_id)
+            org = await repo.get_organization(db, agent.organization_id)
+            if dep is None or org is None:
+                continue
+            secrets_env: dict[str, str] = {}
+            if dep.secret_set:
+                found = await repo.get_secret_set(db, org.id, dep.secret_set)
+                if found is not None:
+                    secrets_env = await repo.get_secret_values(db, state.box, found)
+            state.deployer.activate(
+                DeployPlan(
+                    agent_key=f"{org.name}/{agent.name}",
+                    deployment_id=dep.id,
+                    image=dep.image,
+                    min_agents=dep.min_agents,
+                    max_agents=dep.max_agents,
+                    profile=dep.agent_profile,
+                    secrets=secrets_env,
+                )
+            )
+        for session in await repo.list_unended_sessions(db):
+            logger.warning(f"Session {session.id} was live when cattery stopped; recording its end")
+            await repo.end_session(db, session.id, "terminated")
+        await db.commit()
+
+
+async def _close(state: ControlState) -> None:
+    await state.supervisor.aclose()
+    await state.deployer.aclose()
+    await state.pools.aclose()
+    await state.router.aclose()
+    await state.proxy_http.aclose()
+    await state.engine.dispose()

@@ -1,0 +1,103 @@
+"""Turning a deployment record into a running pool: environment, secrets, warm instances.
+
+Deploys return at once; the work happens in owned tasks, and ``status`` tells the CLI
+(which polls) when the deployment is ready or why it failed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass, field
+
+from loguru import logger
+
+from cattery.backends.base import InstanceSpec
+from cattery.control.images import prepare_environment, resolve_image_folder
+from cattery.errors import CatteryError
+from cattery.pools import PoolManager, PoolOptions
+from cattery.settings import Settings
+
+
+@dataclass
+class DeployStatus:
+    ready: bool = False
+    errors: list[dict[str, str]] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class DeployPlan:
+    agent_key: str
+    deployment_id: str
+    image: str
+    min_agents: int
+    max_agents: int
+    profile: str
+    secrets: Mapping[str, str] = field(repr=False)
+
+
+SecretsLoader = Callable[[], Awaitable[Mapping[str, str]]]
+
+
+class Deployer:
+    def __init__(self, settings: Settings, pools: PoolManager) -> None:
+        self._settings = settings
+        self._pools = pools
+        self._status: dict[str, DeployStatus] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def status(self, deployment_id: str | None) -> DeployStatus:
+        if deployment_id is None:
+            return DeployStatus()
+        return self._status.setdefault(deployment_id, DeployStatus())
+
+    def activate(self, plan: DeployPlan) -> None:
+        """Build the environment and (re)configure the agent's pool in the background."""
+        self._status[plan.deployment_id] = DeployStatus()
+        task = asyncio.create_task(self._activate(plan), name=f"deploy-{plan.deployment_id}")
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _activate(self, plan: DeployPlan) -> None:
+        status = self._status[plan.deployment_id]
+        try:
+            folder = resolve_image_folder(plan.image)
+            extra_env = await prepare_environment(folder, self._settings.state_dir / "envs")
+            spec = InstanceSpec(
+                agent_key=plan.agent_key,
+                deployment_id=plan.deployment_id,
+                image=str(folder),
+                env={**plan.secrets, **extra_env},
+                profile=plan.profile,
+            )
+            defaults = self._settings.pools
+            options = PoolOptions(
+                min_agents=plan.min_agents,
+                max_agents=plan.max_agents,
+                cooldown_seconds=defaults.cooldown_seconds,
+                start_timeout=defaults.start_timeout,
+            )
+            await self._pools.ensure(plan.agent_key, spec, options)
+            status.ready = True
+            logger.info(f"Deployment {plan.deployment_id} of {plan.agent_key} is ready")
+        except CatteryError as exc:
+            status.errors.append({"code": exc.code, "message": exc.message})
+        except Exception as exc:
+            logger.opt(exception=exc).error(f"Deployment {plan.deployment_id} failed")
+            status.errors.append({"code": "DEPLOYMENT_FAILED", "message": str(exc)})
+
+    async def wait(self, deployment_id: str) -> DeployStatus:
+        """For callers that need the pool (a start right after boot): wait for activation."""
+        while True:
+            status = self.status(deployment_id)
+            if status.ready or status.errors or not self._tasks:
+                return status
+            await asyncio.sleep(0.05)
+
+    async def remove(self, agent_key: str) -> None:
+        await self._pools.remove(agent_key)
+
+    async def aclose(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -1,0 +1,81 @@
+"""Request dependencies: the transaction, the caller's key, and the organization in scope."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cattery.control.state import ControlState
+from cattery.errors import Forbidden, NotFound, Unauthorized
+from cattery.store import repositories as repo
+from cattery.store.models import ApiKeyKind, Organization
+
+
+def control_state(request: Request) -> ControlState:
+    return request.app.state.control
+
+
+State = Annotated[ControlState, Depends(control_state)]
+
+
+async def db_session(state: State) -> AsyncIterator[AsyncSession]:
+    """The request owns the transaction: commit on success, roll back on error."""
+    async with state.sessionmaker() as session:
+        try:
+            yield session
+            await session.commit()
+        except BaseException:
+            await session.rollback()
+            raise
+
+
+DB = Annotated[AsyncSession, Depends(db_session)]
+
+
+@dataclass(frozen=True)
+class Principal:
+    key_id: str
+    kind: str
+    organization: Organization
+    user_id: str | None
+
+
+def bearer_token(request: Request) -> str:
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise Unauthorized("Missing API key: send Authorization: Bearer <key>")
+    return token.strip()
+
+
+async def any_key(request: Request, db: DB) -> Principal:
+    found = await repo.find_active_api_key(db, bearer_token(request))
+    if found is None:
+        raise Unauthorized("Invalid or revoked API key")
+    key, org = found
+    return Principal(key_id=key.id, kind=key.kind, organization=org, user_id=key.user_id)
+
+
+async def private_key(principal: Annotated[Principal, Depends(any_key)]) -> Principal:
+    if principal.kind == ApiKeyKind.PUBLIC:
+        raise Forbidden("A public key can't be used here: use a private key or the admin token")
+    return principal
+
+
+PublicCaller = Annotated[Principal, Depends(any_key)]
+PrivateCaller = Annotated[Principal, Depends(private_key)]
+
+
+async def organization(request: Request, caller: PrivateCaller) -> Organization:
+    """The org in the path (org-scoped routes) must be the caller's; else it doesn't exist."""
+    name = request.path_params.get("org")
+    if name is not None and name != caller.organization.name:
+        raise NotFound(f"Organization {name!r} not found")
+    return caller.organization
+
+
+Org = Annotated[Organization, Depends(organization)]

@@ -1,0 +1,27 @@
+"""``cattery serve``: settings, logging, then uvicorn on the control plane's app."""
+
+from __future__ import annotations
+
+import sys
+
+import uvicorn
+from loguru import logger
+
+from cattery.settings import Settings
+
+
+def run_control_plane(*, host: str | None, port: int | None, fd: int | None) -> None:
+    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+    settings = Settings(**overrides)
+    logger.remove()
+    logger.add(sys.stderr, level="INFO")
+    from cattery.control.app import create_app
+
+    uvicorn.run(
+        create_app(settings),
+        host=settings.host,
+        port=settings.port,
+        fd=fd,
+        log_level="info",
+        timeout_graceful_shutdown=10,
+    )

@@ -1,0 +1,29 @@
+"""Everything the control plane's lifespan creates, owned in one place and closed in order."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from cattery.control.deployer import Deployer
+from cattery.control.logrouter import LogRouter
+from cattery.control.supervisor import SessionSupervisor
+from cattery.pools import PoolManager
+from cattery.settings import Settings
+from cattery.store.crypto import SecretBox
+
+
+@dataclass
+class ControlState:
+    settings: Settings
+    engine: AsyncEngine
+    sessionmaker: async_sessionmaker[AsyncSession]
+    box: SecretBox
+    pools: PoolManager
+    router: LogRouter
+    supervisor: SessionSupervisor
+    deployer: Deployer
+    proxy_http: httpx.AsyncClient
+    admin_token_created: str | None = field(default=None, repr=False)

@@ -1,0 +1,207 @@
+"""Live sessions: acquire an instance, dispatch ``POST /bot``, record how the session ends.
+
+The supervisor owns one dispatch task per live session. Whatever happens to the request
+(the bot returns, crashes, is stopped, outlives its budget, or the instance dies), the
+session gets an end state and its instance is released to the pool to be discarded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import httpx
+from loguru import logger
+
+from cattery.backends.base import InstanceHandle
+from cattery.control.logrouter import InstanceContext, LogRouter
+from cattery.runtime.options import END_STATE_HEADER, INSTANCE_TOKEN_HEADER
+
+#: extra time past the session's own limit before the control plane kills the instance
+BACKSTOP_GRACE_SECONDS = 30.0
+KILL_GRACE_SECONDS = 2.0
+
+
+class SessionRecorder(Protocol):
+    async def created(self, live: LiveSession) -> None: ...
+    async def bot_started(self, session_id: str, bot_start_seconds: float) -> None: ...
+    async def ended(self, session_id: str, end_state: str, when: datetime) -> None: ...
+
+
+@dataclass(frozen=True)
+class DailyRoom:
+    room_url: str
+    bot_token: str
+    client_token: str
+
+
+@dataclass
+class LiveSession:
+    id: str
+    organization_id: str
+    agent_id: str
+    agent_key: str
+    deployment_id: str
+    handle: InstanceHandle
+    cold_start: bool
+    created_at: datetime
+    transport: str | None = None
+    started_monotonic: float = field(default_factory=time.monotonic)
+    stop_requested: bool = False
+    task: asyncio.Task[None] | None = None
+
+
+Release = Callable[[InstanceHandle], Awaitable[None]]
+
+
+class SessionSupervisor:
+    def __init__(self, router: LogRouter, recorder: SessionRecorder) -> None:
+        self._router = router
+        self._recorder = recorder
+        self._live: dict[str, LiveSession] = {}
+        self._http = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0))
+        self._background: set[asyncio.Task[None]] = set()
+        router.on_session_event = self._on_session_event
+
+    def get(self, session_id: str) -> LiveSession | None:
+        return self._live.get(session_id)
+
+    def live_sessions(self, agent_id: str) -> list[LiveSession]:
+        return [live for live in self._live.values() if live.agent_id == agent_id]
+
+    def active_count(self, agent_id: str) -> int:
+        return sum(1 for live in self._live.values() if live.agent_id == agent_id)
+
+    async def dispatch(
+        self,
+        *,
+        organization_id: str,
+        agent_id: str,
+        agent_key: str,
+        deployment_id: str,
+        handle: InstanceHandle,
+        cold_start: bool,
+        release: Release,
+        body: Any,
+        max_session_seconds: int,
+        transport: str | None = None,
+        daily: DailyRoom | None = None,
+        session_id: str | None = None,
+        requested_at: float | None = None,
+    ) -> LiveSession:
+        """Record the session, then run ``POST /bot`` on the instance in an owned task."""
+        live = LiveSession(
+            id=session_id or str(uuid.uuid4()),
+            organization_id=organization_id,
+            agent_id=agent_id,
+            agent_key=agent_key,
+            deployment_id=deployment_id,
+            handle=handle,
+            cold_start=cold_start,
+            created_at=datetime.now(UTC),
+            transport=transport,
+        )
+        if requested_at is not None:
+            live.started_monotonic = requested_at
+        self._router.bind(
+            handle.id, InstanceContext(organization_id, agent_id, deployment_id, live.id)
+        )
+        await self._recorder.created(live)
+        self._live[live.id] = live
+        headers = {
+            INSTANCE_TOKEN_HEADER: handle.token,
+            "x-daily-session-id": live.id,
+            "x-pcc-max-session-seconds": str(max_session_seconds),
+        }
+        if transport:
+            headers["x-daily-transport-type"] = transport
+        if daily is not None:
+            headers["x-daily-room-url"] = daily.room_url
+            headers["x-daily-room-token"] = daily.bot_token
+        live.task = asyncio.create_task(
+            self._run(live, headers, body, max_session_seconds, release), name=f"dispatch-{live.id}"
+        )
+        return live
+
+    async def _run(
+        self,
+        live: LiveSession,
+        headers: dict[str, str],
+        body: Any,
+        max_session_seconds: int,
+        release: Release,
+    ) -> None:
+        end_state = "agent_error"
+        with logger.contextualize(session_id=live.id):
+            try:
+                async with asyncio.timeout(max_session_seconds + BACKSTOP_GRACE_SECONDS):
+                    resp = await self._http.post(
+                        f"{live.handle.address}/bot", json=body, headers=headers
+                    )
+                if resp.status_code >= 400:
+                    logger.error(f"Instance refused the session: {resp.status_code} {resp.text}")
+                    end_state = "ended_before_agent_start"
+                else:
+                    end_state = resp.headers.get(END_STATE_HEADER, "completed")
+            except TimeoutError:
+                logger.error("Session outlived its max duration; killing its instance")
+                live.handle.kill()
+                end_state = "terminated"
+            except httpx.HTTPError as exc:
+                end_state = "terminated" if live.stop_requested else "agent_error"
+                if not live.stop_requested:
+                    logger.error(f"Instance of the session died: {exc!r}")
+            except asyncio.CancelledError:
+                end_state = "terminated"
+                raise
+            finally:
+                if live.stop_requested:
+                    end_state = "terminated"
+                await self._finish(live, end_state, release)
+
+    async def _finish(self, live: LiveSession, end_state: str, release: Release) -> None:
+        self._live.pop(live.id, None)
+        try:
+            await self._recorder.ended(live.id, end_state, datetime.now(UTC))
+        except Exception as exc:
+            logger.opt(exception=exc).error("Failed to record the end of a session")
+        try:
+            await release(live.handle)
+        except Exception as exc:
+            logger.opt(exception=exc).error("Failed to release an instance")
+        self._router.unbind(live.handle.id)
+
+    async def stop(self, session_id: str) -> bool:
+        """Terminate a live session's instance; False when the session is not live here."""
+        live = self._live.get(session_id)
+        if live is None:
+            return False
+        live.stop_requested = True
+        await live.handle.aclose(grace=KILL_GRACE_SECONDS)
+        if live.task is not None:
+            await asyncio.gather(live.task, return_exceptions=True)
+        return True
+
+    def _on_session_event(self, session_id: str, event: str, when: datetime) -> None:
+        live = self._live.get(session_id)
+        if live is None or event != "bot_started":
+            return
+        seconds = max(0.0, time.monotonic() - live.started_monotonic)
+        task = asyncio.get_running_loop().create_task(
+            self._recorder.bot_started(session_id, seconds)
+        )
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def aclose(self) -> None:
+        tasks = [live.task for live in self._live.values() if live.task is not None]
+        tasks += list(self._background)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        await self._http.aclose()

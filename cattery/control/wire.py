@@ -1,0 +1,139 @@
+"""Response bodies in Pipecat Cloud's shapes, built from store rows.
+
+Keys follow the OpenAPI file and what the official CLI reads; nothing here ever carries a
+secret value or a key hash.
+"""
+
+from __future__ import annotations
+
+import statistics
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+
+def iso(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    return value.isoformat().replace("+00:00", "Z")
+
+
+def deployment_manifest(dep: Any) -> dict[str, Any]:
+    return {
+        "manifest": {
+            "spec": {
+                "image": dep.image,
+                "dailyNodeType": "local",
+                "maxSessionDurationSeconds": dep.max_session_duration,
+                "secretSet": dep.secret_set,
+                "agentProfile": dep.agent_profile,
+            }
+        }
+    }
+
+
+def service_details(
+    agent: Any, dep: Any | None, *, ready: bool, active_sessions: int, errors: list[dict[str, str]]
+) -> dict[str, Any]:
+    deployment_id = dep.id if dep is not None else None
+    return {
+        "id": agent.id,
+        "name": agent.name,
+        "region": agent.region,
+        "ready": ready,
+        "available": ready,
+        "createdAt": iso(agent.created_at),
+        "updatedAt": iso(agent.updated_at),
+        "desiredDeploymentId": deployment_id,
+        "activeDeploymentId": deployment_id,
+        "reconciledDeploymentId": deployment_id if ready else None,
+        "activeDeploymentReady": ready,
+        "activeSessionCount": active_sessions,
+        "agentProfile": dep.agent_profile if dep is not None else None,
+        "autoScaling": {
+            "minReplicas": dep.min_agents if dep is not None else 0,
+            "maxReplicas": dep.max_agents if dep is not None else 0,
+            "minAgents": dep.min_agents if dep is not None else 0,
+            "maxAgents": dep.max_agents if dep is not None else 0,
+        },
+        "krispViva": {},
+        "deployment": (
+            {"id": deployment_id, **deployment_manifest(dep)} if dep is not None else None
+        ),
+        "errors": errors,
+    }
+
+
+def service_list_item(agent: Any) -> dict[str, Any]:
+    return {
+        "id": agent.id,
+        "name": agent.name,
+        "region": agent.region,
+        "organizationId": agent.organization_id,
+        "activeDeploymentId": agent.active_deployment_id,
+        "desiredDeploymentId": agent.active_deployment_id,
+        "reconciledDeploymentId": agent.active_deployment_id,
+        "createdAt": iso(agent.created_at),
+        "updatedAt": iso(agent.updated_at),
+        "deletedAt": iso(agent.deleted_at),
+    }
+
+
+def deployment_item(dep: Any) -> dict[str, Any]:
+    return {
+        "id": dep.id,
+        **deployment_manifest(dep),
+        "buildId": dep.build_id,
+        "createdAt": iso(dep.created_at),
+        "updatedAt": iso(dep.updated_at),
+    }
+
+
+def session_item(session: Any) -> dict[str, Any]:
+    return {
+        "sessionId": session.id,
+        "serviceId": session.agent_id,
+        "organizationId": session.organization_id,
+        "deploymentId": session.deployment_id,
+        "createdAt": iso(session.created_at),
+        "updatedAt": iso(session.ended_at or session.created_at),
+        "endedAt": iso(session.ended_at),
+        "botStartSeconds": session.bot_start_seconds,
+        "coldStart": session.cold_start,
+        "endState": session.end_state,
+        "completionStatus": session.completion_status or session.end_state,
+        "transport": session.transport,
+    }
+
+
+def _p(values: Sequence[float], q: int) -> float:
+    if len(values) == 1:
+        return float(values[0])
+    return float(statistics.quantiles(values, n=100, method="inclusive")[q - 1])
+
+
+def resource_metrics(samples: Sequence[Any]) -> dict[str, Any]:
+    cpu = [s.cpu_millicores for s in samples]
+    mem = [s.memory_bytes for s in samples]
+    return {
+        "timeseries": [
+            {"t": iso(s.t), "c": s.cpu_millicores, "m": s.memory_bytes} for s in samples
+        ],
+        "sampleCount": len(samples),
+        "cpuMillicoresP50": _p(cpu, 50) if cpu else None,
+        "cpuMillicoresP99": _p(cpu, 99) if cpu else None,
+        "memoryBytesP50": _p(mem, 50) if mem else None,
+        "memoryBytesP99": _p(mem, 99) if mem else None,
+    }
+
+
+def session_detail(session: Any, samples: Sequence[Any]) -> dict[str, Any]:
+    return {
+        **session_item(session),
+        "events": list(session.events or []),
+        "resourceMetrics": resource_metrics(samples),
+    }
+
+
+def log_entry(line: Any) -> dict[str, Any]:
+    return {"log": line.line, "timestamp": iso(line.ts), "sessionId": line.session_id}

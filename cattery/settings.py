@@ -1,0 +1,74 @@
+"""All of the control plane's configuration, read once from env (``CATTERY_*``) or cattery.toml.
+
+This is the only module that reads the environment for the control plane; everything else
+receives a ``Settings`` object.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+
+class PoolDefaults(BaseModel):
+    max_agents: int = 50
+    cooldown_seconds: float = 300.0
+    start_timeout: float = 60.0
+    max_session_duration: int = 7200
+
+
+class DailySettings(BaseModel):
+    api_key: SecretStr | None = None
+    api_url: str = "https://api.daily.co/v1"
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CATTERY_",
+        env_nested_delimiter="__",
+        toml_file="cattery.toml",
+        extra="ignore",
+    )
+
+    host: str = "127.0.0.1"
+    port: int = 7860
+    state_dir: Path = Path(".cattery")
+    database_url: str | None = None
+    admin_token: SecretStr | None = None
+    secret_key: SecretStr | None = None
+    organization: str = "default"
+    admin_email: str = "admin@localhost"
+    default_region: str = "local"
+    regions: list[str] = Field(default_factory=lambda: ["local"])
+    backend: str = "local"
+    instance_sample_interval: float = 2.0
+    pools: PoolDefaults = Field(default_factory=PoolDefaults)
+    daily: DailySettings = Field(default_factory=DailySettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+
+    @property
+    def resolved_database_url(self) -> str:
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.state_dir / 'cattery.db').resolve()}"
+
+    @property
+    def key_file(self) -> Path:
+        return self.state_dir / "secret.key"
