@@ -1,0 +1,52 @@
+"""Instance output, one row per line, read back the way ``agent logs`` asks for it."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+
+from sqlalchemy import insert, select
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cattery.store.models import LogLine
+from cattery.store.types import utcnow
+
+
+@dataclass(frozen=True)
+class NewLogLine:
+    """A line to store; ``ts`` defaults to when it was built, close to when it was printed."""
+
+    organization_id: str
+    agent_id: str
+    line: str
+    deployment_id: str | None = None
+    session_id: str | None = None
+    instance_id: str | None = None
+    ts: datetime = field(default_factory=utcnow)
+
+
+async def append_log_lines(db: AsyncSession, lines: Iterable[NewLogLine]) -> int:
+    """Store a batch of lines in one statement; returns how many."""
+    rows = [asdict(line) for line in lines]
+    if rows:
+        await db.execute(insert(LogLine), rows)
+    return len(rows)
+
+
+async def list_log_lines(
+    db: AsyncSession,
+    agent_id: str,
+    *,
+    session_id: str | None = None,
+    deployment_id: str | None = None,
+    limit: int = 100,
+) -> list[LogLine]:
+    """The agent's last ``limit`` matching lines, newest last."""
+    query = select(LogLine).where(LogLine.agent_id == agent_id)
+    if session_id is not None:
+        query = query.where(LogLine.session_id == session_id)
+    if deployment_id is not None:
+        query = query.where(LogLine.deployment_id == deployment_id)
+    newest_first = await db.scalars(query.order_by(LogLine.id.desc()).limit(limit))
+    return list(newest_first)[::-1]
