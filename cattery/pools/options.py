@@ -1,0 +1,49 @@
+"""A pool's settings and what it hands out."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from cattery.backends.base import InstanceHandle
+
+
+@dataclass(frozen=True)
+class PoolOptions:
+    """An agent's scaling settings (``minAgents``, ``maxAgents``) and our timings."""
+
+    min_agents: int = 0
+    max_agents: int = 50
+    #: how long an idle instance beyond ``min_agents`` is kept before it is retired
+    cooldown_seconds: float = 300.0
+    #: how long a new instance may take to answer ``/livez``
+    start_timeout: float = 60.0
+
+    def __post_init__(self) -> None:
+        if self.min_agents < 0 or self.max_agents < 0:
+            raise ValueError("min_agents and max_agents must not be negative")
+        if self.cooldown_seconds < 0 or self.start_timeout <= 0:
+            raise ValueError("cooldown_seconds must be >= 0 and start_timeout > 0")
+
+
+@dataclass(frozen=True)
+class Lease:
+    """One instance, handed to one session; give it back with ``Pool.release(handle)``."""
+
+    handle: InstanceHandle
+    #: True when the session had to wait for an instance to start
+    cold_start: bool
+
+
+@dataclass(frozen=True)
+class PoolStats:
+    idle: int
+    starting: int
+    busy: int
+
+    @property
+    def total(self) -> int:
+        return self.idle + self.starting + self.busy
+
+    def as_dict(self) -> dict[str, int]:
+        counts = {"idle": self.idle, "starting": self.starting, "busy": self.busy}
+        return {**counts, "total": self.total}

@@ -1,0 +1,332 @@
+"""One agent's instances: warm ones waiting, starting ones, and busy ones serving a session.
+
+An instance serves one session and is then discarded. The warm target is ``min_agents``;
+besides, every session that ends is replaced by a fresh warm instance, as if the instance
+had gone back to idle (Pipecat Cloud reuses it; we start a clean one). Idle instances
+beyond ``min_agents`` are retired after ``cooldown_seconds``, so warm capacity follows
+``max(min_agents, recent active sessions)``. Nothing ever exceeds ``max_agents``.
+
+Bookkeeping happens under one lock and never awaits an instance; starting instances are
+tasks, so an acquire never waits for a refill.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+
+from loguru import logger
+
+from cattery.backends.base import Backend, InstanceFailed, InstanceHandle, InstanceSpec
+from cattery.backends.base import InstanceStatus as Status
+from cattery.backends.tasks import OwnedTasks
+from cattery.errors import AtCapacity, ServiceUnavailable
+from cattery.pools.options import Lease, PoolOptions, PoolStats
+
+#: after this many failed starts in a row, refills wait up to ``MAX_BACKOFF_SECONDS``
+BACKOFF_BASE_SECONDS = 0.5
+MAX_BACKOFF_SECONDS = 30.0
+MAX_TICK_SECONDS = 1.0
+MIN_TICK_SECONDS = 0.02
+
+
+@dataclass(eq=False)
+class _Starting:
+    """An instance being spawned and readied; ``claimed`` once an acquire waits for it."""
+
+    spec: InstanceSpec
+    generation: int
+    claimed: bool = False
+    future: asyncio.Future[InstanceHandle] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future()
+    )
+
+
+@dataclass(eq=False)
+class _Idle:
+    handle: InstanceHandle
+    generation: int
+    since: float = field(default_factory=time.monotonic)
+
+
+class Pool:
+    """The instances of one agent. Owned by a ``PoolManager``; owns its instances."""
+
+    def __init__(
+        self, key: str, spec: InstanceSpec, options: PoolOptions, backend: Backend
+    ) -> None:
+        self.key = key
+        self.spec = spec
+        self.options = options
+        self._backend = backend
+        self._lock = asyncio.Lock()
+        self._idle: list[_Idle] = []
+        self._starting: list[_Starting] = []
+        self._busy: dict[str, InstanceHandle] = {}
+        self._generation = 0
+        self._failures = 0
+        self._retry_at = 0.0
+        self._started = False
+        self._closed = False
+        self._tasks = OwnedTasks(f"pool {key}")  # maintenance and starting instances
+        self._closing = OwnedTasks(f"pool {key} closes")  # awaited, never cancelled
+
+    # -- public ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Begin keeping the warm target. Idempotent; the first acquire calls it too."""
+        async with self._lock:
+            self._check_open()
+            if self._started:
+                return
+            self._started = True
+            self._tasks.spawn(self._maintain_task(), "maintain_task")
+            self._refill_locked()
+
+    async def acquire(self) -> Lease:
+        """An instance for one session: warm if any, else one that is starting or new.
+
+        Raises ``AtCapacity`` when ``max_agents`` instances exist and none is free, and
+        ``InstanceFailed`` when the instance started for this session fails.
+        """
+        await self.start()
+        async with self._lock:
+            self._check_open()
+            handle = self._take_idle_locked()
+            if handle is not None:
+                self._busy[handle.id] = handle
+                self._refill_locked()
+                return Lease(handle, cold_start=False)
+            slot = next((s for s in self._starting if self._claimable(s)), None)
+            if slot is None:
+                if self._total() >= self.options.max_agents:
+                    raise AtCapacity(
+                        f"Agent {self.key} is at capacity: all {self.options.max_agents} "
+                        "instances (maxAgents) are in use"
+                    )
+                slot = self._start_locked()
+            slot.claimed = True
+            self._refill_locked()
+        return Lease(await self._wait_claimed(slot), cold_start=True)
+
+    async def release(self, handle: InstanceHandle) -> None:
+        """The session on ``handle`` is over: discard the instance, start its replacement."""
+        async with self._lock:
+            was_busy = self._busy.pop(handle.id, None) is not None
+            self._idle = [e for e in self._idle if e.handle is not handle]
+            self._close_later(handle)
+            if self._closed:
+                return
+            if was_busy and self._total() < self.options.max_agents and not self._backing_off():
+                self._start_locked()  # the cooldown replacement
+            self._refill_locked()
+
+    async def update(self, spec: InstanceSpec, options: PoolOptions) -> None:
+        """A new deployment or new settings. Idle instances of an older spec are replaced;
+        busy ones keep serving their session."""
+        async with self._lock:
+            self._check_open()
+            self.options = options
+            if spec != self.spec:
+                self.spec = spec
+                self._generation += 1
+                for entry in self._idle:
+                    self._close_later(entry.handle)
+                self._idle = []
+            self._failures, self._retry_at = 0, 0.0
+            self._trim_locked()
+            self._refill_locked()
+
+    def adopt_busy(self, handle: InstanceHandle) -> None:
+        """Count an instance reattached after a restart as busy; ``release`` it as usual."""
+        self._check_open()
+        self._busy[handle.id] = handle
+
+    def stats(self) -> PoolStats:
+        return PoolStats(idle=len(self._idle), starting=len(self._starting), busy=len(self._busy))
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def aclose(self) -> None:
+        """Stop every instance, idle and busy (their sessions end), and every task."""
+        async with self._lock:
+            if self._closed:
+                handles: list[InstanceHandle] = []
+            else:
+                self._closed = True
+                handles = [e.handle for e in self._idle] + list(self._busy.values())
+                self._idle, self._busy = [], {}
+        await self._tasks.aclose()  # a starting instance closes its own handle
+        for handle in handles:
+            self._close_later(handle)
+        await self._closing.wait_all()  # left open: a late release still closes its handle
+
+    # -- bookkeeping (under the lock) --------------------------------------------------
+
+    def _total(self) -> int:
+        return len(self._idle) + len(self._starting) + len(self._busy)
+
+    def _claimable(self, slot: _Starting) -> bool:
+        return not slot.claimed and slot.generation == self._generation
+
+    def _warm(self) -> int:
+        return len(self._idle) + sum(1 for s in self._starting if self._claimable(s))
+
+    def _take_idle_locked(self) -> InstanceHandle | None:
+        while self._idle:
+            entry = self._idle.pop()  # the most recently idle: older ones may cool down
+            if entry.handle.status == Status.READY:
+                return entry.handle
+            self._close_later(entry.handle)
+        return None
+
+    def _refill_locked(self) -> None:
+        if self._closed or not self._started or self._backing_off():
+            return
+        need = self.options.min_agents - self._warm()
+        room = self.options.max_agents - self._total()
+        for _ in range(min(need, room)):
+            self._start_locked()
+
+    def _start_locked(self) -> _Starting:
+        slot = _Starting(self.spec, self._generation)
+        self._starting.append(slot)
+        self._tasks.spawn(self._start_task(slot), "start_task")
+        return slot
+
+    def _trim_locked(self) -> None:
+        """Retire dead idle instances, cooled-down ones beyond ``min_agents``, and any
+        idle ones over ``max_agents`` (after the cap was lowered)."""
+        now = time.monotonic()
+        alive = [e for e in self._idle if e.handle.status == Status.READY]
+        for entry in self._idle:
+            if entry.handle.status != Status.READY:
+                logger.bind(agent=self.key, instance_id=entry.handle.id).warning(
+                    f"Idle instance is {entry.handle.status}; replacing it"
+                )
+                self._close_later(entry.handle)
+        self._idle = alive
+        over_cap = self._total() - self.options.max_agents
+        excess = self._warm() - self.options.min_agents
+        for entry in sorted(self._idle, key=lambda e: e.since):
+            cooled = now - entry.since >= self.options.cooldown_seconds
+            if over_cap > 0 or (excess > 0 and cooled):
+                self._idle.remove(entry)
+                self._close_later(entry.handle)
+                over_cap -= 1
+                excess -= 1
+
+    def _backing_off(self) -> bool:
+        return time.monotonic() < self._retry_at
+
+    def _check_open(self) -> None:
+        if self._closed:
+            raise ServiceUnavailable(f"Agent {self.key} is shutting down")
+
+    def _close_later(self, handle: InstanceHandle) -> None:
+        self._closing.spawn(handle.aclose(), "close_task")
+
+    # -- tasks -----------------------------------------------------------------------
+
+    async def _wait_claimed(self, slot: _Starting) -> InstanceHandle:
+        try:
+            return await asyncio.shield(slot.future)
+        except asyncio.CancelledError:
+            self._unclaim(slot)  # the session is gone: the instance serves the next one
+            raise
+
+    def _unclaim(self, slot: _Starting) -> None:
+        if not slot.future.done():
+            slot.claimed = False
+            return
+        if slot.future.cancelled() or slot.future.exception() is not None:
+            return
+        handle = slot.future.result()
+        if self._busy.pop(handle.id, None) is None:
+            return
+        if not self._closed and slot.generation == self._generation:
+            self._idle.append(_Idle(handle, slot.generation))
+        else:
+            self._close_later(handle)
+
+    async def _start_task(self, slot: _Starting) -> None:
+        handle: InstanceHandle | None = None
+        try:
+            error: Exception | None = None
+            try:
+                handle = await self._backend.spawn(slot.spec)
+                await handle.ready(self.options.start_timeout)
+            except Exception as exc:
+                error = exc
+            async with self._lock:
+                if error is None and handle is not None:
+                    self._started_locked(slot, handle)
+                else:
+                    self._start_failed_locked(slot, error, handle)
+        except asyncio.CancelledError:
+            if slot in self._starting:  # cancelled before it was handed over
+                self._starting.remove(slot)
+                _fail(slot, InstanceFailed(f"agent {self.key} is shutting down"))
+                if handle is not None:
+                    await handle.aclose(grace=0)
+            raise
+
+    def _started_locked(self, slot: _Starting, handle: InstanceHandle) -> None:
+        self._starting.remove(slot)
+        self._failures, self._retry_at = 0, 0.0
+        if self._closed:
+            _fail(slot, InstanceFailed(f"agent {self.key} is shutting down"))
+            self._close_later(handle)
+        elif slot.claimed:
+            self._busy[handle.id] = handle
+            slot.future.set_result(handle)
+        elif slot.generation != self._generation:
+            self._close_later(handle)  # an older deployment's
+            self._refill_locked()
+        else:
+            self._idle.append(_Idle(handle, slot.generation))
+
+    def _start_failed_locked(
+        self, slot: _Starting, error: Exception | None, handle: InstanceHandle | None
+    ) -> None:
+        self._starting.remove(slot)
+        if handle is not None:
+            self._close_later(handle)
+        failure = error if isinstance(error, InstanceFailed) else None
+        if failure is None:
+            failure = InstanceFailed(f"an instance of {self.key} failed to start: {error!r}")
+            failure.__cause__ = error
+        self._failures += 1
+        delay = min(MAX_BACKOFF_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (self._failures - 1))
+        self._retry_at = time.monotonic() + delay
+        if not _fail(slot, failure):
+            logger.bind(agent=self.key).warning(
+                f"A warm instance failed to start; refilling again in {delay:g} s: {failure}"
+            )
+
+    async def _maintain_task(self) -> None:
+        """Retire cooled-down and dead idle instances; retry refills after failures."""
+        while True:
+            tick = min(MAX_TICK_SECONDS, self.options.cooldown_seconds / 4)
+            await asyncio.sleep(max(MIN_TICK_SECONDS, tick))
+            async with self._lock:
+                self._trim_locked()
+                self._refill_locked()
+
+    def __repr__(self) -> str:
+        s = self.stats()
+        return f"<Pool {self.key} idle={s.idle} starting={s.starting} busy={s.busy}>"
+
+
+def _fail(slot: _Starting, exc: BaseException) -> bool:
+    """Hand ``exc`` to the acquire waiting on ``slot``; whether one was waiting."""
+    if slot.future.done():
+        return slot.claimed
+    if slot.claimed:
+        slot.future.set_exception(exc)
+        return True
+    slot.future.cancel()
+    return False
