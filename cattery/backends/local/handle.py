@@ -28,8 +28,9 @@ from cattery.backends.local.proc import ProcessRef
 from cattery.backends.local.record import AdoptRecord
 from cattery.backends.tasks import OwnedTasks
 
-EXIT_POLL_SECONDS = 0.05
+EXIT_POLL_SECONDS = 0.1
 READY_POLL_SECONDS = 0.05
+LIVEZ_TIMEOUT_SECONDS = 2.0
 #: how long a SIGKILLed process may take to disappear before we give up waiting
 KILL_WAIT_SECONDS = 10.0
 TERMINAL = frozenset({InstanceStatus.STOPPED, InstanceStatus.FAILED})
@@ -124,12 +125,13 @@ class LocalInstanceHandle:
             raise InstanceFailed(f"instance {self.id} is {self._status}, not starting")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
-        async with httpx.AsyncClient(timeout=2.0, trust_env=False) as client:
+        async with httpx.AsyncClient(trust_env=False) as client:
             while True:
                 if self._check_exit():
                     self._fail_start(f"exited with code {self._exit_code} before it was ready")
+                budget = min(LIVEZ_TIMEOUT_SECONDS, max(0.05, deadline - loop.time()))
                 try:
-                    resp = await client.get(self.address + "/livez")
+                    resp = await client.get(self.address + "/livez", timeout=budget)
                     if resp.status_code == 200:
                         break
                 except httpx.HTTPError:
@@ -145,7 +147,8 @@ class LocalInstanceHandle:
 
     def _fail_start(self, reason: str) -> None:
         self._tail.read_available(final=self._process.exited)
-        self._set_status(InstanceStatus.FAILED)
+        if self._status not in TERMINAL:
+            self._set_status(InstanceStatus.FAILED)
         lines = self._tail.last_lines()
         message = f"instance {self.id} of {self.spec.agent_key} {reason}"
         raise InstanceFailed(f"{message}; last log lines:\n{lines}" if lines else message)
@@ -184,7 +187,13 @@ class LocalInstanceHandle:
     # -- restarts --------------------------------------------------------------------
 
     def record(self) -> AdoptRecord:
-        """What a restarted control plane needs to reattach this instance with ``adopt``."""
+        """What a restarted control plane needs to reattach this instance with ``adopt``.
+
+        Lines up to ``log_offset`` have been handed to the sink; store the record again
+        from time to time, as an adopter resumes from that offset (at-least-once lines).
+        """
+        if not self._tasks.closed:
+            self._tail.read_available()
         return AdoptRecord(
             instance_id=self.id,
             pid=self._process.pid,
