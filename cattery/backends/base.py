@@ -99,6 +99,10 @@ class InstanceFailed(Exception):
     """An instance died or never became ready."""
 
 
+class InstanceStartTimeout(InstanceFailed):
+    """An instance did not become ready within its start timeout (and was stopped)."""
+
+
 class Backend(Protocol):
     async def start(self) -> None: ...
 

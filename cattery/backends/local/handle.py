@@ -18,6 +18,7 @@ from cattery.backends.base import (
     ALLOWED_TRANSITIONS,
     InstanceFailed,
     InstanceSpec,
+    InstanceStartTimeout,
     InstanceStatus,
     LineSink,
     MetricsSink,
@@ -138,20 +139,21 @@ class LocalInstanceHandle:
                     pass
                 if loop.time() >= deadline:
                     self.kill()
-                    self._fail_start(f"did not answer /livez within {timeout:g} s")
+                    reason = f"did not answer /livez within {timeout:g} s"
+                    self._fail_start(reason, InstanceStartTimeout)
                 await asyncio.sleep(READY_POLL_SECONDS)
         if self._status == InstanceStatus.STARTING:
             self._set_status(InstanceStatus.READY)
         if self._status != InstanceStatus.READY:
             raise InstanceFailed(f"instance {self.id} is {self._status}")
 
-    def _fail_start(self, reason: str) -> None:
+    def _fail_start(self, reason: str, error: type[InstanceFailed] = InstanceFailed) -> None:
         self._tail.read_available(final=self._process.exited)
         if self._status not in TERMINAL:
             self._set_status(InstanceStatus.FAILED)
         lines = self._tail.last_lines()
         message = f"instance {self.id} of {self.spec.agent_key} {reason}"
-        raise InstanceFailed(f"{message}; last log lines:\n{lines}" if lines else message)
+        raise error(f"{message}; last log lines:\n{lines}" if lines else message)
 
     async def drain(self, timeout: float) -> None:
         """SIGTERM, then wait up to ``timeout`` s for the exit (the runtime finishes its session).

@@ -16,7 +16,13 @@ import httpx
 import psutil
 import pytest
 
-from cattery.backends.base import InstanceFailed, InstanceSpec, InstanceStatus
+from cattery.backends.base import (
+    InstanceFailed,
+    InstanceHandle,
+    InstanceSpec,
+    InstanceStartTimeout,
+    InstanceStatus,
+)
 from cattery.backends.local import AdoptRecord, LocalBackend, LocalInstanceHandle
 from cattery.backends.local.process import instance_env
 from cattery.pools import Pool, PoolOptions
@@ -86,6 +92,7 @@ async def backend(tmp_path: Path, sinks: Sinks) -> AsyncIterator[LocalBackend]:
 
 async def test_an_instance_serves_one_session_and_closes(backend, sinks) -> None:
     handle = await backend.spawn(probe_spec())
+    assert isinstance(handle, InstanceHandle)
     assert handle.id.startswith("inst_") and handle.status == InstanceStatus.STARTING
     assert handle.address.startswith("http://127.0.0.1:")
     assert psutil.Process(handle.pid).cwd() == str(PROBE.resolve())
@@ -172,7 +179,7 @@ async def test_ready_fails_with_the_last_log_lines(backend) -> None:
 
 async def test_ready_times_out_and_kills_the_instance(backend) -> None:
     handle = await backend.spawn(probe_spec())
-    with pytest.raises(InstanceFailed, match="did not answer"):
+    with pytest.raises(InstanceStartTimeout, match="did not answer"):
         await handle.ready(timeout=0.001)
     assert handle.status == InstanceStatus.FAILED
     assert await handle.wait() is not None

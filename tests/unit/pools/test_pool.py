@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
-from cattery.backends.base import InstanceFailed, InstanceSpec, InstanceStatus
+from cattery.backends.base import InstanceFailed, InstanceHandle, InstanceSpec, InstanceStatus
 from cattery.errors import AtCapacity, ServiceUnavailable
 from cattery.pools import Pool, PoolManager, PoolOptions
 from tests.support.waiting import async_wait_for
@@ -55,6 +55,7 @@ async def test_warm_acquire_takes_an_idle_instance_and_refills(make_pool, backen
     lease = await pool.acquire()
 
     assert lease.handle is warm and lease.cold_start is False
+    assert isinstance(lease.handle, InstanceHandle)
     assert lease.handle.status == InstanceStatus.READY
     await until(lambda: pool.stats().idle == 1, "the refill")
     assert pool.stats().as_dict() == {"idle": 1, "starting": 0, "busy": 1, "total": 2}
