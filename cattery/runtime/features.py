@@ -54,6 +54,11 @@ def detect_features(options: RuntimeOptions) -> list[Feature]:
             if options.whatsapp
             else "set WHATSAPP_TOKEN, WHATSAPP_PHONE_NUMBER_ID, WHATSAPP_APP_SECRET",
         ),
+        Feature(
+            "Observability observers",
+            False,
+            "cattery does not install Pipecat Cloud's [pcc-observability] observers",
+        ),
         Feature("ICE config URL", options.ice_config_url is not None, options.ice_config_url or ""),
     ]
 

@@ -2,16 +2,20 @@
 
 Pipecat Cloud starts a WebRTC session with ``POST /bot`` (transport type ``webrtc``, no
 room) and then forwards the client's offer. The ``/bot`` request holds the session's body
-and stays open until the bot that the offer starts has ended.
+and stays open until the bot that the offer starts has ended. A session's peer connection
+ends with it, and everything it logs carries the session's id.
 """
 
 from __future__ import annotations
 
 import asyncio
+import uuid
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
+from aiortc.sdp import SessionDescription
 from fastapi import FastAPI, Header, Request
 from loguru import logger
 from pipecat.transports.smallwebrtc.connection import IceServer
@@ -41,6 +45,40 @@ class _PendingSession:
     )
 
 
+def parse_offer(data: dict[str, Any]) -> SmallWebRTCRequest:
+    """An offer body as Pipecat's request, or a 400 saying what is wrong with it.
+
+    Pipecat's handler would answer an offer without media with an empty answer and start a
+    session whose peer can never connect, so the SDP is checked before it gets there.
+    """
+    try:
+        request = SmallWebRTCRequest.from_dict(dict(data))
+    except TypeError as exc:
+        raise InvalidRequest(f"Invalid WebRTC offer: {exc}") from exc
+    problem = _offer_problem(request)
+    if problem:
+        raise InvalidRequest(f"Invalid WebRTC offer: {problem}")
+    return request
+
+
+def _offer_problem(request: SmallWebRTCRequest) -> str | None:
+    if not isinstance(request.sdp, str):
+        return "sdp must be a string"
+    if request.type != "offer":
+        return f"type must be 'offer', not {request.type!r}"
+    if request.pc_id is not None and not isinstance(request.pc_id, str):
+        return "pc_id must be a string"
+    if request.restart_pc is not None and not isinstance(request.restart_pc, bool):
+        return "restart_pc must be a boolean"
+    try:
+        description = SessionDescription.parse(request.sdp)
+    except Exception as exc:
+        return f"unparsable SDP: {exc!r}"
+    if not description.media:
+        return "the SDP offers no media"
+    return None
+
+
 class WebRTCSessions:
     """Owns this instance's SmallWebRTC handler (single connection, as the image does)."""
 
@@ -53,6 +91,8 @@ class WebRTCSessions:
             host=options.esp32_host,
         )
         self._pending: _PendingSession | None = None
+        self._disconnect_tasks: set[asyncio.Task[None]] = set()
+        self._session_of: dict[str, str] = {}  # pc_id -> session id, while the session runs
 
     async def ice_servers(self) -> list[IceServer]:
         """ICE servers from ``ICE_CONFIG_URL``; the configured fallback if that fails."""
@@ -95,30 +135,64 @@ class WebRTCSessions:
         return await asyncio.shield(task)
 
     async def offer(self, data: dict[str, Any], session_id: str | None) -> dict[str, str] | None:
-        try:
-            request = SmallWebRTCRequest.from_dict(dict(data))
-        except TypeError as exc:
-            raise InvalidRequest(f"Invalid WebRTC offer: {exc}") from exc
+        request = parse_offer(data)
         self._handler.update_ice_servers(await self.ice_servers())
         pending = self._pending
+        session_id = session_id or (pending.session_id if pending else None)
+        if session_id is None and not request.pc_id:
+            session_id = str(uuid.uuid4())
 
         async def on_connection(connection: Any) -> None:
             body = request.request_data
             if body is None and pending is not None:
                 body = pending.body
             args = SmallWebRTCSessionArguments(
-                session_id=session_id or (pending.session_id if pending else None),
+                session_id=session_id or str(uuid.uuid4()),
                 webrtc_connection=connection,
                 body=body,
             )
             task = self._runner.start(args, max_seconds=pending.max_seconds if pending else None)
+            self._session_of[connection.pc_id] = args.session_id
+            self.close_when_done(task, connection, args.session_id)
             if pending is not None and not pending.started.done():
                 pending.started.set_result(task)
 
-        return await self._handler.handle_web_request(request, on_connection)
+        # The peer connection's tasks start here, before the bot's: they log with the
+        # session's id only if they inherit it now. (A renegotiation keeps its own.)
+        tagged = logger.contextualize(session_id=session_id) if session_id else nullcontext()
+        try:
+            with tagged:
+                return await self._handler.handle_web_request(request, on_connection)
+        except ValueError as exc:  # aiortc refusing the description (no ICE credentials, ...)
+            raise InvalidRequest(f"Invalid WebRTC offer: {exc}") from exc
+
+    def close_when_done(self, task: asyncio.Task[Any], connection: Any, session_id: str) -> None:
+        """End ``connection`` with its session, so the next peer is not refused.
+
+        A bot may return without closing its transport; the peer connection would then
+        stay open, holding this instance's single WebRTC connection.
+        """
+
+        def on_done(_: asyncio.Task[Any]) -> None:
+            self._session_of.pop(connection.pc_id, None)
+            disconnect_task = asyncio.ensure_future(self._disconnect(connection, session_id))
+            self._disconnect_tasks.add(disconnect_task)
+            disconnect_task.add_done_callback(self._disconnect_tasks.discard)
+
+        task.add_done_callback(on_done)
+
+    @staticmethod
+    async def _disconnect(connection: Any, session_id: str) -> None:
+        with logger.contextualize(session_id=session_id):
+            try:
+                await connection.disconnect()
+            except Exception as exc:
+                logger.warning(f"Error closing the session's peer connection: {exc!r}")
 
     async def patch(self, request: SmallWebRTCPatchRequest) -> None:
-        await self._handler.handle_patch_request(request)
+        session_id = self._session_of.get(request.pc_id)
+        with logger.contextualize(session_id=session_id) if session_id else nullcontext():
+            await self._handler.handle_patch_request(request)
 
     async def aclose(self) -> None:
         await self._handler.close()

@@ -64,6 +64,9 @@ def add_whatsapp_routes(
         x_daily_session_id: str | None = Header(None),
     ) -> dict[str, str]:
         raw = await request.body()
+        # Meta signs every delivery: nothing unsigned is parsed, let alone acted on.
+        if not signature_matches(options.app_secret, raw, x_hub_signature_256):
+            raise Unauthorized("Missing or invalid X-Hub-Signature-256")
         try:
             payload = WhatsAppWebhookRequest.model_validate_json(raw)
         except ValueError as exc:
@@ -79,8 +82,6 @@ def add_whatsapp_routes(
             )
             runner.start(args)
 
-        if not signature_matches(options.app_secret, raw, x_hub_signature_256):
-            raise Unauthorized("Missing or invalid X-Hub-Signature-256")
         client.update_ice_servers(await webrtc.ice_servers())
         try:
             await client.handle_webhook_request(

@@ -1,0 +1,65 @@
+"""Driving ``webrtc_client.js`` in Chromium: a SmallWebRTC peer on the runtime's own origin."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from tests.support.browser import chromium_context
+from tests.support.processes import ServerProcess
+from tests.support.waiting import async_wait_for
+
+CLIENT_JS = Path(__file__).with_name("webrtc_client.js")
+AUDIO_TIMEOUT = 30.0
+
+
+async def client_page(context: Any, rt: ServerProcess, page: Any = None) -> Any:
+    """A page on ``rt``'s origin (so ``fetch("/api/offer")`` is same-origin) with the client."""
+    page = page or await context.new_page()
+    await page.goto(rt.url + "/livez")
+    await page.add_script_tag(content=CLIENT_JS.read_text())
+    return page
+
+
+@asynccontextmanager
+async def webrtc_page(rt: ServerProcess) -> AsyncIterator[Any]:
+    """A fresh Chromium with one client page; its peer connection is closed on exit."""
+    async with chromium_context() as context:
+        page = await client_page(context, rt, context.pages[0] if context.pages else None)
+        try:
+            yield page
+        finally:
+            await page.evaluate("catteryWebRTC.close()")
+
+
+async def connect(page: Any, **options: Any) -> dict[str, Any]:
+    """Offer the fake microphone (``headers``, ``requestData``); ``{pcId, candidates}``."""
+    return await page.evaluate("(options) => catteryWebRTC.connect(options)", options)
+
+
+async def inbound_audio(page: Any) -> dict[str, Any]:
+    return await page.evaluate("catteryWebRTC.inboundAudio()")
+
+
+async def wait_for_echo(page: Any, timeout: float = AUDIO_TIMEOUT) -> dict[str, Any]:
+    """Wait until the remote audio track delivers sound, then until it delivers more."""
+
+    async def sounding() -> dict[str, Any] | None:
+        stats = await inbound_audio(page)
+        if stats["found"] and stats["bytesReceived"] > 0 and stats["totalAudioEnergy"] > 0:
+            return stats
+        return None
+
+    first = await async_wait_for(sounding, timeout=timeout, what="audio from the bot")
+
+    async def growing() -> dict[str, Any] | None:
+        stats = await inbound_audio(page)
+        grew = (
+            stats["bytesReceived"] > first["bytesReceived"]
+            and stats["totalAudioEnergy"] > first["totalAudioEnergy"]
+        )
+        return stats if grew else None
+
+    return await async_wait_for(growing, timeout=timeout, what="the bot's audio to keep coming")
