@@ -33,7 +33,8 @@ async def db_session(state: State) -> AsyncIterator[AsyncSession]:
             raise
 
 
-DB = Annotated[AsyncSession, Depends(db_session)]
+#: the transaction commits before the response leaves, so the next request sees it
+DB = Annotated[AsyncSession, Depends(db_session, scope="function")]
 
 
 @dataclass(frozen=True)

@@ -53,6 +53,8 @@ class Sample:
 
 
 UNBOUND_BACKLOG = 500
+#: bindings kept after their session, so late lines still find it; the oldest go first
+MAX_BINDINGS = 20_000
 
 
 Writer = Callable[[list[LogRecord], list[Sample]], Awaitable[None]]
@@ -78,7 +80,10 @@ class LogRouter:
 
     def bind(self, instance_id: str, context: InstanceContext) -> None:
         """Attribute an instance's lines, including what it printed before, to ``context``."""
+        self._instances.pop(instance_id, None)
         self._instances[instance_id] = context
+        while len(self._instances) > MAX_BINDINGS:
+            self._instances.pop(next(iter(self._instances)))
         for when, text in self._unbound.pop(instance_id, []):
             self._record(instance_id, context, when, text)
 

@@ -16,12 +16,14 @@ def run_control_plane(*, host: str | None, port: int | None, fd: int | None) -> 
     logger.remove()
     logger.add(sys.stderr, level="INFO")
     from cattery.control.app import create_app
+    from cattery.control.http import CoalescingHttpProtocol
 
     uvicorn.run(
         create_app(settings),
         host=settings.host,
         port=settings.port,
         fd=fd,
+        http=CoalescingHttpProtocol,
         log_level="info",
         timeout_graceful_shutdown=10,
     )

@@ -174,7 +174,7 @@ class SessionSupervisor:
             await release(live.handle)
         except Exception as exc:
             logger.opt(exception=exc).error("Failed to release an instance")
-        self._router.unbind(live.handle.id)
+        # The binding stays: the instance's last lines are still being read from its log.
 
     async def stop(self, session_id: str) -> bool:
         """Terminate a live session's instance; False when the session is not live here."""

@@ -120,10 +120,10 @@ def resource_metrics(samples: Sequence[Any]) -> dict[str, Any]:
             {"t": iso(s.t), "c": s.cpu_millicores, "m": s.memory_bytes} for s in samples
         ],
         "sampleCount": len(samples),
-        "cpuMillicoresP50": _p(cpu, 50) if cpu else None,
-        "cpuMillicoresP99": _p(cpu, 99) if cpu else None,
-        "memoryBytesP50": _p(mem, 50) if mem else None,
-        "memoryBytesP99": _p(mem, 99) if mem else None,
+        "cpuMillicoresP50": _p(cpu, 50) if cpu else 0,
+        "cpuMillicoresP99": _p(cpu, 99) if cpu else 0,
+        "memoryBytesP50": _p(mem, 50) if mem else 0,
+        "memoryBytesP99": _p(mem, 99) if mem else 0,
     }
 
 
