@@ -42,11 +42,14 @@ def serve(
     host: str | None = typer.Option(None, help="Address to bind (default 127.0.0.1)."),
     port: int | None = typer.Option(None, help="Port to bind (default 7860)."),
     fd: int | None = typer.Option(None, hidden=True, help="Serve on an inherited socket."),
+    agent: list[str] = typer.Option(
+        [], "--agent", help="Deploy NAME=PATH (a folder holding bot.py) at start; repeatable."
+    ),
 ) -> None:
     """Run the control plane: Pipecat Cloud's API over local pools of instances."""
     from cattery.control.main import run_control_plane
 
-    run_control_plane(host=host, port=port, fd=fd)
+    run_control_plane(host=host, port=port, fd=fd, agents=agent)
 
 
 def main() -> None:

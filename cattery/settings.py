@@ -48,6 +48,8 @@ class Settings(BaseSettings):
     default_region: str = "local"
     regions: list[str] = Field(default_factory=lambda: ["local"])
     backend: str = "local"
+    #: agents deployed at start: name -> folder holding bot.py
+    agents: dict[str, str] = Field(default_factory=dict)
     instance_sample_interval: float = 2.0
     pools: PoolDefaults = Field(default_factory=PoolDefaults)
     daily: DailySettings = Field(default_factory=DailySettings)

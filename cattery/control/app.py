@@ -13,6 +13,7 @@ from cattery.backends.local import LocalBackend
 from cattery.control.api.private import organization, secrets, services, sessions
 from cattery.control.api.public import proxy, start
 from cattery.control.bootstrap import bootstrap
+from cattery.control.bundled import deploy_bundled_agents
 from cattery.control.deployer import Deployer, DeployPlan
 from cattery.control.logrouter import LogRouter
 from cattery.control.recorder import StoreRecorder
@@ -68,6 +69,7 @@ def _lifespan(settings: Settings):
                     flush=True,
                 )
             await _activate_deployed_agents(state)
+            await deploy_bundled_agents(state)
             yield
         finally:
             await _close(state)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import uvicorn
 from loguru import logger
@@ -10,9 +11,18 @@ from loguru import logger
 from cattery.settings import Settings
 
 
-def run_control_plane(*, host: str | None, port: int | None, fd: int | None) -> None:
-    overrides = {k: v for k, v in {"host": host, "port": port}.items() if v is not None}
+def run_control_plane(
+    *, host: str | None, port: int | None, fd: int | None, agents: list[str] | None = None
+) -> None:
+    overrides: dict[str, object] = {
+        k: v for k, v in {"host": host, "port": port}.items() if v is not None
+    }
     settings = Settings(**overrides)
+    for item in agents or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise SystemExit(f"cattery serve: error: --agent takes NAME=PATH, not {item!r}")
+        settings.agents[name] = str(Path(path).expanduser().resolve())
     logger.remove()
     logger.add(sys.stderr, level="INFO")
     from cattery.control.app import create_app

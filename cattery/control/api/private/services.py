@@ -66,7 +66,7 @@ async def details(state: State, db: DB, agent: Agent) -> dict[str, Any]:
     )
 
 
-async def _deploy(
+async def deploy_agent(
     state: State, db: DB, org: Organization, name: str, req: DeployRequest, *, create: bool | None
 ) -> dict[str, Any]:
     check_agent_name(name)
@@ -168,19 +168,19 @@ def _add_routes(router: APIRouter, base: str, wrap: bool) -> None:
 
     @router.post(base)
     async def create_service(state: State, db: DB, org: Org, req: DeployRequest) -> dict:
-        return await _deploy(
+        return await deploy_agent(
             state, db, org, req.serviceName or "", req, create=None if wrap else True
         )
 
     @router.put(base)
     async def update_service(state: State, db: DB, org: Org, req: DeployRequest) -> dict:
-        return await _deploy(state, db, org, req.serviceName or "", req, create=None)
+        return await deploy_agent(state, db, org, req.serviceName or "", req, create=None)
 
     @router.post(base + "/{name}")
     async def update_named_service(
         state: State, db: DB, org: Org, name: str, req: DeployRequest
     ) -> dict:
-        return await _deploy(state, db, org, name, req, create=False)
+        return await deploy_agent(state, db, org, name, req, create=False)
 
     @router.delete(base + "/{name}")
     async def delete_service(state: State, db: DB, org: Org, name: str) -> dict:
