@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     default_region: str = "local"
     regions: list[str] = Field(default_factory=lambda: ["local"])
     backend: str = "local"
+    #: local backend: fork instances from a per-agent parent that has imported the bot
+    #: (Linux only; ``CATTERY_BACKEND_FORK=0`` starts each instance as a fresh process)
+    backend_fork: bool = True
     #: agents deployed at start: name -> folder holding bot.py
     agents: dict[str, str] = Field(default_factory=dict)
     instance_sample_interval: float = 2.0

@@ -99,6 +99,7 @@ async def _open(settings: Settings) -> ControlState:
         line_sink=router.line,
         metrics_sink=router.sample,
         sample_interval=settings.instance_sample_interval,
+        fork=settings.backend_fork,
     )
     await backend.start()
     pools = PoolManager(backend)

@@ -38,6 +38,7 @@ def serve_loaded(
     fd: int | None = None,
     one_session: bool = False,
     parent_pid: int | None = None,
+    owner_fd: int | None = None,
 ) -> None:
     from cattery.runtime.app import build_app
     from cattery.runtime.features import log_features_summary
@@ -56,7 +57,20 @@ def serve_loaded(
         fd=fd,
         one_session=one_session,
         parent_pid=parent_pid,
+        owner_fd=owner_fd,
     )
+
+
+def serve_forked(loaded: LoadedBot, *, fd: int, one_session: bool, owner_fd: int | None) -> None:
+    """Serve a bot ``prepare`` loaded in a parent, in a child forked from it, on ``fd``.
+
+    The child's environment is its own by now, so options and logging are read again.
+    ``owner_fd`` is the read end of a pipe only the owner writes to: once it reads end of
+    file and no session runs, the instance exits (``--parent-pid`` for a forked child).
+    """
+    options = RuntimeOptions.from_env(host="127.0.0.1")
+    configure_logging(options.log_level)
+    serve_loaded(loaded, options, fd=fd, one_session=one_session, owner_fd=owner_fd)
 
 
 def run_runtime(

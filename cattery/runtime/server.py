@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import select
 import signal
 import socket
 from types import FrameType
@@ -29,12 +30,15 @@ class DrainingServer(uvicorn.Server):
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drain_task: asyncio.Task[None] | None = None
         self.parent_pid: int | None = None
+        self.owner_fd: int | None = None
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         watcher = None
         if self.parent_pid is not None:
             watcher = asyncio.create_task(self.watch_parent(self.parent_pid))
+        elif self.owner_fd is not None:
+            watcher = asyncio.create_task(self.watch_owner_pipe(self.owner_fd))
         try:
             await super().serve(sockets)
         finally:
@@ -78,6 +82,16 @@ class DrainingServer(uvicorn.Server):
                 self._runner.draining = True
                 self.should_exit = True
 
+    async def watch_owner_pipe(self, fd: int, interval: float = 1.0) -> None:
+        """As ``watch_parent``, for an owner that is not our parent (a forked instance):
+        ``fd`` reads end of file once every copy of the owner's write end is closed."""
+        while not self.should_exit:
+            await asyncio.sleep(interval)
+            if select.select([fd], [], [], 0)[0] and self._runner.active == 0:
+                logger.warning("Owner process is gone and no session runs; exiting")
+                self._runner.draining = True
+                self.should_exit = True
+
 
 def serve(
     app: FastAPI,
@@ -89,6 +103,7 @@ def serve(
     fd: int | None = None,
     one_session: bool = False,
     parent_pid: int | None = None,
+    owner_fd: int | None = None,
 ) -> None:
     config = uvicorn.Config(
         app,
@@ -105,4 +120,5 @@ def serve(
     if one_session:
         server.exit_after_first_session()
     server.parent_pid = parent_pid
+    server.owner_fd = owner_fd
     server.run()

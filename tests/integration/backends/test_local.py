@@ -177,7 +177,9 @@ async def test_ready_fails_with_the_last_log_lines(backend) -> None:
     assert handle.status == InstanceStatus.FAILED
 
 
-async def test_ready_times_out_and_kills_the_instance(backend) -> None:
+async def test_ready_times_out_and_kills_the_instance(tmp_path, sinks) -> None:
+    # a plain process: a forked instance may well answer within the shortest budget
+    backend = LocalBackend(tmp_path / "plain", sinks.line, sinks.metrics, fork=False)
     handle = await backend.spawn(probe_spec())
     with pytest.raises(InstanceStartTimeout, match="did not answer"):
         await handle.ready(timeout=0.001)
@@ -185,6 +187,7 @@ async def test_ready_times_out_and_kills_the_instance(backend) -> None:
     assert await handle.wait() is not None
     await handle.aclose()
     assert not psutil.pid_exists(handle.pid)
+    await backend.aclose()
 
 
 async def test_the_agent_env_reaches_the_bot(backend, tmp_path) -> None:

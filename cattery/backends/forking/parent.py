@@ -1,0 +1,215 @@
+"""The forking parent: import the bot once, then fork one instance per request.
+
+Run by the local backend as ``python -m cattery.backends.forking.parent BOT --control-fd N
+--lifeline-fd M`` in the bot's folder, with the agent's environment. It
+
+1. runs the runtime's ``prepare`` (Pipecat, ``pipecatcloud`` and ``bot.py`` imported; a bot
+   that can't load exits 2 here, as ``cattery runtime`` would) and imports what a serving
+   instance needs next (the app, uvicorn's protocols), so a child starts with all of it;
+2. refuses to fork if importing started a Python thread (a forked child would hold only
+   the calling thread; the backend then uses plain processes for this agent);
+3. disables the garbage collector and freezes every object before forking, so the
+   children's collections never write to the pages they share with it;
+4. serves fork requests (``wire.py``) until the backend's end of the control socket closes,
+   reaping children on ``SIGCHLD`` and reporting each exit code.
+
+It has no threads and no event loop. Its children live in their own sessions: killing the
+parent never touches them (``child.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import importlib
+import os
+import select
+import signal
+import socket
+import sys
+import threading
+
+from cattery.backends.forking import wire
+
+#: modules a serving child would import on its first steps; loaded here once for all
+SERVING_MODULES = (
+    "asyncio",
+    "concurrent.futures.thread",
+    "cattery.runtime.app",
+    "cattery.runtime.features",
+    "cattery.runtime.server",
+    "fastapi.telemetry._runtime",
+    "pydantic.dataclasses",
+    "pydantic.v1",  # FastAPI checks every route's models against it
+    "uvicorn.lifespan.on",
+    "uvicorn.loops.auto",
+    "uvicorn.loops.uvloop",
+    "uvicorn.protocols.http.auto",
+    "uvicorn.protocols.websockets.websockets_sansio_impl",
+)
+EXIT_THREADS = 3
+
+
+def native_threads() -> int:
+    """Threads of this process as the kernel counts them (Python's and native ones)."""
+    try:
+        return len(os.listdir("/proc/self/task"))
+    except OSError:
+        return threading.active_count()
+
+
+class ForkingParent:
+    """Owns the control socket, the ``SIGCHLD`` wake-up pipe and every child it forked
+    until that child is reaped. Owned by the process that runs ``main``."""
+
+    def __init__(self, loaded: object, control: socket.socket, lifeline_fd: int) -> None:
+        self.loaded = loaded
+        self.control = control
+        self.lifeline_fd = lifeline_fd
+        self.children: set[int] = set()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_w, False)
+
+    def run(self) -> None:
+        signal.signal(signal.SIGCHLD, _ignore)
+        signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
+        self._send({"event": "ready", "pid": os.getpid(), "native_threads": native_threads()})
+        while True:
+            readable, _, _ = select.select([self.control, self._wake_r], [], [])
+            if self._wake_r in readable:
+                os.read(self._wake_r, 4096)
+                self.reap()
+            if self.control in readable and not self._serve_one():
+                break
+        self.reap()
+
+    def _serve_one(self) -> bool:
+        """Handle one packet; False once the backend is gone (end of file)."""
+        try:
+            data, fds, _, _ = socket.recv_fds(self.control, wire.MAX_PACKET, wire.FORK_FDS)
+        except ConnectionError:
+            return False
+        if not data:
+            _close_all(fds)
+            return False
+        try:
+            request = wire.decode(data)
+        except ValueError as exc:
+            _close_all(fds)
+            self._send({"error": f"bad request: {exc}"})
+            return True
+        reply: dict[str, object] = {"id": request.get("id")}
+        if request.get("op") != "fork" or len(fds) != wire.FORK_FDS:
+            reply["error"] = "expected a fork request with a socket and a log file"
+            _close_all(fds)
+        else:
+            try:
+                reply["pid"] = self.fork(request, fds)
+            except OSError as exc:
+                reply["error"] = f"fork failed: {exc}"
+            finally:
+                _close_all(fds)
+        self._send(reply)
+        return True
+
+    def fork(self, request: dict, fds: list[int]) -> int:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        gc.freeze()  # whatever this loop allocated since the last fork joins the shared set
+        started_r, started_w = os.pipe()
+        pid = os.fork()
+        if pid == 0:
+            from cattery.backends.forking.child import run_child
+
+            run_child(
+                self.loaded,
+                listen_fd=fds[0],
+                log_fd=fds[1],
+                started_fd=started_w,
+                env=request.get("env") or {},
+                one_session=bool(request.get("one_session", True)),
+                owner_fd=self.lifeline_fd,
+                parent_fds=[self.control.fileno(), self._wake_r, self._wake_w, started_r],
+            )
+        os.close(started_w)
+        try:
+            os.read(started_r, 1)  # the child leads its own session now (or has died)
+        finally:
+            os.close(started_r)
+        self.children.add(pid)
+        return pid
+
+    def reap(self) -> None:
+        """Collect every child that has exited and report its exit code."""
+        while self.children:
+            try:
+                pid, status = os.waitpid(-1, os.WNOHANG)
+            except ChildProcessError:
+                self.children.clear()
+                return
+            if pid == 0:
+                return
+            self.children.discard(pid)
+            self._send({"event": "exit", "pid": pid, "code": os.waitstatus_to_exitcode(status)})
+
+    def _send(self, message: dict) -> None:
+        try:
+            self.control.send(wire.encode(message))
+        except OSError:
+            pass  # the backend is gone; the loop notices the end of file
+
+
+def _ignore(signum: int, frame: object) -> None:
+    """A Python handler, so the wake-up pipe is written on ``SIGCHLD``."""
+
+
+def _close_all(fds: list[int]) -> None:
+    for fd in fds:
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+
+
+def preload_serving_modules() -> None:
+    """Import what serving needs, and build a throwaway route once, so the lazy set-up
+    FastAPI and pydantic do on a first route (plugin discovery, schema machinery) is done
+    here, once, instead of in every child."""
+    for name in SERVING_MODULES:
+        try:
+            importlib.import_module(name)
+        except ImportError:
+            pass  # an optional speed-up (uvloop, httptools); the child imports what it needs
+    from fastapi import FastAPI, Header
+
+    warm = FastAPI()  # not the bot's app: the child builds that one
+
+    @warm.post("/warm")
+    async def route(x_warm: str | None = Header(None)) -> dict[str, str]:
+        return {}
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="cattery-forking-parent")
+    parser.add_argument("path")
+    parser.add_argument("--control-fd", type=int, required=True)
+    parser.add_argument("--lifeline-fd", type=int, required=True)
+    args = parser.parse_args(argv)
+    gc.disable()  # no holes in pages the children will share; children enable it again
+
+    from cattery.runtime.main import prepare
+    from cattery.runtime.options import RuntimeOptions
+
+    control = socket.socket(fileno=args.control_fd)
+    loaded = prepare(args.path, RuntimeOptions.from_env(host="127.0.0.1"))
+    preload_serving_modules()
+    if threading.active_count() > 1:
+        names = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+        print(f"cattery forking parent: threads running after import: {names}", file=sys.stderr)
+        raise SystemExit(EXIT_THREADS)
+    gc.freeze()
+    ForkingParent(loaded, control, args.lifeline_fd).run()
+
+
+if __name__ == "__main__":
+    main()

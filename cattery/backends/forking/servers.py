@@ -1,0 +1,129 @@
+"""Every forking parent of one backend: one per agent, started on its first spawn.
+
+``ForkServers`` is owned by a ``LocalBackend`` and owns its parents and the *lifeline*: a
+pipe whose write end only this process holds. Every parent, and so every forked child,
+inherits the read end; it reads end of file once the backend's process is gone, and an
+idle forked instance then exits (``--parent-pid``'s promise, for children whose parent is
+not the backend). A parent dying closes nothing of it, so idle instances outlive their
+parent too.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+
+from loguru import logger
+
+from cattery.backends.base import InstanceSpec
+from cattery.backends.forking.client import (
+    DEFAULT_LOAD_TIMEOUT,
+    ForkFailed,
+    ForkServer,
+    ParentLaunch,
+    ParentUnavailable,
+    spec_key,
+)
+from cattery.backends.tasks import OwnedTasks
+
+
+class ForkServers:
+    """The forking parents of one backend, by agent key."""
+
+    def __init__(self, load_timeout: float = DEFAULT_LOAD_TIMEOUT) -> None:
+        self._load_timeout = load_timeout
+        self._servers: dict[str, ForkServer] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._unforkable: set[str] = set()
+        self._lifeline_r, self._lifeline_w = os.pipe()
+        self._retiring = OwnedTasks("forking parents")
+        self._closed = False
+
+    def parent(self, agent_key: str) -> ForkServer | None:
+        """The agent's current parent, if one runs."""
+        server = self._servers.get(agent_key)
+        return server if server is not None and server.alive else None
+
+    async def fork(
+        self,
+        spec: InstanceSpec,
+        launch: ParentLaunch,
+        env: dict[str, str],
+        sock: socket.socket,
+        log_fd: int,
+    ) -> tuple[int, ForkServer] | None:
+        """A child of the agent's parent serving on ``sock``: its pid and its parent. None
+        when ``spec`` can't be forked (its bot does not load in a parent, or the fork
+        failed), so the caller starts a plain process."""
+        if self._closed:
+            raise RuntimeError("the forking parents are closed")
+        key = spec_key(spec)
+        for attempt in (1, 2):
+            if key in self._unforkable:
+                return None
+            try:
+                server = await self._server(spec.agent_key, key, launch)
+            except ParentUnavailable:
+                return None
+            try:
+                pid = await server.fork(env, sock, log_fd)
+            except ForkFailed as exc:
+                if server.alive or attempt == 2:
+                    logger.bind(agent=spec.agent_key).warning(
+                        f"Forking parent could not fork ({exc}); starting a plain process"
+                    )
+                    return None
+                continue  # the parent died under us: the next round starts a new one
+            return pid, server
+        return None
+
+    async def _server(self, agent_key: str, key: str, launch: ParentLaunch) -> ForkServer:
+        lock = self._locks.setdefault(agent_key, asyncio.Lock())
+        async with lock:
+            current = self._servers.get(agent_key)
+            if current is not None and current.key == key and current.alive:
+                return current
+            log = logger.bind(agent=agent_key)
+            if current is not None:
+                if current.key == key:
+                    log.warning(f"Forking parent {current.pid} is gone; starting a new one")
+                self._servers.pop(agent_key, None)
+                self._retiring.spawn(current.aclose(), "retire_task")
+            if key in self._unforkable:
+                raise ParentUnavailable("marked unforkable")
+            server = ForkServer(key, launch, self._lifeline_r)
+            t0 = time.monotonic()
+            try:
+                await server.start(self._load_timeout)
+            except asyncio.CancelledError:
+                self._retiring.spawn(server.aclose(), "retire_task")
+                raise
+            except ParentUnavailable as exc:
+                self._unforkable.add(key)
+                log.warning(
+                    f"Forking parent {exc}; this deployment's instances are plain processes "
+                    f"(see {launch.log_path})"
+                )
+                raise
+            if self._closed:
+                await server.aclose()
+                raise ParentUnavailable("the backend is closing")
+            self._servers[agent_key] = server
+            log.info(f"Forking parent {server.pid} loaded its bot in {time.monotonic() - t0:.2f} s")
+            return server
+
+    async def aclose(self) -> None:
+        """Stop every parent (their children are the handles' to close) and drop the
+        lifeline, so idle children still running exit on their own. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        servers = list(self._servers.values())
+        self._servers.clear()
+        await asyncio.gather(*(server.aclose() for server in servers), return_exceptions=True)
+        await self._retiring.wait_all()
+        await self._retiring.aclose()
+        for fd in (self._lifeline_r, self._lifeline_w):
+            os.close(fd)
