@@ -1,4 +1,9 @@
-"""Fixtures shared by every test: a guard against leaked processes and threads."""
+"""Fixtures shared by every test: a guard against leaked processes and threads, and databases.
+
+``database_url`` runs a test once on SQLite and once on PostgreSQL (a fresh database per
+test; see ``tests/support/postgres.py`` for where the server comes from). The PostgreSQL
+variants carry the ``postgres`` mark and are skipped, saying why, when no server can be had.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from tests.support.postgres import PostgresServer, PostgresUnavailable, ServerForTests
 from tests.support.processes import ServerProcess, runtime_process
 from tests.support.waiting import wait_for
 
@@ -36,6 +42,48 @@ def no_leaked_children() -> Iterator[None]:
         if t.ident not in before_threads and not t.daemon and t.is_alive()
     ]
     assert not threads, f"test leaked threads: {threads}"
+
+
+#: the database backends every ``database_url`` test runs on
+DATABASE_BACKENDS = ("sqlite", pytest.param("postgresql", marks=pytest.mark.postgres))
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """The test session's PostgreSQL server; skips the test when there is none."""
+    source = ServerForTests()
+    try:
+        server = source.get()
+    except PostgresUnavailable as exc:
+        pytest.skip(f"no PostgreSQL server: {exc}")
+    try:
+        yield server
+    finally:
+        source.close()
+
+
+@pytest.fixture
+def postgres_database(postgres_server: PostgresServer) -> Iterator[str]:
+    """The URL of a new, empty PostgreSQL database, dropped after the test."""
+    url = postgres_server.create_database()
+    try:
+        yield url
+    finally:
+        postgres_server.drop_database(url)
+
+
+@pytest.fixture(params=DATABASE_BACKENDS)
+def database_backend(request: pytest.FixtureRequest) -> str:
+    """``sqlite`` or ``postgresql``: the test runs once with each."""
+    return request.param
+
+
+@pytest.fixture
+def database_url(database_backend: str, request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database's URL: a SQLite file in ``tmp_path``, or a fresh PostgreSQL database."""
+    if database_backend == "postgresql":
+        return request.getfixturevalue("postgres_database")
+    return f"sqlite+aiosqlite:///{tmp_path / 'cattery.db'}"
 
 
 @pytest.fixture

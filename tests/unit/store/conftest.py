@@ -1,19 +1,15 @@
 """A freshly migrated database per test.
 
-SQLite in a temp file by default. Set ``CATTERY_TEST_DATABASE_URL`` to a PostgreSQL URL
-(``postgresql+asyncpg://user:pw@host/postgres``; the role needs CREATEDB) to run the same
-tests there: each test then gets its own throwaway database on that server.
+Each test runs twice, through ``database_url`` (tests/conftest.py): on a SQLite file in a
+temp folder, and on its own throwaway PostgreSQL database (``CATTERY_TEST_DATABASE_URL``
+names the server, else a private one is started; without one those variants are skipped).
 """
 
 from __future__ import annotations
 
-import os
-import uuid
 from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession
 
 from cattery.store import SecretBox, create_engine, migrate, normalize_url, sessionmaker
@@ -23,28 +19,6 @@ from cattery.store.repositories import (
     create_deployment,
     create_organization,
 )
-
-TEST_DATABASE_URL_ENV = "CATTERY_TEST_DATABASE_URL"
-
-
-@pytest.fixture
-async def database_url(tmp_path: Path) -> AsyncIterator[str]:
-    """An empty database's URL, dropped after the test."""
-    configured = os.environ.get(TEST_DATABASE_URL_ENV)
-    if not configured or normalize_url(configured).get_backend_name() == "sqlite":
-        yield f"sqlite+aiosqlite:///{tmp_path / 'cattery.db'}"
-        return
-    server = normalize_url(configured)
-    name = f"cattery_test_{uuid.uuid4().hex[:12]}"
-    admin = create_engine(server, isolation_level="AUTOCOMMIT")
-    try:
-        async with admin.connect() as conn:
-            await conn.execute(text(f'CREATE DATABASE "{name}"'))
-        yield server.set(database=name).render_as_string(hide_password=False)
-        async with admin.connect() as conn:
-            await conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    finally:
-        await admin.dispose()
 
 
 @pytest.fixture
