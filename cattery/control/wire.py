@@ -33,8 +33,15 @@ def deployment_manifest(dep: Any) -> dict[str, Any]:
 
 
 def service_details(
-    agent: Any, dep: Any | None, *, ready: bool, active_sessions: int, errors: list[dict[str, str]]
+    agent: Any,
+    dep: Any | None,
+    *,
+    ready: bool,
+    active_sessions: int,
+    errors: list[dict[str, str]],
+    pool: dict[str, int] | None = None,
 ) -> dict[str, Any]:
+    """``pool``: the agent's instances right now (idle, starting, busy, total); cattery's own."""
     deployment_id = dep.id if dep is not None else None
     return {
         "id": agent.id,
@@ -61,6 +68,7 @@ def service_details(
             {"id": deployment_id, **deployment_manifest(dep)} if dep is not None else None
         ),
         "errors": errors,
+        "pool": pool or {"idle": 0, "starting": 0, "busy": 0, "total": 0},
     }
 
 
@@ -117,7 +125,7 @@ def resource_metrics(samples: Sequence[Any]) -> dict[str, Any]:
     mem = [s.memory_bytes for s in samples]
     return {
         "timeseries": [
-            {"t": iso(s.t), "c": s.cpu_millicores, "m": s.memory_bytes} for s in samples
+            {"t": int(s.t.timestamp()), "c": s.cpu_millicores, "m": s.memory_bytes} for s in samples
         ],
         "sampleCount": len(samples),
         "cpuMillicoresP50": _p(cpu, 50) if cpu else 0,

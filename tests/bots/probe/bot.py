@@ -3,6 +3,7 @@
 {"action": "report", "report_to": PATH}  write what bot() received to PATH, then return
 {"action": "sleep", "seconds": N}        return after N seconds
 {"action": "forever"}                    never return on its own
+{"action": "until", "path": PATH}        return once PATH exists
 {"action": "crash"}                      raise
 Any action may add "report_to" to record its arguments first.
 """
@@ -10,6 +11,7 @@ Any action may add "report_to" to record its arguments first.
 import asyncio
 import json
 import os
+from pathlib import Path
 
 from loguru import logger
 from pipecat.runner.types import (
@@ -66,6 +68,10 @@ async def bot(runner_args) -> None:
         await asyncio.sleep(float(body.get("seconds", 1)))
     elif action == "forever":
         await asyncio.Event().wait()
+    elif action == "until":
+        # Another process makes the file: there is nothing to await but the file system.
+        while not Path(body["path"]).exists():  # noqa: ASYNC110, ASYNC240
+            await asyncio.sleep(0.05)
     elif action == "crash":
         raise RuntimeError("probe bot crashed on purpose")
     logger.info("probe bot done")

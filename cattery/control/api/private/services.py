@@ -50,19 +50,26 @@ async def get_agent(db: DB, org: Organization, name: str) -> Agent:
     return agent
 
 
-async def details(state: State, db: DB, agent: Agent) -> dict[str, Any]:
+def agent_key(org: Organization, name: str) -> str:
+    """The key of an agent's pool and live sessions: ``org/name``."""
+    return f"{org.name}/{name}"
+
+
+async def details(state: State, db: DB, org: Organization, agent: Agent) -> dict[str, Any]:
     dep = (
         await repo.get_deployment(db, agent.active_deployment_id)
         if agent.active_deployment_id
         else None
     )
     status = state.deployer.status(agent.active_deployment_id)
+    pool = state.pools.get(agent_key(org, agent.name))
     return wire.service_details(
         agent,
         dep,
         ready=status.ready,
         active_sessions=state.supervisor.active_count(agent.id),
         errors=status.errors,
+        pool=pool.stats().as_dict() if pool is not None else None,
     )
 
 
@@ -132,7 +139,7 @@ async def deploy_agent(
     await db.commit()
     state.deployer.activate(
         DeployPlan(
-            agent_key=f"{org.name}/{name}",
+            agent_key=agent_key(org, name),
             deployment_id=dep.id,
             image=image,
             min_agents=min_agents,
@@ -141,7 +148,7 @@ async def deploy_agent(
             secrets=secrets,
         )
     )
-    return await details(state, db, agent)
+    return await details(state, db, org, agent)
 
 
 def build_router() -> APIRouter:
@@ -163,7 +170,7 @@ def _add_routes(router: APIRouter, base: str, wrap: bool) -> None:
 
     @router.get(base + "/{name}")
     async def get_service(state: State, db: DB, org: Org, name: str) -> dict:
-        body = await details(state, db, await get_agent(db, org, name))
+        body = await details(state, db, org, await get_agent(db, org, name))
         return {"body": body} if wrap else body
 
     @router.post(base)
@@ -189,7 +196,7 @@ def _add_routes(router: APIRouter, base: str, wrap: bool) -> None:
         await db.commit()
         for live in state.supervisor.live_sessions(agent.id):
             await state.supervisor.stop(live.id)
-        await state.deployer.remove(f"{org.name}/{name}")
+        await state.deployer.remove(agent_key(org, name))
         return {"status": "OK"}
 
     @router.get(base + "/{name}/deployments")

@@ -9,7 +9,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from cattery.control.api.private.services import get_agent
+from cattery.control.api.private.services import agent_key, get_agent
 from cattery.control.deps import DB, PublicCaller, State
 from cattery.errors import InvalidRequest, PayloadTooLarge, ServiceUnavailable
 from cattery.store import repositories as repo
@@ -64,8 +64,8 @@ def build_router() -> APIRouter:
             raise ServiceUnavailable(f"Agent {name!r} is not ready: {status.errors[0]['message']}")
         if req.createDailyRoom:
             raise InvalidRequest("createDailyRoom needs DAILY_API_KEY, which is not configured")
-        agent_key = f"{org.name}/{name}"
-        pool = state.pools.get(agent_key)
+        key = agent_key(org, name)
+        pool = state.pools.get(key)
         if pool is None:
             raise ServiceUnavailable(f"Agent {name!r} is not ready")
         lease = await pool.acquire()
@@ -74,7 +74,7 @@ def build_router() -> APIRouter:
         live = await state.supervisor.dispatch(
             organization_id=org.id,
             agent_id=agent.id,
-            agent_key=agent_key,
+            agent_key=key,
             deployment_id=dep.id,
             handle=lease.handle,
             cold_start=lease.cold_start,

@@ -1,0 +1,150 @@
+"""Small helpers the control-plane API tests share: refusals, sessions, pools, tenants."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from sqlalchemy import MetaData, select
+
+from cattery.store import repositories as repo
+from cattery.store.db import create_engine, sessionmaker
+from cattery.store.models import ApiKeyKind
+from tests.support.control import ORG, ControlPlane
+from tests.support.waiting import wait_for
+
+SESSION_NOT_READY = "Invalid or not-yet-ready session_id"
+
+
+def refused(resp: httpx.Response, status: int, code: str | None = None) -> dict[str, str]:
+    """A refusal: ``status``, and a body of exactly ``{"code", "error"}`` (both strings)."""
+    assert resp.status_code == status, f"{resp.status_code} {resp.text}"
+    body = resp.json()
+    assert set(body) == {"code", "error"}, body
+    assert isinstance(body["code"], str) and isinstance(body["error"], str), body
+    assert body["error"], body
+    if code is not None:
+        assert body["code"] == code, body
+    return body
+
+
+def start(
+    control: ControlPlane, public_key: str, agent: str, body: Any = None, **request: Any
+) -> httpx.Response:
+    payload = {"createDailyRoom": False, **request}
+    if body is not None:
+        payload["body"] = body
+    with control.client(public_key) as c:
+        return c.post(f"/v1/public/{agent}/start", json=payload)
+
+
+def start_session(control: ControlPlane, public_key: str, agent: str, body: Any = None) -> str:
+    resp = start(control, public_key, agent, body)
+    assert resp.status_code == 200, resp.text
+    return resp.json()["sessionId"]
+
+
+def get_session(control: ControlPlane, agent: str, session_id: str) -> dict[str, Any]:
+    with control.client() as c:
+        resp = c.get(f"/v1/organizations/{ORG}/services/{agent}/sessions/{session_id}")
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+def stop_session(control: ControlPlane, agent: str, session_id: str) -> None:
+    with control.client() as c:
+        resp = c.delete(f"/v1/organizations/{ORG}/services/{agent}/sessions/{session_id}")
+    assert resp.status_code == 200, resp.text
+
+
+def wait_ended(control: ControlPlane, agent: str, session_id: str, timeout: float = 30) -> dict:
+    """The session's record once it has an end state."""
+
+    def ended() -> dict | None:
+        session = get_session(control, agent, session_id)
+        return session if session["endedAt"] is not None and session["endState"] else None
+
+    return wait_for(ended, timeout=timeout, what=f"session {session_id} to end")
+
+
+def pool_stats(control: ControlPlane, agent: str) -> dict[str, int]:
+    with control.client() as c:
+        resp = c.get(f"/v1/organizations/{ORG}/services/{agent}")
+    assert resp.status_code == 200, resp.text
+    return resp.json()["body"]["pool"]
+
+
+def wait_pool(control: ControlPlane, agent: str, timeout: float = 30, **expected: int) -> dict:
+    """Poll the agent's pool until its counts match ``expected`` (e.g. idle=1, busy=0)."""
+
+    def matches() -> dict | None:
+        stats = pool_stats(control, agent)
+        return stats if all(stats[k] == v for k, v in expected.items()) else None
+
+    return wait_for(matches, timeout=timeout, what=f"pool of {agent} to be {expected}")
+
+
+def logs(control: ControlPlane, agent: str, session_id: str | None = None) -> list[dict]:
+    params: dict[str, Any] = {"limit": 10_000}
+    if session_id is not None:
+        params["sessionId"] = session_id
+    with control.client() as c:
+        resp = c.get(f"/v1/organizations/{ORG}/services/{agent}/logs", params=params)
+    assert resp.status_code == 200, resp.text
+    return resp.json()["logs"]
+
+
+def database_url(control: ControlPlane) -> str:
+    """The control plane's database: its ``CATTERY_DATABASE_URL``, else its SQLite file."""
+    given = control.process.env.get("CATTERY_DATABASE_URL")
+    if given:
+        return given
+    return f"sqlite+aiosqlite:///{(control.state_dir / 'cattery.db').resolve()}"
+
+
+@dataclass(frozen=True)
+class Tenant:
+    """Another organization, made through the store: the API has no route that creates one."""
+
+    name: str
+    private_key: str
+    public_key: str
+
+
+def add_organization(control: ControlPlane, name: str) -> Tenant:
+    async def create() -> Tenant:
+        engine = create_engine(database_url(control))
+        try:
+            async with sessionmaker(engine).begin() as db:
+                org = await repo.create_organization(db, name)
+                _, private = await repo.create_api_key(db, org.id, ApiKeyKind.PRIVATE, "ops")
+                _, public = await repo.create_api_key(db, org.id, ApiKeyKind.PUBLIC, "app")
+        finally:
+            await engine.dispose()
+        return Tenant(name, private, public)
+
+    return asyncio.run(create())
+
+
+def database_dump(control: ControlPlane) -> str:
+    """Every row of every table of the control plane's database, as text."""
+
+    def dump(connection: Any) -> str:
+        metadata = MetaData()
+        metadata.reflect(connection)
+        rows = []
+        for table in metadata.sorted_tables:
+            rows += [f"{table.name}: {row!r}" for row in connection.execute(select(table))]
+        return "\n".join(rows)
+
+    async def read() -> str:
+        engine = create_engine(database_url(control))
+        try:
+            async with engine.connect() as connection:
+                return await connection.run_sync(dump)
+        finally:
+            await engine.dispose()
+
+    return asyncio.run(read())
