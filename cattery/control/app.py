@@ -16,7 +16,8 @@ from cattery.control.bootstrap import bootstrap
 from cattery.control.bundled import deploy_bundled_agents
 from cattery.control.deployer import Deployer, DeployPlan
 from cattery.control.logrouter import LogRouter
-from cattery.control.recorder import StoreRecorder
+from cattery.control.recorder import InstanceRecorder, StoreRecorder
+from cattery.control.recovery import recover
 from cattery.control.state import ControlState
 from cattery.control.supervisor import SessionSupervisor
 from cattery.error_handlers import install_error_handlers
@@ -68,6 +69,7 @@ def _lifespan(settings: Settings):
                     ),
                     flush=True,
                 )
+            await _recover(state)
             await _activate_deployed_agents(state)
             await deploy_bundled_agents(state)
             yield
@@ -91,7 +93,8 @@ async def _open(settings: Settings) -> ControlState:
     maker = sessionmaker(engine)
     async with maker.begin() as db:
         boot = await bootstrap(db, settings)
-    recorder = StoreRecorder(maker)
+    instances = InstanceRecorder(maker, box)
+    recorder = StoreRecorder(maker, instances)
     router = LogRouter(writer=recorder.write_logs)
     router.start()
     backend = LocalBackend(
@@ -113,6 +116,8 @@ async def _open(settings: Settings) -> ControlState:
         supervisor=SessionSupervisor(router, recorder),
         deployer=Deployer(settings, pools),
         proxy_http=httpx.AsyncClient(),
+        backend=backend,
+        instances=instances,
         admin_token_created=boot.admin_token,
     )
 
@@ -143,16 +148,26 @@ async def _activate_deployed_agents(state: ControlState) -> None:
                     secrets=secrets_env,
                 )
             )
-        for session in await repo.list_unended_sessions(db):
-            logger.warning(f"Session {session.id} was live when cattery stopped; recording its end")
-            await repo.end_session(db, session.id, "terminated")
-        await db.commit()
+
+
+async def _recover(state: ControlState) -> None:
+    """Before serving and before the pools exist: take back what a crash left running."""
+    done = await recover(state)
+    if done.adopted or done.closed or done.ended:
+        logger.info(
+            f"Recovered from a restart: {done.adopted} session(s) reattached, "
+            f"{done.closed} idle instance(s) closed, {done.ended} session(s) recorded as ended"
+        )
+    state.instances.start(lambda: state.backend.handles)
 
 
 async def _close(state: ControlState) -> None:
+    """Graceful shutdown: sessions end as terminated, every instance is closed and forgotten."""
     await state.supervisor.aclose()
     await state.deployer.aclose()
     await state.pools.aclose()
+    await state.backend.aclose()
+    await state.instances.aclose()
     await state.router.aclose()
     await state.proxy_http.aclose()
     await state.engine.dispose()

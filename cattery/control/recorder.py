@@ -1,23 +1,210 @@
-"""Writes what the supervisor and the log router learn into the store, a transaction each."""
+"""Writes what the supervisor, the log router and the backend learn into the store.
+
+Sessions and log lines are written a transaction each. Instances are remembered too, so a
+control plane started after a crash can adopt the ones still running: the record of an
+instance is written with its session before the session is dispatched, then kept in step
+with what the backend owns (status and log offset every few seconds), and deleted once
+the backend has let the instance go.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator, Callable, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
+from typing import Protocol
 
+from loguru import logger
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from cattery.backends.base import InstanceHandle, InstanceStatus
 from cattery.control.logrouter import LogRecord, Sample
 from cattery.control.supervisor import LiveSession
 from cattery.store import repositories as repo
+from cattery.store.crypto import SecretBox
 from cattery.store.repositories.logs import NewLogLine
+
+#: how often the instance records follow the instances (status, log offset, deletion)
+INSTANCE_SYNC_SECONDS = 2.0
+BACKEND_NAME = "local"
+#: statuses a record never takes: a record is deleted when its instance is let go instead
+_TERMINAL = frozenset({InstanceStatus.STOPPED, InstanceStatus.FAILED})
+
+
+class RecordedHandle(InstanceHandle, Protocol):
+    """An instance whose process a later control plane can find again (local backend)."""
+
+    @property
+    def log_path(self) -> Path: ...
+
+    @property
+    def log_offset(self) -> int: ...
+
+    @property
+    def create_time(self) -> float: ...
+
+
+@dataclass(frozen=True)
+class _Written:
+    """What the store holds for one instance, as far as this control plane knows."""
+
+    status: str
+    log_offset: int
+
+
+class InstanceRecorder:
+    """Keeps the ``instances`` table in step with the instances the backend owns.
+
+    Owned by the control plane's lifespan; owns its sync task. Writes are serialized by one
+    lock, so the periodic sync never races the record written at dispatch. The offset
+    stored is the one seen a sync earlier: the log router has flushed the lines before it
+    since, so a restart resumes without losing any (it may repeat a few).
+    """
+
+    def __init__(
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        box: SecretBox,
+        interval: float = INSTANCE_SYNC_SECONDS,
+    ) -> None:
+        self._sessionmaker = sessionmaker
+        self._box = box
+        self._handles: Callable[[], Iterable[RecordedHandle]] | None = None
+        self._interval = interval
+        self._lock = asyncio.Lock()
+        self._written: dict[str, _Written] = {}
+        self._seen_offsets: dict[str, int] = {}
+        self._agent_ids: dict[str, str] = {}  # deployment id -> agent id
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self, handles: Callable[[], Iterable[RecordedHandle]]) -> None:
+        """Follow the instances ``handles()`` lists (the backend's). Called after start-up
+        recovery, so a sync never sees a half-adopted instance."""
+        self._handles = handles
+        if self._task is None:
+            self._task = asyncio.create_task(self._sync_task(), name="instance_sync_task")
+
+    def track(self, handle: RecordedHandle) -> None:
+        """An instance adopted from its stored record: keep that record in step from now on."""
+        self._written[handle.id] = _Written(_status(handle), handle.log_offset)
+        self._seen_offsets[handle.id] = handle.log_offset
+
+    @asynccontextmanager
+    async def assigning(
+        self, handle: RecordedHandle, agent_id: str, session_id: str
+    ) -> AsyncIterator[AsyncSession]:
+        """A transaction that also stores ``handle`` as serving ``session_id``."""
+        async with self._lock:
+            async with self._sessionmaker.begin() as db:
+                yield db
+                await self._upsert(db, handle, agent_id, session_id)
+            self._written[handle.id] = _Written(_status(handle), self._offset_to_store(handle.id))
+
+    async def sync(self) -> None:
+        """Write new instances, changed statuses and offsets; delete the ones let go.
+
+        A tick with nothing to change does not touch the store.
+        """
+        if self._handles is None:
+            return
+        async with self._lock:
+            owned = {handle.id: handle for handle in self._handles()}
+            now = {i: _Written(_status(h), self._offset_to_store(i)) for i, h in owned.items()}
+            new = [
+                h for i, h in owned.items() if i not in self._written and h.status not in _TERMINAL
+            ]
+            changed = {i: w for i, w in now.items() if i in self._written and self._written[i] != w}
+            let_go = self._written.keys() - owned.keys()
+            if new or changed or let_go:
+                async with self._sessionmaker.begin() as db:
+                    for handle in new:
+                        agent_id = await self._agent_id(db, handle.spec.deployment_id)
+                        if agent_id is not None:
+                            await self._upsert(db, handle, agent_id, None)
+                    for instance_id, written in changed.items():
+                        await repo.update_instance(
+                            db, instance_id, status=written.status, log_offset=written.log_offset
+                        )
+                    for instance_id in let_go:
+                        await repo.delete_instance(db, instance_id)
+                self._written.update({h.id: now[h.id] for h in new})
+                self._written.update(changed)
+                for instance_id in let_go:
+                    del self._written[instance_id]
+            self._seen_offsets = {i: h.log_offset for i, h in owned.items()}
+
+    async def aclose(self) -> None:
+        """Stop the sync; a last one deletes the records of instances closed meanwhile."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        try:
+            await self.sync()
+        except Exception as exc:
+            logger.opt(exception=exc).error("Failed to update the instance records")
+
+    async def _sync_task(self) -> None:
+        while True:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.sync()
+            except Exception as exc:
+                logger.opt(exception=exc).error("Failed to update the instance records")
+
+    def _offset_to_store(self, instance_id: str) -> int:
+        return self._seen_offsets.get(instance_id, 0)
+
+    async def _agent_id(self, db: AsyncSession, deployment_id: str) -> str | None:
+        if deployment_id not in self._agent_ids:
+            deployment = await repo.get_deployment(db, deployment_id)
+            if deployment is None:
+                return None
+            self._agent_ids[deployment_id] = deployment.agent_id
+        return self._agent_ids[deployment_id]
+
+    async def _upsert(
+        self, db: AsyncSession, handle: RecordedHandle, agent_id: str, session_id: str | None
+    ) -> None:
+        await repo.upsert_instance(
+            db,
+            self._box,
+            handle.id,
+            agent_id=agent_id,
+            deployment_id=handle.spec.deployment_id,
+            backend=BACKEND_NAME,
+            address=handle.address,
+            token=handle.token,
+            status=_status(handle),
+            pid=handle.pid,
+            log_path=str(handle.log_path),
+            log_offset=self._offset_to_store(handle.id),
+            process_started_at=handle.create_time,
+            session_id=session_id,
+        )
+
+
+def _status(handle: InstanceHandle) -> str:
+    """The status to store: a terminal one is never stored (the record goes instead)."""
+    status = handle.status
+    return InstanceStatus.DRAINING.value if status in _TERMINAL else status.value
 
 
 class StoreRecorder:
-    def __init__(self, sessionmaker: async_sessionmaker[AsyncSession]) -> None:
+    def __init__(
+        self, sessionmaker: async_sessionmaker[AsyncSession], instances: InstanceRecorder
+    ) -> None:
         self._sessionmaker = sessionmaker
+        self._instances = instances
 
     async def created(self, live: LiveSession) -> None:
-        async with self._sessionmaker.begin() as db:
+        """The session and its instance's record, in one transaction: no session is
+        dispatched to an instance a restarted control plane could not find."""
+        handle: RecordedHandle = live.handle  # type: ignore[assignment]
+        async with self._instances.assigning(handle, live.agent_id, live.id) as db:
             session = await repo.create_session(
                 db,
                 organization_id=live.organization_id,

@@ -7,8 +7,10 @@ from dataclasses import dataclass, field
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from cattery.backends.local import LocalBackend
 from cattery.control.deployer import Deployer
 from cattery.control.logrouter import LogRouter
+from cattery.control.recorder import InstanceRecorder
 from cattery.control.supervisor import SessionSupervisor
 from cattery.pools import PoolManager
 from cattery.settings import Settings
@@ -26,4 +28,6 @@ class ControlState:
     supervisor: SessionSupervisor
     deployer: Deployer
     proxy_http: httpx.AsyncClient
+    backend: LocalBackend
+    instances: InstanceRecorder
     admin_token_created: str | None = field(default=None, repr=False)

@@ -1,8 +1,12 @@
 """Live sessions: acquire an instance, dispatch ``POST /bot``, record how the session ends.
 
-The supervisor owns one dispatch task per live session. Whatever happens to the request
-(the bot returns, crashes, is stopped, outlives its budget, or the instance dies), the
-session gets an end state and its instance is released to the pool to be discarded.
+The supervisor owns one task per live session. Whatever happens to the request (the bot
+returns, crashes, is stopped, outlives its budget, or the instance dies), the session gets
+an end state and its instance is released to the pool to be discarded.
+
+After a restart, sessions a killed control plane left running are ``reattach``-ed: no
+request is in flight any more, so their task watches the instance exit and reads the end
+state from the runtime's last line ("Session ended with end state X").
 """
 
 from __future__ import annotations
@@ -21,10 +25,13 @@ from loguru import logger
 from cattery.backends.base import InstanceHandle
 from cattery.control.logrouter import InstanceContext, LogRouter
 from cattery.runtime.options import END_STATE_HEADER, INSTANCE_TOKEN_HEADER
+from cattery.runtime.sessions import EndState
 
 #: extra time past the session's own limit before the control plane kills the instance
 BACKSTOP_GRACE_SECONDS = 30.0
 KILL_GRACE_SECONDS = 2.0
+#: end states a runtime may log as a session's last line
+LOGGED_END_STATES = frozenset(state.value for state in EndState)
 
 
 class SessionRecorder(Protocol):
@@ -54,6 +61,10 @@ class LiveSession:
     started_monotonic: float = field(default_factory=time.monotonic)
     stop_requested: bool = False
     task: asyncio.Task[None] | None = None
+    #: the end state the runtime logged as the session's last line, once seen
+    logged_end_state: str | None = None
+    #: taken over after a restart: its start was measured (or missed) by the previous owner
+    reattached: bool = False
 
 
 Release = Callable[[InstanceHandle], Awaitable[None]]
@@ -164,6 +175,74 @@ class SessionSupervisor:
                     end_state = "terminated"
                 await self._finish(live, end_state, release)
 
+    def reattach(
+        self,
+        *,
+        session_id: str,
+        organization_id: str,
+        agent_id: str,
+        agent_key: str,
+        deployment_id: str,
+        handle: InstanceHandle,
+        cold_start: bool,
+        created_at: datetime,
+        release: Release,
+        max_session_seconds: int,
+        transport: str | None = None,
+    ) -> LiveSession:
+        """Take over a session an earlier control plane dispatched to ``handle`` (adopted).
+
+        The session is live again (the Session API reaches it, ``stop`` ends it); when the
+        instance exits, its end state is the one the runtime logged, or ``agent_error``.
+        """
+        live = LiveSession(
+            id=session_id,
+            organization_id=organization_id,
+            agent_id=agent_id,
+            agent_key=agent_key,
+            deployment_id=deployment_id,
+            handle=handle,
+            cold_start=cold_start,
+            created_at=created_at,
+            transport=transport,
+            reattached=True,
+        )
+        self._router.bind(
+            handle.id, InstanceContext(organization_id, agent_id, deployment_id, live.id)
+        )
+        elapsed = (datetime.now(UTC) - created_at).total_seconds()
+        budget = max(0.0, max_session_seconds + BACKSTOP_GRACE_SECONDS - elapsed)
+        self._live[live.id] = live
+        live.task = asyncio.create_task(
+            self._watch(live, budget, release), name=f"reattached-{live.id}"
+        )
+        return live
+
+    async def _watch(self, live: LiveSession, budget: float, release: Release) -> None:
+        end_state = EndState.AGENT_ERROR.value
+        with logger.contextualize(session_id=live.id):
+            try:
+                try:
+                    async with asyncio.timeout(budget):
+                        await live.handle.wait()
+                except TimeoutError:
+                    logger.error("Session outlived its max duration; killing its instance")
+                    live.handle.kill()
+                    live.stop_requested = True
+                # The process is gone: closing reads its log to the end, last line included.
+                await live.handle.aclose(grace=KILL_GRACE_SECONDS)
+                if live.logged_end_state is not None:
+                    end_state = live.logged_end_state
+                elif not live.stop_requested:
+                    logger.error("Instance of the session exited without recording an end state")
+            except asyncio.CancelledError:
+                end_state = EndState.TERMINATED.value
+                raise
+            finally:
+                if live.stop_requested:
+                    end_state = EndState.TERMINATED.value
+                await self._finish(live, end_state, release)
+
     async def _finish(self, live: LiveSession, end_state: str, release: Release) -> None:
         self._live.pop(live.id, None)
         try:
@@ -189,7 +268,13 @@ class SessionSupervisor:
 
     def _on_session_event(self, session_id: str, event: str, when: datetime) -> None:
         live = self._live.get(session_id)
-        if live is None or event != "bot_started":
+        if live is None:
+            return
+        kind, _, value = event.partition(":")
+        if kind == "ended" and value in LOGGED_END_STATES:
+            live.logged_end_state = value
+            return
+        if kind != "bot_started" or live.reattached:
             return
         seconds = max(0.0, time.monotonic() - live.started_monotonic)
         task = asyncio.get_running_loop().create_task(

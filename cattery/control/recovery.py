@@ -1,0 +1,253 @@
+"""After a crash: take back what a killed control plane left running, settle the rest.
+
+Runs in the lifespan before the app serves and before the pools are rebuilt. For every
+instance still on record:
+
+- its process runs and serves a session that has not ended: the instance is adopted, its
+  agent's pool counts it as busy, and the supervisor watches the session as a live one;
+- its process runs but serves nothing (a warm instance, or one whose session ended): it is
+  closed (idle instances exit once their owner is gone anyway; this makes sure);
+- its process is gone: its session, if still open, ends with the end state the log's last
+  lines name, else ``terminated``; the lines it wrote meanwhile are stored.
+
+A session left open whose instance is not on record ends the same way. Afterwards every
+instance process the store knew of has an owner again, or is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime
+from functools import partial
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from loguru import logger
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cattery.backends.base import InstanceSpec
+from cattery.backends.local import AdoptRecord, LocalInstanceHandle
+from cattery.backends.local.logtail import LogTail
+from cattery.control.logrouter import END_STATE, InstanceContext
+from cattery.control.state import ControlState
+from cattery.control.supervisor import LOGGED_END_STATES
+from cattery.store import repositories as repo
+from cattery.store.crypto import DecryptionError
+from cattery.store.models import EndState, Instance, Session
+
+#: how long an idle instance found after a crash gets to exit before it is killed
+IDLE_CLOSE_GRACE_SECONDS = 2.0
+
+
+@dataclass(frozen=True)
+class OpenSession:
+    """A session the store still has open, with what reattaching it needs (no ORM rows)."""
+
+    id: str
+    organization_id: str
+    agent_id: str
+    agent_key: str
+    deployment_id: str
+    instance_id: str | None
+    created_at: datetime
+    cold_start: bool
+    transport: str | None
+    max_session_seconds: int
+
+    def context(self) -> InstanceContext:
+        return InstanceContext(self.organization_id, self.agent_id, self.deployment_id, self.id)
+
+
+@dataclass(frozen=True)
+class FoundInstance:
+    """An instance on record: how to find its process, and the open session it serves."""
+
+    instance_id: str
+    record: AdoptRecord | None  # None: the record cannot locate (or talk to) a process
+    session: OpenSession | None
+
+
+@dataclass
+class Recovery:
+    """What recovery did, for the start-up log line."""
+
+    adopted: int = 0
+    closed: int = 0
+    ended: int = 0
+
+
+async def recover(state: ControlState) -> Recovery:
+    """Adopt, close or settle every instance and open session the store holds."""
+    async with state.sessionmaker() as db:
+        found, open_sessions = await _load(db, state)
+    backend, done = state.backend, Recovery()
+    end_states: dict[str, str] = {}
+    forget: list[str] = []
+    idle: list[LocalInstanceHandle] = []
+    for item in found:
+        session = item.session
+        if session is not None:
+            open_sessions.pop(session.id, None)
+            state.router.bind(item.instance_id, session.context())
+        handle = await backend.adopt(item.record) if item.record is not None else None
+        if handle is not None and session is not None and handle.token:
+            _reattach(state, handle, session)
+            done.adopted += 1
+            continue
+        forget.append(item.instance_id)
+        if handle is not None:
+            idle.append(handle)  # serves nothing, or nothing can talk to it: closed
+        if session is not None:
+            gone = item.record if handle is None else None  # its log tells how it ended
+            end_states[session.id] = (
+                _replay_log(state, gone) if gone is not None else EndState.TERMINATED.value
+            )
+    for session in open_sessions.values():
+        log = backend.instances_dir / f"{session.instance_id}.log" if session.instance_id else None
+        end_states[session.id] = _end_state_in(log) or EndState.TERMINATED.value
+    done.closed = len(idle)
+    await asyncio.gather(*(h.aclose(grace=IDLE_CLOSE_GRACE_SECONDS) for h in idle))
+    async with state.sessionmaker.begin() as db:
+        for instance_id in forget:
+            await repo.delete_instance(db, instance_id)
+        for session_id, end_state in end_states.items():
+            logger.bind(session_id=session_id).warning(
+                f"Session's instance did not outlive the restart; recording it as {end_state}"
+            )
+            done.ended += await repo.end_session(db, session_id, end_state)
+    return done
+
+
+def _reattach(state: ControlState, handle: LocalInstanceHandle, session: OpenSession) -> None:
+    state.pools.adopt_busy(session.agent_key, handle)
+    state.instances.track(handle)
+    state.supervisor.reattach(
+        session_id=session.id,
+        organization_id=session.organization_id,
+        agent_id=session.agent_id,
+        agent_key=session.agent_key,
+        deployment_id=session.deployment_id,
+        handle=handle,
+        cold_start=session.cold_start,
+        created_at=session.created_at,
+        release=partial(state.pools.release, session.agent_key),
+        max_session_seconds=session.max_session_seconds,
+        transport=session.transport,
+    )
+    logger.bind(session_id=session.id, instance_id=handle.id).info(
+        "Reattached a session that outlived the previous control plane"
+    )
+
+
+def _replay_log(state: ControlState, record: AdoptRecord) -> str:
+    """Store what a gone instance wrote since its last recorded offset; the end state its
+    last lines name, else ``terminated``."""
+    seen: list[str] = []
+
+    def sink(instance_id: str, line: str) -> None:
+        seen.append(line)
+        state.router.line(instance_id, line)
+
+    LogTail(record.instance_id, record.log_path, sink, offset=record.log_offset).read_available(
+        final=True
+    )
+    return _last_end_state(seen) or EndState.TERMINATED.value
+
+
+def _end_state_in(log: Path | None) -> str | None:
+    """The end state a log file names last, if it names one."""
+    if log is None:
+        return None
+    seen: list[str] = []
+    LogTail("", log, lambda _, line: seen.append(line)).read_available(final=True)
+    return _last_end_state(seen)
+
+
+def _last_end_state(lines: list[str]) -> str | None:
+    for line in reversed(lines):
+        match = END_STATE.search(line)
+        if match is not None and match.group(1) in LOGGED_END_STATES:
+            return match.group(1)
+    return None
+
+
+# -- reading the store ---------------------------------------------------------------
+
+
+async def _load(
+    db: AsyncSession, state: ControlState
+) -> tuple[list[FoundInstance], dict[str, OpenSession]]:
+    """Instances on record and open sessions, as plain data."""
+    names: dict[str, str] = {}  # agent id -> "<org>/<agent>"
+    limits: dict[str, int] = {}  # deployment id -> max session seconds
+    sessions: dict[str, OpenSession] = {}
+    for row in await repo.list_unended_sessions(db):
+        sessions[row.id] = await _open_session(db, row, names, limits)
+    found = []
+    for row in await repo.list_live_instances(db, backend="local"):
+        session = sessions.get(row.session_id) if row.session_id else None
+        found.append(FoundInstance(row.id, await _adopt_record(db, state, row, names), session))
+    return found, sessions
+
+
+async def _open_session(
+    db: AsyncSession, row: Session, names: dict[str, str], limits: dict[str, int]
+) -> OpenSession:
+    if row.deployment_id not in limits:
+        deployment = await repo.get_deployment(db, row.deployment_id)
+        limits[row.deployment_id] = (
+            deployment.max_session_duration
+            if deployment is not None
+            else repo.DEFAULT_MAX_SESSION_DURATION
+        )
+    return OpenSession(
+        id=row.id,
+        organization_id=row.organization_id,
+        agent_id=row.agent_id,
+        agent_key=await _agent_key(db, row.agent_id, names),
+        deployment_id=row.deployment_id,
+        instance_id=row.instance_id,
+        created_at=row.created_at,
+        cold_start=bool(row.cold_start),
+        transport=row.transport,
+        max_session_seconds=limits[row.deployment_id],
+    )
+
+
+async def _agent_key(db: AsyncSession, agent_id: str, names: dict[str, str]) -> str:
+    if agent_id not in names:
+        agent = await repo.get_agent_by_id(db, agent_id)
+        org = await repo.get_organization(db, agent.organization_id) if agent else None
+        names[agent_id] = f"{org.name}/{agent.name}" if agent and org else agent_id
+    return names[agent_id]
+
+
+async def _adopt_record(
+    db: AsyncSession, state: ControlState, row: Instance, names: dict[str, str]
+) -> AdoptRecord | None:
+    port = urlsplit(row.address).port
+    if row.pid is None or row.process_started_at is None or not row.log_path or port is None:
+        return None
+    try:
+        token = repo.instance_token(state.box, row)
+    except DecryptionError:
+        logger.bind(instance_id=row.id).error("Instance token does not decrypt with this key")
+        token = ""  # adopted only to be closed: nothing can talk to it
+    deployment = await repo.get_deployment(db, row.deployment_id)
+    spec = InstanceSpec(
+        agent_key=await _agent_key(db, row.agent_id, names),
+        deployment_id=row.deployment_id,
+        image=deployment.image if deployment is not None else "",
+        profile=deployment.agent_profile if deployment is not None else "agent-1x",
+    )
+    return AdoptRecord(
+        instance_id=row.id,
+        pid=row.pid,
+        port=port,
+        token=token,
+        log_path=Path(row.log_path),
+        log_offset=row.log_offset,
+        spec=spec,
+        create_time=row.process_started_at,
+    )
