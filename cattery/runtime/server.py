@@ -105,11 +105,15 @@ def serve(
     parent_pid: int | None = None,
     owner_fd: int | None = None,
 ) -> None:
+    # An inherited socket is opened here rather than by uvicorn, which labels it AF_UNIX:
+    # asyncio then leaves Nagle's algorithm on for every connection (TCP_NODELAY is only
+    # set on sockets it knows to be TCP), and a response written in two parts waits for
+    # the peer's delayed ACK (~40 ms).
+    sockets = [socket.socket(fileno=fd)] if fd is not None else None
     config = uvicorn.Config(
         app,
         host=host,
         port=port,
-        fd=fd,
         log_config=None,
         access_log=True,
         lifespan="on",
@@ -121,4 +125,4 @@ def serve(
         server.exit_after_first_session()
     server.parent_pid = parent_pid
     server.owner_fd = owner_fd
-    server.run()
+    server.run(sockets=sockets)
