@@ -29,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import threading
+import time
 import uuid
 from collections.abc import Coroutine
 from dataclasses import dataclass
@@ -249,6 +250,43 @@ def stop_cluster(folder: Path) -> None:
     shutil.rmtree(folder, ignore_errors=True)
 
 
+def _watch(owner: int, folder: Path) -> None:
+    """Wait until process ``owner`` is gone (or the cluster is), then stop the cluster."""
+    while folder.exists():
+        try:
+            os.kill(owner, 0)
+        except ProcessLookupError:
+            stop_cluster(folder)
+            return
+        except PermissionError:
+            pass  # alive, just not ours to signal
+        time.sleep(1)
+
+
+def _start_watchdog(folder: Path) -> None:
+    """Make sure the cluster dies with this process even if it is killed before teardown.
+
+    The watchdog is detached (its parent shell exits at once), so it is nobody's child here.
+    """
+    subprocess.run(
+        [
+            "sh",
+            "-c",
+            '"$@" </dev/null >/dev/null 2>&1 &',
+            "sh",
+            sys.executable,
+            "-m",
+            "tests.support.postgres",
+            "watch",
+            str(os.getpid()),
+            str(folder),
+        ],
+        cwd=Path(__file__).resolve().parents[2],
+        start_new_session=True,
+        check=True,
+    )
+
+
 def _temp_folder() -> Path:
     base = Path(tempfile.gettempdir())
     if len(str(base)) > _MAX_SOCKET_DIR - 30:
@@ -278,6 +316,7 @@ class ServerForTests:
             stop_cluster(folder)
             raise
         self._folder = folder
+        _start_watchdog(folder)
         return server
 
     def close(self) -> None:
@@ -287,6 +326,9 @@ class ServerForTests:
 
 
 def main(argv: list[str]) -> int:
+    if len(argv) == 3 and argv[0] == "watch":
+        _watch(int(argv[1]), Path(argv[2]))
+        return 0
     if len(argv) != 2 or argv[0] not in ("start", "stop"):
         print(__doc__, file=sys.stderr)
         return 2
