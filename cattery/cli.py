@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import typer
 
 cli = typer.Typer(
@@ -50,6 +52,25 @@ def serve(
     from cattery.control.main import run_control_plane
 
     run_control_plane(host=host, port=port, fd=fd, agents=agent)
+
+
+@cli.command()
+def dev(
+    path: str = typer.Argument(..., help="A folder holding bot.py, or that bot.py."),
+    host: str = typer.Option("127.0.0.1", help="Address to bind."),
+    port: int = typer.Option(7860, help="Port to bind."),
+    proxy: str | None = typer.Option(
+        None, help="Public host (no scheme) that reaches this machine, for telephony webhooks."
+    ),
+    state_dir: Path | None = typer.Option(
+        None, "--state-dir", help="Where state is kept (default ./.cattery-dev)."
+    ),
+    fd: int | None = typer.Option(None, hidden=True, help="Serve on an inherited socket."),
+) -> None:
+    """Develop a bot: the control plane with PATH deployed, the prebuilt client at /client."""
+    from cattery.control.dev.main import run_dev
+
+    run_dev(path, host=host, port=port, proxy=proxy, state_dir=state_dir, fd=fd)
 
 
 def main() -> None:

@@ -16,6 +16,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from cattery.runtime.options import PUBLIC_STUN
+
 
 class PoolDefaults(BaseModel):
     max_agents: int = 50
@@ -27,6 +29,15 @@ class PoolDefaults(BaseModel):
 class DailySettings(BaseModel):
     api_key: SecretStr | None = None
     api_url: str = "https://api.daily.co/v1"
+
+
+class DevSettings(BaseModel):
+    """``cattery dev``: the development runner's routes over one agent."""
+
+    #: the agent ``POST /start`` and ``/api/offer`` start sessions of; dev mode is on when set
+    agent: str | None = None
+    #: the public host (no scheme) carriers reach this machine at, for telephony webhooks
+    proxy: str | None = None
 
 
 class Settings(BaseSettings):
@@ -56,6 +67,10 @@ class Settings(BaseSettings):
     instance_sample_interval: float = 2.0
     pools: PoolDefaults = Field(default_factory=PoolDefaults)
     daily: DailySettings = Field(default_factory=DailySettings)
+    #: ICE server URLs (comma-separated; empty for none) for WebRTC: instances use them, and
+    #: clients get them when their start asks ``enableDefaultIceServers``
+    ice_fallback_urls: str = PUBLIC_STUN
+    dev: DevSettings = Field(default_factory=DevSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -77,3 +92,7 @@ class Settings(BaseSettings):
     @property
     def key_file(self) -> Path:
         return self.state_dir / "secret.key"
+
+    @property
+    def ice_urls(self) -> list[str]:
+        return [url.strip() for url in self.ice_fallback_urls.split(",") if url.strip()]

@@ -10,6 +10,7 @@ from fastapi import FastAPI
 from loguru import logger
 
 from cattery.backends.local import LocalBackend
+from cattery.control import dev
 from cattery.control.api.private import organization, secrets, services, sessions
 from cattery.control.api.public import proxy, start
 from cattery.control.bootstrap import bootstrap
@@ -47,6 +48,8 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     for module in (services, sessions, secrets, organization, start, proxy):
         app.include_router(module.build_router())
+    if settings.dev.agent:  # cattery dev: Pipecat's development runner's routes, no key
+        app.include_router(dev.build_router())
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from loguru import logger
 
-from cattery.control.api.private.services import DeployRequest, deploy_agent
+from cattery.control.api.private.services import AutoScaling, DeployRequest, deploy_agent
 from cattery.control.state import ControlState
 from cattery.store import repositories as repo
 
@@ -27,6 +27,9 @@ async def deploy_bundled_agents(state: ControlState) -> None:
                 current = await repo.get_deployment(db, agent.active_deployment_id)
                 if current is not None and current.image == image:
                     continue
-            await deploy_agent(state, db, org, name, DeployRequest(image=image), create=None)
+            req = DeployRequest(image=image)
+            if name == state.settings.dev.agent:  # cattery dev: the first session is warm
+                req.autoScaling = AutoScaling(minAgents=1)
+            await deploy_agent(state, db, org, name, req, create=None)
             logger.info(f"Deployed bundled agent {name!r} from {folder}")
         await db.commit()

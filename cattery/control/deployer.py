@@ -67,7 +67,7 @@ class Deployer:
                 agent_key=plan.agent_key,
                 deployment_id=plan.deployment_id,
                 image=str(folder),
-                env={**plan.secrets, **extra_env},
+                env={**self._instance_env(), **plan.secrets, **extra_env},
                 profile=plan.profile,
             )
             defaults = self._settings.pools
@@ -85,6 +85,10 @@ class Deployer:
         except Exception as exc:
             logger.opt(exception=exc).error(f"Deployment {plan.deployment_id} failed")
             status.errors.append({"code": "DEPLOYMENT_FAILED", "message": str(exc)})
+
+    def _instance_env(self) -> dict[str, str]:
+        """What every instance gets from the control plane's settings (an agent's own wins)."""
+        return {"CATTERY_ICE_FALLBACK_URLS": ",".join(self._settings.ice_urls)}
 
     async def wait(self, deployment_id: str) -> DeployStatus:
         """For callers that need the pool (a start right after boot): wait for activation."""

@@ -23,6 +23,11 @@ def run_control_plane(
         if not sep or not name or not path:
             raise SystemExit(f"cattery serve: error: --agent takes NAME=PATH, not {item!r}")
         settings.agents[name] = str(Path(path).expanduser().resolve())
+    serve(settings, fd=fd)
+
+
+def serve(settings: Settings, *, fd: int | None) -> None:
+    """uvicorn on the control plane's app, until interrupted."""
     logger.remove()
     logger.add(sys.stderr, level="INFO")
     from cattery.control.app import create_app

@@ -33,6 +33,8 @@ from cattery.runtime.options import WEBRTC_OFFER_TIMEOUT, RuntimeOptions
 from cattery.runtime.sessions import EndState, SessionRunner
 
 ICE_FETCH_TIMEOUT = 10.0
+#: how long an offer naming a session waits for that session's ``/bot`` to arrive
+OFFER_BEFORE_BOT_SECONDS = 10.0
 
 
 @dataclass
@@ -91,6 +93,7 @@ class WebRTCSessions:
             host=options.esp32_host,
         )
         self._pending: _PendingSession | None = None
+        self._pending_arrived = asyncio.Condition()
         self._disconnect_tasks: set[asyncio.Task[None]] = set()
         self._session_of: dict[str, str] = {}  # pc_id -> session id, while the session runs
 
@@ -123,6 +126,8 @@ class WebRTCSessions:
         """Hold a ``/bot`` webrtc request until its offer's bot has ended."""
         pending = _PendingSession(session_id=session_id, body=body, max_seconds=max_seconds)
         self._pending = pending
+        async with self._pending_arrived:
+            self._pending_arrived.notify_all()
         logger.info("Waiting for the WebRTC offer of this session")
         try:
             task = await asyncio.wait_for(asyncio.shield(pending.started), WEBRTC_OFFER_TIMEOUT)
@@ -137,7 +142,7 @@ class WebRTCSessions:
     async def offer(self, data: dict[str, Any], session_id: str | None) -> dict[str, str] | None:
         request = parse_offer(data)
         self._handler.update_ice_servers(await self.ice_servers())
-        pending = self._pending
+        pending = await self._pending_for(session_id)
         session_id = session_id or (pending.session_id if pending else None)
         if session_id is None and not request.pc_id:
             session_id = str(uuid.uuid4())
@@ -165,6 +170,24 @@ class WebRTCSessions:
                 return await self._handler.handle_web_request(request, on_connection)
         except ValueError as exc:  # aiortc refusing the description (no ICE credentials, ...)
             raise InvalidRequest(f"Invalid WebRTC offer: {exc}") from exc
+
+    async def _pending_for(self, session_id: str | None) -> _PendingSession | None:
+        """The ``/bot`` waiting for an offer.
+
+        The control plane sends a session's ``/bot`` and then its offer on separate
+        connections, so an offer naming a new session may overtake its ``/bot``: it waits a
+        moment for it rather than start a session the ``/bot`` would never see.
+        """
+        if session_id is None or self._pending is not None:
+            return self._pending
+        if session_id in self._session_of.values():  # a renegotiation of a running session
+            return None
+        try:
+            async with asyncio.timeout(OFFER_BEFORE_BOT_SECONDS), self._pending_arrived:
+                await self._pending_arrived.wait_for(lambda: self._pending is not None)
+        except TimeoutError:
+            pass
+        return self._pending
 
     def close_when_done(self, task: asyncio.Task[Any], connection: Any, session_id: str) -> None:
         """End ``connection`` with its session, so the next peer is not refused.

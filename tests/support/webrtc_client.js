@@ -1,10 +1,13 @@
 // A minimal SmallWebRTC client for tests, evaluated in a page served by the runtime so that
 // fetch("/api/offer") is same-origin. It sends the fake microphone, keeps the data channel
 // alive with the "ping" messages Pipecat's clients send, and reports what comes back.
+// `url` (and `headers`) send the offer elsewhere on the origin, e.g. to a Session API route.
 window.catteryWebRTC = (() => {
   let pc = null;
   let pingTimer = null;
   let playing = null;
+  let offerUrl = "/api/offer";
+  let offerHeaders = {};
   const localCandidates = [];
 
   function gatheringComplete(timeoutMs) {
@@ -21,7 +24,7 @@ window.catteryWebRTC = (() => {
   }
 
   async function postJson(method, body, headers = {}) {
-    const resp = await fetch("/api/offer", {
+    const resp = await fetch(offerUrl, {
       method,
       headers: { "content-type": "application/json", ...headers },
       body: typeof body === "string" ? body : JSON.stringify(body),
@@ -36,8 +39,16 @@ window.catteryWebRTC = (() => {
   }
 
   // Offer the fake microphone; resolves with the answer's pc_id once the answer is set.
-  async function connect({ headers = {}, requestData, gatherTimeoutMs = 15000 } = {}) {
-    pc = new RTCPeerConnection({ iceServers: [] });
+  async function connect({
+    headers = {},
+    requestData,
+    gatherTimeoutMs = 15000,
+    url = "/api/offer",
+    iceServers = [],
+  } = {}) {
+    offerUrl = url;
+    offerHeaders = headers;
+    pc = new RTCPeerConnection({ iceServers });
     pc.addEventListener("icecandidate", (event) => {
       if (event.candidate && event.candidate.candidate) localCandidates.push(event.candidate);
     });
@@ -81,7 +92,7 @@ window.catteryWebRTC = (() => {
     const candidates = c
       ? [{ candidate: c.candidate, sdp_mid: c.sdpMid, sdp_mline_index: c.sdpMLineIndex }]
       : [];
-    return postJson("PATCH", { pc_id: pcId, candidates });
+    return postJson("PATCH", { pc_id: pcId, candidates }, offerHeaders);
   }
 
   // What the remote audio track has delivered so far (inbound-rtp audio).

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request, Response
 
 from cattery.control.api.private.services import agent_key
 from cattery.control.deps import PublicCaller, State
+from cattery.control.state import ControlState
 from cattery.control.supervisor import LiveSession
 from cattery.errors import SessionNotFound
 from cattery.runtime.options import INSTANCE_TOKEN_HEADER
@@ -59,28 +60,33 @@ def build_router() -> APIRouter:
             or live.agent_key != agent_key(caller.organization, name)
         ):
             raise SessionNotFound()
-        url = f"{live.handle.address}/{path}"
-        if request.url.query:
-            url += "?" + request.url.query
-        outgoing = state.proxy_http.build_request(
-            request.method,
-            url,
-            headers=_request_headers(request, live),
-            content=await request.body(),
-            timeout=PROXY_TIMEOUT,
-        )
-        try:
-            upstream = await state.proxy_http.send(outgoing, stream=True)
-            try:
-                # As sent: a body the bot compressed stays compressed, with its encoding header.
-                content = b"".join([chunk async for chunk in upstream.aiter_raw()])
-            finally:
-                await upstream.aclose()
-        except httpx.HTTPError as exc:
-            raise SessionNotFound(f"Session {session_id} is not reachable: {exc!r}") from exc
-        return _response(upstream, content, head=request.method == "HEAD")
+        return await forward(state, live, request, path)
 
     return router
+
+
+async def forward(state: ControlState, live: LiveSession, request: Request, path: str) -> Response:
+    """``request`` sent on to ``path`` on the session's instance; the instance's answer as sent."""
+    url = f"{live.handle.address}/{path}"
+    if request.url.query:
+        url += "?" + request.url.query
+    outgoing = state.proxy_http.build_request(
+        request.method,
+        url,
+        headers=_request_headers(request, live),
+        content=await request.body(),
+        timeout=PROXY_TIMEOUT,
+    )
+    try:
+        upstream = await state.proxy_http.send(outgoing, stream=True)
+        try:
+            # As sent: a body the bot compressed stays compressed, with its encoding header.
+            content = b"".join([chunk async for chunk in upstream.aiter_raw()])
+        finally:
+            await upstream.aclose()
+    except httpx.HTTPError as exc:
+        raise SessionNotFound(f"Session {live.id} is not reachable: {exc!r}") from exc
+    return _response(upstream, content, head=request.method == "HEAD")
 
 
 def _request_headers(request: Request, live: LiveSession) -> Headers:

@@ -8,11 +8,14 @@ from typing import Any
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, ValidationError
+from sqlalchemy.ext.asyncio import AsyncSession
 
 from cattery.control.api.private.services import agent_key, get_agent
 from cattery.control.deps import DB, PublicCaller, State
+from cattery.control.state import ControlState
 from cattery.errors import InvalidRequest, PayloadTooLarge, ServiceUnavailable
 from cattery.store import repositories as repo
+from cattery.store.models import Organization
 
 MAX_START_BODY_BYTES = 1_000_000
 
@@ -54,39 +57,58 @@ def build_router() -> APIRouter:
     ) -> dict:
         requested_at = time.monotonic()
         req = await read_start_request(request)
-        org = caller.organization
-        agent = await get_agent(db, org, name)
-        if agent.active_deployment_id is None:
-            raise ServiceUnavailable(f"Agent {name!r} has no deployment")
-        dep = await repo.get_deployment(db, agent.active_deployment_id)
-        status = await state.deployer.wait(dep.id)
-        if status.errors:
-            raise ServiceUnavailable(f"Agent {name!r} is not ready: {status.errors[0]['message']}")
-        if req.createDailyRoom:
-            raise InvalidRequest("createDailyRoom needs DAILY_API_KEY, which is not configured")
-        key = agent_key(org, name)
-        pool = state.pools.get(key)
-        if pool is None:
-            raise ServiceUnavailable(f"Agent {name!r} is not ready")
-        lease = await pool.acquire()
-        transport = req.transport if req.transport in ("webrtc", "daily", "websocket") else None
-        body = req.body if req.body is not None else {}
-        live = await state.supervisor.dispatch(
-            organization_id=org.id,
-            agent_id=agent.id,
-            agent_key=key,
-            deployment_id=dep.id,
-            handle=lease.handle,
-            cold_start=lease.cold_start,
-            release=pool.release,
-            body=body,
-            max_session_seconds=dep.max_session_duration,
-            transport=transport,
-            requested_at=requested_at,
+        return await start_session(
+            state, db, caller.organization, name, req, requested_at=requested_at
         )
-        response: dict[str, Any] = {"sessionId": live.id}
-        if transport == "webrtc":
-            response["iceConfig"] = {"iceServers": []}
-        return response
 
     return router
+
+
+async def start_session(
+    state: ControlState,
+    db: AsyncSession,
+    org: Organization,
+    name: str,
+    req: StartRequest,
+    *,
+    requested_at: float,
+) -> dict[str, Any]:
+    """A session of agent ``name`` on an instance from its pool: every start comes here.
+
+    Returns the start's answer (Pipecat's ``StartBotResult`` shape): ``sessionId``, and
+    for WebRTC the ICE servers the client should use.
+    """
+    agent = await get_agent(db, org, name)
+    if agent.active_deployment_id is None:
+        raise ServiceUnavailable(f"Agent {name!r} has no deployment")
+    dep = await repo.get_deployment(db, agent.active_deployment_id)
+    status = await state.deployer.wait(dep.id)
+    if status.errors:
+        raise ServiceUnavailable(f"Agent {name!r} is not ready: {status.errors[0]['message']}")
+    if req.createDailyRoom:
+        raise InvalidRequest("createDailyRoom needs DAILY_API_KEY, which is not configured")
+    key = agent_key(org, name)
+    pool = state.pools.get(key)
+    if pool is None:
+        raise ServiceUnavailable(f"Agent {name!r} is not ready")
+    lease = await pool.acquire()
+    transport = req.transport if req.transport in ("webrtc", "daily", "websocket") else None
+    body = req.body if req.body is not None else {}
+    live = await state.supervisor.dispatch(
+        organization_id=org.id,
+        agent_id=agent.id,
+        agent_key=key,
+        deployment_id=dep.id,
+        handle=lease.handle,
+        cold_start=lease.cold_start,
+        release=pool.release,
+        body=body,
+        max_session_seconds=dep.max_session_duration,
+        transport=transport,
+        requested_at=requested_at,
+    )
+    response: dict[str, Any] = {"sessionId": live.id}
+    if transport == "webrtc":
+        urls = state.settings.ice_urls if req.enableDefaultIceServers else []
+        response["iceConfig"] = {"iceServers": [{"urls": url} for url in urls]}
+    return response

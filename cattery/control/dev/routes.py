@@ -1,0 +1,144 @@
+"""The development runner's routes, served by the control plane for ``settings.dev.agent``.
+
+=========================================  ==============================================
+``POST /start``                            a session; Pipecat's ``StartBotResult`` shape
+``/sessions/{id}/{path}``                  the session's instance, as the Session API
+``POST``/``PATCH /api/offer``              an offer with no session yet starts a WebRTC
+                                           one; later ones find it by ``pc_id``
+``GET /status``                            readiness and the transports ``/start`` takes
+``/client/``, ``GET /``                    the prebuilt client UI; ``/`` redirects there
+=========================================  ==============================================
+
+Every start goes through the public API's ``start_session``, so a dev session is exactly
+the session ``/v1/public/{agent}/start`` would make.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import RedirectResponse
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cattery.control.api.public.proxy import METHODS, forward
+from cattery.control.api.public.start import StartRequest, read_start_request, start_session
+from cattery.control.deps import DB, State
+from cattery.control.dev.client import add_client_routes
+from cattery.control.dev.peers import PeerSessions
+from cattery.control.state import ControlState
+from cattery.errors import InvalidRequest, SessionNotFound
+from cattery.runtime.bodies import json_object
+from cattery.store import repositories as repo
+
+#: the transports ``POST /start`` takes here; webrtc is the default
+TRANSPORTS = ("webrtc", "daily")
+OFFER_PATH = "api/offer"
+
+
+def choose_transport(req: StartRequest) -> str:
+    """As Pipecat's runner: ``transport``, else ``daily`` for ``createDailyRoom``, else webrtc."""
+    transport = req.transport or ("daily" if req.createDailyRoom else "webrtc")
+    if transport not in TRANSPORTS:
+        raise InvalidRequest(
+            f"Transport {transport!r} is not available in cattery dev; "
+            f"use one of: {', '.join(TRANSPORTS)}"
+        )
+    return transport
+
+
+def build_router() -> APIRouter:
+    router = APIRouter(include_in_schema=False)
+    peers = PeerSessions()
+
+    @router.get("/")
+    async def root() -> RedirectResponse:
+        return RedirectResponse("/client/")
+
+    @router.get("/status")
+    async def status(state: State, db: DB) -> dict[str, Any]:
+        return {"status": await _readiness(state, db), "transports": list(TRANSPORTS)}
+
+    @router.post("/start")
+    async def start(request: Request, state: State, db: DB) -> dict[str, Any]:
+        requested_at = time.monotonic()
+        req = await read_start_request(request)
+        req = req.model_copy(update={"transport": choose_transport(req)})
+        return await _start(state, db, req, requested_at)
+
+    @router.api_route("/sessions/{session_id}/{path:path}", methods=METHODS)
+    async def session_route(request: Request, state: State, session_id: str, path: str) -> Response:
+        live = state.supervisor.get(session_id)
+        if live is None or live.agent_key != _dev_agent_key(state):
+            raise SessionNotFound()
+        response = await forward(state, live, request, path)
+        if path == OFFER_PATH and request.method == "POST":
+            peers.remember(response, live)
+        return response
+
+    @router.post("/api/offer")
+    async def offer(request: Request, state: State, db: DB) -> Response:
+        data = await json_object(request)
+        live = peers.live(data.get("pc_id"), state.supervisor)
+        if live is not None:  # a renegotiation of a live peer connection
+            return await forward(state, live, request, OFFER_PATH)
+        if not isinstance(data.get("sdp"), str) or data.get("type") != "offer":
+            raise InvalidRequest("Invalid WebRTC offer: sdp (a string) and type 'offer' are needed")
+        body = data.get("request_data", data.get("requestData"))
+        req = StartRequest(transport="webrtc", body=body)
+        started = await _start(state, db, req, time.monotonic())
+        live = state.supervisor.get(started["sessionId"])
+        if live is None:
+            raise SessionNotFound(f"Session {started['sessionId']} ended before its offer")
+        response = await forward(state, live, request, OFFER_PATH)
+        if response.status_code != 200:  # nobody else will ever offer for this session
+            await state.supervisor.stop(live.id)
+            return response
+        peers.remember(response, live)
+        return response
+
+    @router.patch("/api/offer")
+    async def ice_candidates(request: Request, state: State) -> Response:
+        data = await json_object(request)
+        pc_id = data.get("pc_id")
+        if not isinstance(pc_id, str):
+            raise InvalidRequest("pc_id (a string) is required")
+        live = peers.live(pc_id, state.supervisor)
+        if live is None:
+            raise SessionNotFound(f"No live session has peer connection {pc_id!r}")
+        return await forward(state, live, request, OFFER_PATH)
+
+    add_client_routes(router)
+    return router
+
+
+async def _start(
+    state: ControlState, db: AsyncSession, req: StartRequest, requested_at: float
+) -> dict[str, Any]:
+    org = await repo.get_organization_by_name(db, state.settings.organization)
+    assert org is not None, "bootstrap creates the organization"
+    name = state.settings.dev.agent
+    assert name is not None, "the dev routes exist only in dev mode"
+    return await start_session(state, db, org, name, req, requested_at=requested_at)
+
+
+def _dev_agent_key(state: ControlState) -> str:
+    """The dev agent's pool key, as ``agent_key()`` spells it for the dev organization."""
+    return f"{state.settings.organization}/{state.settings.dev.agent}"
+
+
+async def _readiness(state: ControlState, db: AsyncSession) -> str:
+    """``ready`` once the dev agent's deployment is; ``starting`` before, ``error`` if failed."""
+    org = await repo.get_organization_by_name(db, state.settings.organization)
+    agent = (
+        await repo.get_agent(db, org.id, state.settings.dev.agent or "")
+        if org is not None
+        else None
+    )
+    if agent is None or agent.active_deployment_id is None:
+        return "starting"
+    deployed = state.deployer.status(agent.active_deployment_id)
+    if deployed.errors:
+        return "error"
+    return "ready" if deployed.ready else "starting"
