@@ -1,0 +1,1 @@
+"""cattery benchmarks: ``python -m bench``."""

@@ -1,0 +1,359 @@
+"""``python -m bench [--quick]``: cattery's start, refill, burst, density and proxy figures.
+
+Everything runs on 127.0.0.1 in one go: two control planes (the local backend forking
+instances, then starting plain ``cattery runtime`` processes: the baseline), then echo
+calls straight to instances of both kinds. It prints a table, each figure with its ratio
+to the baseline measured in the same run, and writes it as Markdown to
+``bench/results/<date>-<cores>c.md`` with the machine and the versions.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from bench import report
+from bench.density import DensityRun, density
+from bench.platform import ControlPlane
+from bench.proxy import proxy_overhead
+from bench.starts import StartRun, burst, pool_burst, sequential_starts
+from bench.stats import Results, Row, latency_figures, ms, percentile, ratio
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much of everything to measure (``--quick`` shrinks it)."""
+
+    starts: int
+    plain_starts: int
+    plain_warm_starts: int
+    burst: int
+    plain_burst: bool  # 50 plain processes at once: about a minute of both cores
+    density: tuple[int, ...]
+    plain_density: tuple[int, ...]
+    call_seconds: float
+    proxy_requests: int
+
+
+FULL = Plan(100, 30, 10, 50, True, (10, 20, 40), (10, 20, 40), 6.0, 300)
+QUICK = Plan(20, 6, 3, 50, False, (10,), (10,), 4.0, 100)
+
+
+def parse_args(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="fewer samples: about 2 minutes")
+    parser.add_argument("--starts", type=int, help="starts per forked/warm series")
+    parser.add_argument("--plain-starts", type=int, help="starts of the plain baseline")
+    parser.add_argument("--density", help="concurrent calls, e.g. 10,20,40")
+    parser.add_argument("--plain-density", help="concurrent calls on plain instances")
+    parser.add_argument("--no-density", action="store_true", help="skip the echo calls")
+    parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="where the .md goes")
+    args = parser.parse_args(argv)
+    plan = QUICK if args.quick else FULL
+    changes: dict[str, object] = {}
+    if args.starts:
+        changes["starts"] = args.starts
+    if args.plain_starts:
+        changes["plain_starts"] = args.plain_starts
+    if args.density:
+        changes["density"] = tuple(int(n) for n in args.density.split(","))
+    if args.plain_density:
+        changes["plain_density"] = tuple(int(n) for n in args.plain_density.split(","))
+    if args.no_density:
+        changes["density"] = changes["plain_density"] = ()
+    return Plan(**{**plan.__dict__, **changes}), args
+
+
+async def forked_platform(work: Path, plan: Plan, results: dict[str, object]) -> None:
+    cp = ControlPlane(work / "forked", fork=True).start()
+    stamps = work / "stamps"
+    try:
+        print("forked: deploying", flush=True)
+        cp.deploy("warm", "stamp", min_agents=1, max_agents=50)
+        cp.deploy("cold", "stamp", min_agents=0, max_agents=50)
+        cp.deploy("burst", "stamp", min_agents=0, max_agents=50)
+        cp.deploy("proxy", "stamp", min_agents=1, max_agents=50)
+        print("forked: first start of an agent (its forking parent loads)", flush=True)
+        results["first"] = await sequential_starts(cp, "cold", 1, stamps, warm=0)
+        print(f"forked: {plan.starts} starts on a warm pool", flush=True)
+        results["warm"] = await sequential_starts(cp, "warm", plan.starts, stamps, warm=1)
+        print(f"forked: {plan.starts} starts on an empty pool", flush=True)
+        results["cold"] = await sequential_starts(cp, "cold", plan.starts, stamps, warm=0)
+        print(f"forked: burst of {plan.burst}", flush=True)
+        await sequential_starts(cp, "burst", 1, stamps, warm=0)  # its parent loads
+        results["burst"] = await burst(cp, "burst", plan.burst, stamps, hold=3.0, timeout=120)
+        print(f"forked: {plan.proxy_requests} Session API requests", flush=True)
+        results["proxy"] = await proxy_overhead(cp, "proxy", plan.proxy_requests, stamps)
+    finally:
+        cp.stop()
+
+
+async def plain_platform(work: Path, plan: Plan, results: dict[str, object]) -> None:
+    cp = ControlPlane(work / "plain", fork=False).start()
+    stamps = work / "stamps-plain"
+    try:
+        print("plain: deploying", flush=True)
+        cp.deploy("warm", "stamp", min_agents=1, max_agents=50)
+        cp.deploy("cold", "stamp", min_agents=0, max_agents=50)
+        print(f"plain: {plan.plain_warm_starts} starts on a warm pool (refill baseline)")
+        results["plain_warm"] = await sequential_starts(
+            cp, "warm", plan.plain_warm_starts, stamps, warm=1
+        )
+        cp.deploy("warm", "stamp", min_agents=0, max_agents=50)  # its warm instance goes
+        print(f"plain: {plan.plain_starts} starts on an empty pool (baseline)", flush=True)
+        results["plain_cold"] = await sequential_starts(
+            cp, "cold", plan.plain_starts, stamps, warm=0
+        )
+    finally:
+        cp.stop()
+
+
+async def pool_bursts(work: Path, plan: Plan, results: dict[str, object]) -> None:
+    print(f"pool: burst of {plan.burst}, forked", flush=True)
+    results["pool_burst"] = await pool_burst(
+        work / "pool-forked", fork=True, n=plan.burst, hold=3.0, stamps=work / "stamps"
+    )
+    if plan.plain_burst:
+        print(f"pool: burst of {plan.burst}, plain processes", flush=True)
+        results["plain_pool_burst"] = await pool_burst(
+            work / "pool-plain", fork=False, n=plan.burst, hold=3.0, stamps=work / "stamps"
+        )
+
+
+async def densities(work: Path, plan: Plan, results: dict[str, object]) -> None:
+    runs: list[DensityRun] = []
+    for calls in plan.density:
+        print(f"density: {calls} calls on forked instances", flush=True)
+        runs.append(
+            await density(
+                work / f"density-f{calls}", fork=True, calls=calls, seconds=plan.call_seconds
+            )
+        )
+    for calls in plan.plain_density:
+        print(f"density: {calls} calls on plain instances", flush=True)
+        runs.append(
+            await density(
+                work / f"density-p{calls}", fork=False, calls=calls, seconds=plan.call_seconds
+            )
+        )
+    results["density"] = runs
+
+
+def build_table(results: dict[str, object]) -> Results:
+    out = Results()
+    first, warm, cold = results["first"], results["warm"], results["cold"]
+    plain_cold, plain_warm = results["plain_cold"], results["plain_warm"]
+    assert isinstance(plain_cold, StartRun) and isinstance(plain_warm, StartRun)
+    base = percentile(plain_cold.latencies, 50)
+    base99 = percentile(plain_cold.latencies, 99)
+
+    def start_row(name: str, run: StartRun, note: str = "", baseline: bool = False) -> None:
+        p50, p99 = percentile(run.latencies, 50), percentile(run.latencies, 99)
+        versus = "" if baseline else f"p50 {ratio(p50, base)} / p99 {ratio(p99, base99)} faster"
+        if run.failures:
+            note = f"{run.failures} failed; {note}".rstrip("; ")
+        out.add(
+            Row(
+                "start → bot()",
+                name,
+                len(run.latencies),
+                latency_figures(run.latencies),
+                versus,
+                note,
+            )
+        )
+
+    assert isinstance(warm, StartRun) and isinstance(cold, StartRun) and isinstance(first, StartRun)
+    start_row("warm pool (forked instances)", warm)
+    start_row("empty pool, forked", cold)
+    start_row("empty pool, plain processes", plain_cold, "baseline", baseline=True)
+    start_row("warm pool, plain processes", plain_warm)
+    start_row("agent's first start (loads its forking parent)", first)
+
+    refill, plain_refill = warm.refills, plain_warm.refills
+    out.add(
+        Row(
+            "refill",
+            "pool back at its warm target, forked",
+            len(refill),
+            latency_figures(refill),
+            f"p50 {ratio(percentile(refill, 50), percentile(plain_refill, 50))} faster",
+            "from the start request",
+        )
+    )
+    out.add(
+        Row(
+            "refill",
+            "same, plain processes",
+            len(plain_refill),
+            latency_figures(plain_refill),
+            "",
+            "baseline",
+        )
+    )
+
+    def burst_row(name: str, run: StartRun, versus: str = "", note: str = "") -> None:
+        total = len(run.latencies) + run.failures
+        figures = f"{len(run.latencies)}/{total} started; {latency_figures(run.latencies)}"
+        out.add(Row("burst", name, total, figures, versus, note))
+
+    cb, fb, pb = results["burst"], results["pool_burst"], results.get("plain_pool_burst")
+    assert isinstance(cb, StartRun) and isinstance(fb, StartRun)
+    versus = ""
+    if isinstance(pb, StartRun):
+        r50 = ratio(percentile(fb.latencies, 50), percentile(pb.latencies, 50))
+        r99 = ratio(percentile(fb.latencies, 99), percentile(pb.latencies, 99))
+        versus = f"p50 {r50} / p99 {r99} faster"
+    burst_row("all at once through the control plane, forked", cb)
+    burst_row("all at once on a pool (no control plane), forked", fb, versus)
+    if isinstance(pb, StartRun):
+        burst_row("same, plain processes", pb, note="baseline")
+
+    runs = results.get("density") or []
+    plain_by_n = {r.calls: r for r in runs if r.mode == "plain"}  # type: ignore[attr-defined]
+    for run in runs:  # type: ignore[assignment]
+        assert isinstance(run, DensityRun)
+        figures = (
+            f"p99 RTT {ms(percentile(run.rtts, 99))} (p50 {ms(percentile(run.rtts, 50))}); "
+            f"lost {run.lost_frames}/{run.sent_frames} frames; "
+            f"CPU {run.cpu_cores / run.calls * 100:.1f}% of a core per call; "
+            f"PSS {run.pss_mb:.1f} MB, USS {run.uss_mb:.1f} MB per session"
+        )
+        versus = ""
+        base_run = plain_by_n.get(run.calls)
+        if run.mode == "forked" and base_run is not None:
+            versus = f"PSS {ratio(run.pss_mb, base_run.pss_mb)} smaller"
+        note = "baseline" if run.mode == "plain" else ""
+        if run.failed_calls:
+            note = f"{run.failed_calls} calls failed; {note}".rstrip("; ")
+        out.add(
+            Row("density", f"{run.calls} echo calls, {run.mode}", run.calls, figures, versus, note)
+        )
+
+    targets(out, results)
+    px = results["proxy"]
+    via, direct = px.via_control, px.direct  # type: ignore[attr-defined]
+    overhead = percentile(via, 50) - percentile(direct, 50)
+    out.add(
+        Row(
+            "proxy",
+            "Session API GET via the control plane",
+            len(via),
+            latency_figures(via),
+            f"+{ms(overhead)} at p50",
+            "overhead vs straight",
+        )
+    )
+    out.add(
+        Row(
+            "proxy",
+            "same GET straight to the instance",
+            len(direct),
+            latency_figures(direct),
+            "",
+            "baseline",
+        )
+    )
+    out.add(
+        Row(
+            "proxy",
+            "telephony WebSocket frame via the control plane",
+            0,
+            "n/a",
+            "",
+            "no WebSocket bridge in the control plane yet",
+        )
+    )
+    return out
+
+
+def targets(out: Results, results: dict[str, object]) -> None:
+    """Issue 4's targets next to what this run measured."""
+    warm, cold, plain_cold = results["warm"], results["cold"], results["plain_cold"]
+    fb = results["pool_burst"]
+    assert isinstance(warm, StartRun) and isinstance(cold, StartRun)
+    assert isinstance(plain_cold, StartRun) and isinstance(fb, StartRun)
+    px = results["proxy"]
+    overhead = percentile(px.via_control, 50) - percentile(px.direct, 50)  # type: ignore[attr-defined]
+    speedup = percentile(plain_cold.latencies, 50) / percentile(cold.latencies, 50)
+    checks = [
+        (
+            "warm start p50 <= 15 ms",
+            percentile(warm.latencies, 50) <= 0.015,
+            ms(percentile(warm.latencies, 50)),
+        ),
+        (
+            "warm start p99 <= 50 ms",
+            percentile(warm.latencies, 99) <= 0.050,
+            ms(percentile(warm.latencies, 99)),
+        ),
+        (
+            "empty-pool start p50 <= 150 ms",
+            percentile(cold.latencies, 50) <= 0.150,
+            ms(percentile(cold.latencies, 50)),
+        ),
+        ("empty-pool start >= 8x faster than plain", speedup >= 8, f"{speedup:.1f}x"),
+        (
+            "refill <= 200 ms (p50)",
+            percentile(warm.refills, 50) <= 0.200,
+            ms(percentile(warm.refills, 50)),
+        ),
+        (
+            "burst: 50 of 50 started, p99 <= 1.5 s (pool)",
+            len(fb.latencies) == 50 and percentile(fb.latencies, 99) <= 1.5,
+            f"{len(fb.latencies)}/50, p99 {ms(percentile(fb.latencies, 99))}",
+        ),
+        ("proxy overhead p50 <= 1 ms", overhead <= 0.001, ms(overhead)),
+    ]
+    for run in results.get("density") or []:  # type: ignore[attr-defined]
+        if run.mode == "forked" and run.calls >= 30:
+            ok = percentile(run.rtts, 99) <= 0.060 and run.lost_frames == 0 and run.pss_mb <= 40
+            p99 = ms(percentile(run.rtts, 99))
+            figures = f"p99 {p99}, lost {run.lost_frames}, PSS {run.pss_mb:.1f} MB"
+            checks.append((f"{run.calls} calls: p99 <= 60 ms, no loss, PSS <= 40 MB", ok, figures))
+    for name, ok, figures in checks:
+        out.notes.append(f"target {name}: {'met' if ok else 'NOT met'} ({figures})")
+
+
+async def run(plan: Plan, args: argparse.Namespace) -> None:
+    started = time.monotonic()
+    load = os.getloadavg()
+    work = Path(tempfile.mkdtemp(prefix="cattery-bench-"))
+    for stamps in ("stamps", "stamps-plain"):
+        (work / stamps).mkdir()
+    results: dict[str, object] = {}
+    try:
+        await forked_platform(work, plan, results)
+        await plain_platform(work, plan, results)
+        await pool_bursts(work, plan, results)
+        await densities(work, plan, results)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    table = build_table(results)
+    elapsed = time.monotonic() - started
+    text = report.markdown(table, plan=plan.__dict__, argv=sys.argv[1:], elapsed=elapsed, load=load)
+    print()
+    print(table.table())
+    path = report.write(args.out, text)
+    print(f"\nwrote {path} ({elapsed:.0f} s)")
+
+
+def main(argv: list[str] | None = None) -> None:
+    if not sys.platform.startswith("linux"):
+        print("note: forking is Linux-only; both control planes will start plain processes")
+    plan, args = parse_args(argv)
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    asyncio.run(run(plan, args))
+
+
+if __name__ == "__main__":
+    main()

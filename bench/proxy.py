@@ -1,0 +1,64 @@
+"""Proxy overhead: a Session API ``GET`` through the control plane vs straight to the instance.
+
+One live session of the stamp bot (held open); its instance's port is read from the
+process (psutil), its token from what the bot recorded. Requests alternate between the
+two paths, each on its own keep-alive connection, so both see the same machine state.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import psutil
+
+from bench.platform import ControlPlane, start_session, wait_stamp
+
+INSTANCE_TOKEN_HEADER = "x-cattery-instance-token"
+
+
+@dataclass
+class ProxyRun:
+    via_control: list[float] = field(default_factory=list)
+    direct: list[float] = field(default_factory=list)
+
+
+def listening_port(pid: int) -> int:
+    for conn in psutil.Process(pid).net_connections(kind="tcp"):
+        if conn.status == psutil.CONN_LISTEN and conn.laddr.ip == "127.0.0.1":
+            return conn.laddr.port
+    raise RuntimeError(f"instance {pid} listens on no loopback port")
+
+
+async def proxy_overhead(cp: ControlPlane, agent: str, n: int, stamps: Path) -> ProxyRun:
+    run = ProxyRun()
+    stamp = stamps / f"{agent}-proxy.json"
+    async with httpx.AsyncClient(timeout=60, trust_env=False) as http:
+        status, session = await start_session(http, cp, agent, {"stamp": str(stamp), "hold": 300})
+        record = await wait_stamp(stamp, 60) if status == 200 else None
+        if record is None or session is None:
+            raise RuntimeError("the proxy benchmark's session did not start")
+        port = listening_port(record["pid"])
+        proxied = f"{cp.url}/v1/public/{agent}/sessions/{session}/ping"
+        public = {"Authorization": f"Bearer {cp.public_key}"}
+        direct = f"http://127.0.0.1:{port}/ping"
+        token = {INSTANCE_TOKEN_HEADER: record["token"]}
+        async with (
+            httpx.AsyncClient(timeout=30, trust_env=False) as a,
+            httpx.AsyncClient(timeout=30, trust_env=False) as b,
+        ):
+            for _ in range(10):  # connections opened, caches warm
+                (await a.get(proxied, headers=public)).raise_for_status()
+                (await b.get(direct, headers=token)).raise_for_status()
+            for _ in range(n):
+                t0 = time.perf_counter()
+                (await a.get(proxied, headers=public)).raise_for_status()
+                t1 = time.perf_counter()
+                (await b.get(direct, headers=token)).raise_for_status()
+                t2 = time.perf_counter()
+                run.via_control.append(t1 - t0)
+                run.direct.append(t2 - t1)
+            await a.post(f"{cp.url}/v1/public/{agent}/sessions/{session}/end", headers=public)
+    return run

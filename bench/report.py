@@ -1,0 +1,88 @@
+"""The results file: machine, versions, plan, the table."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import os
+import platform
+import subprocess
+from datetime import UTC, datetime
+from pathlib import Path
+
+import psutil
+
+from bench.stats import Results
+
+PACKAGES = ("pipecat-ai", "pipecatcloud", "fastapi", "uvicorn", "httpx", "onnxruntime")
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def cattery_version() -> str:
+    repo = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"],
+            cwd=repo,
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+        return commit + (" (with uncommitted changes)" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def versions() -> list[str]:
+    found = [f"cattery {cattery_version()}", f"Python {platform.python_version()}"]
+    for name in PACKAGES:
+        try:
+            found.append(f"{name} {importlib.metadata.version(name)}")
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return found
+
+
+def markdown(
+    table: Results, *, plan: dict, argv: list[str], elapsed: float, load: tuple[float, ...]
+) -> str:
+    cores = os.cpu_count() or 0
+    memory = psutil.virtual_memory().total / 2**30
+    lines = [
+        f"# cattery benchmark, {datetime.now(UTC):%Y-%m-%d %H:%M} UTC",
+        "",
+        f"- machine: {cores} cores ({cpu_model()}), {memory:.0f} GiB RAM, "
+        f"{platform.system()} {platform.release()}",
+        f"- versions: {', '.join(versions())}",
+        f"- command: `{' '.join(['python -m bench', *argv])}`",
+        f"- plan: {', '.join(f'{k}={v}' for k, v in plan.items())}",
+        f"- took {elapsed:.0f} s; everything on 127.0.0.1; load average before the run "
+        f"{' '.join(f'{x:.2f}' for x in load)} (other work on the machine skews the figures)",
+        "",
+        table.table(),
+        "",
+    ]
+    if table.notes:
+        lines += ["## Notes", "", *[f"- {note}" for note in table.notes], ""]
+    return "\n".join(lines)
+
+
+def write(folder: Path, text: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{datetime.now(UTC):%Y-%m-%d}-{os.cpu_count()}c.md"
+    path.write_text(text)
+    return path

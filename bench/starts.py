@@ -1,0 +1,155 @@
+"""Start latency, refill and burst, through the control plane's public API.
+
+Latency is ``POST /v1/public/{agent}/start`` until ``bot()`` is entered: the stamp bot
+writes ``time.time()`` when it is called, the benchmark notes ``time.time()`` just before
+it sends the request. Both clocks are the same machine's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+
+from bench.platform import BOTS, ControlPlane, start_session, wait_stamp
+from cattery.backends.base import InstanceSpec
+from cattery.backends.local import LocalBackend
+from cattery.pools import Pool, PoolOptions
+
+STAMP_TIMEOUT = 120.0
+
+
+@dataclass
+class StartRun:
+    latencies: list[float] = field(default_factory=list)
+    refills: list[float] = field(default_factory=list)
+    failures: int = 0
+
+
+def client() -> httpx.AsyncClient:
+    limits = httpx.Limits(max_connections=200, max_keepalive_connections=200)
+    return httpx.AsyncClient(timeout=httpx.Timeout(180.0), limits=limits, trust_env=False)
+
+
+async def sequential_starts(
+    cp: ControlPlane, agent: str, n: int, stamps: Path, *, warm: int
+) -> StartRun:
+    """``n`` starts one after another, each on a settled pool of ``warm`` idle instances.
+
+    With ``warm`` > 0, the time until the pool is back at ``warm`` idle instances (the
+    refill) is measured too, by polling the pool's figures.
+    """
+    run = StartRun()
+    async with client() as http:
+        for i in range(n):
+            await cp.wait_pool(agent, idle=warm)
+            stamp = stamps / f"{agent}-{i}.json"
+            t0 = time.time()
+            status, _ = await start_session(http, cp, agent, {"stamp": str(stamp)})
+            record = await wait_stamp(stamp, STAMP_TIMEOUT) if status == 200 else None
+            if record is None:
+                run.failures += 1
+                continue
+            run.latencies.append(record["entered"] - t0)
+            if warm:
+                refilled = await refill_time(http, cp, agent, warm, t0)
+                if refilled is not None:
+                    run.refills.append(refilled)
+    return run
+
+
+async def refill_time(
+    http: httpx.AsyncClient, cp: ControlPlane, agent: str, warm: int, t0: float
+) -> float | None:
+    """Seconds from ``t0`` until the pool shows ``warm`` idle instances again; None if the
+    control plane reports no pool figures."""
+    from bench.platform import ADMIN_TOKEN, ORG
+
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    deadline = time.monotonic() + STAMP_TIMEOUT
+    while time.monotonic() < deadline:
+        resp = await http.get(f"{cp.url}/v1/organizations/{ORG}/services/{agent}", headers=headers)
+        pool = resp.json()["body"].get("pool")
+        if pool is None:
+            return None
+        if pool["idle"] >= warm:
+            return time.time() - t0
+        await asyncio.sleep(0.005)
+    return None
+
+
+async def burst(
+    cp: ControlPlane, agent: str, n: int, stamps: Path, *, hold: float, timeout: float
+) -> StartRun:
+    """``n`` simultaneous starts on an empty pool; each session holds ``hold`` seconds."""
+    run = StartRun()
+    await cp.wait_pool(agent, idle=0)
+
+    async def one(i: int) -> float | None:
+        stamp = stamps / f"{agent}-burst-{i}.json"
+        t0 = time.time()
+        try:
+            status, _ = await start_session(http, cp, agent, {"stamp": str(stamp), "hold": hold})
+        except httpx.HTTPError:
+            return None
+        record = await wait_stamp(stamp, timeout) if status == 200 else None
+        return None if record is None else record["entered"] - t0
+
+    async with client() as http:
+        results = await asyncio.gather(*(one(i) for i in range(n)))
+    run.latencies = [r for r in results if r is not None]
+    run.failures = n - len(run.latencies)
+    return run
+
+
+async def pool_burst(state_dir: Path, *, fork: bool, n: int, hold: float, stamps: Path) -> StartRun:
+    """``n`` simultaneous sessions on an empty pool, straight through a ``Pool`` on the local
+    backend: acquire (spawn and ready), then ``POST /bot``, until ``bot()`` is entered.
+    The control plane's HTTP and database are left out."""
+    backend = LocalBackend(state_dir, lambda i, ln: None, lambda i, c, m: None, 60.0, fork=fork)
+    spec = InstanceSpec("bench/burst", "d1", str(BOTS / "stamp"), env={})
+    options = PoolOptions(min_agents=0, max_agents=n, cooldown_seconds=0)
+    pool = Pool("bench/burst", spec, options, backend)
+    run = StartRun()
+    async with client() as http:
+
+        async def one(i: int, body: dict) -> float | None:
+            stamp = stamps / f"pool-{'f' if fork else 'p'}-{i}.json"
+            t0 = time.time()
+            try:
+                lease = await pool.acquire()
+            except Exception:
+                return None
+            headers = {"x-cattery-instance-token": lease.handle.token}
+            post = asyncio.create_task(
+                http.post(
+                    lease.handle.address + "/bot",
+                    json={**body, "stamp": str(stamp)},
+                    headers=headers,
+                )
+            )
+            record = await wait_stamp(stamp, STAMP_TIMEOUT)
+            await asyncio.gather(post, return_exceptions=True)
+            await pool.release(lease.handle)
+            return None if record is None else record["entered"] - t0
+
+        try:
+            await one(-1, {})  # the agent's first start: its forking parent loads
+            await until_empty(pool)
+            results = await asyncio.gather(*(one(i, {"hold": hold}) for i in range(n)))
+        finally:
+            await pool.aclose()
+            await backend.aclose()
+    run.latencies = [r for r in results if r is not None]
+    run.failures = n - len(run.latencies)
+    return run
+
+
+async def until_empty(pool: Pool) -> None:
+    while True:
+        if pool.stats().total == 0:
+            return
+        await asyncio.sleep(0.05)
