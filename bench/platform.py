@@ -18,13 +18,11 @@ import time
 from pathlib import Path
 
 import httpx
-import psutil
 
 ADMIN_TOKEN = "sk_bench_admin_token"
 ORG = "default"
 REPO = Path(__file__).resolve().parents[1]
 BOTS = Path(__file__).resolve().parent / "bots"
-PARENT_MODULE = "cattery.backends.forking.parent"
 SETTLE_SECONDS = 0.1
 SETTLE_WITHOUT_FIGURES = 3.0
 
@@ -134,34 +132,6 @@ class ControlPlane:
     def details(self, name: str) -> dict:
         with self.admin() as c:
             return c.get(f"/v1/organizations/{ORG}/services/{name}").json()["body"]
-
-    def instance_processes(self) -> list[psutil.Process]:
-        """The instances running under this control plane (forking parents left out)."""
-        assert self.proc is not None
-        found = []
-        for child in psutil.Process(self.proc.pid).children(recursive=True):
-            try:
-                if child.status() == psutil.STATUS_ZOMBIE:
-                    continue
-                if PARENT_MODULE in " ".join(child.cmdline()):
-                    parent = child.parent()
-                    if parent is None or parent.pid == self.proc.pid:
-                        continue  # a forking parent, not an instance
-                found.append(child)
-            except psutil.Error:
-                continue
-        return found
-
-    def forking_parents(self) -> list[psutil.Process]:
-        assert self.proc is not None
-        parents = []
-        for child in psutil.Process(self.proc.pid).children():
-            try:
-                if PARENT_MODULE in " ".join(child.cmdline()):
-                    parents.append(child)
-            except psutil.Error:
-                continue
-        return parents
 
     async def wait_pool(self, name: str, *, idle: int, busy: int = 0, timeout: float = 120) -> None:
         """Until the agent's pool holds exactly ``idle`` warm instances, none starting.
