@@ -21,7 +21,6 @@ from tests.support.processes import EXAMPLES, TEST_BOTS
 from tests.support.waiting import wait_for
 
 #: long enough to outlive a restart of the control plane, which the test waits on anyway
-SLEEP_SECONDS = 30
 
 
 #: a bot that reports its process id, so the test can kill the instance serving it
@@ -141,9 +140,11 @@ def test_sessions_survive_a_killed_control_plane(
     assert first.say("routes", chat, "before") == "Hello Ada. You said: before"
     stopped = first.start("probe", {"action": "forever", "report_to": str(tmp_path / "d.json")})
     killed = first.start("victim", {"report_to": str(tmp_path / "c.json")})
+    release = tmp_path / "release-sleeper"
     sleeper = first.start(
         "probe",
-        {"action": "sleep", "seconds": SLEEP_SECONDS, "report_to": str(tmp_path / "a.json")},
+        # returns only when the test says so: it must outlive the restart however slow the machine
+        {"action": "until", "path": str(release), "report_to": str(tmp_path / "a.json")},
     )
     brief = first.start(
         "probe", {"action": "sleep", "seconds": 2, "report_to": str(tmp_path / "f.json")}
@@ -191,7 +192,8 @@ def test_sessions_survive_a_killed_control_plane(
         with again.public() as c:
             assert c.post(f"/v1/public/routes/sessions/{chat}/end").status_code == 200
         assert again.wait_end_state("routes", chat) == "completed"
-        assert again.wait_end_state("probe", sleeper, timeout=SLEEP_SECONDS + 60) == "completed"
+        release.touch()
+        assert again.wait_end_state("probe", sleeper, timeout=60) == "completed"
         assert "probe bot done" in again.logs("probe", sleeper)
 
         # New sessions start as before.
