@@ -65,6 +65,9 @@ class Settings(BaseSettings):
     #: agents deployed at start: name -> folder holding bot.py
     agents: dict[str, str] = Field(default_factory=dict)
     instance_sample_interval: float = 2.0
+    #: the carriers' media WebSockets (``/ws/{carrier}``): ``none`` lets any call in that names
+    #: an agent; ``token`` wants a token from a start, as Pipecat's runner's ``--ws-auth token``
+    ws_auth: str = Field("none", pattern="^(none|token)$")
     pools: PoolDefaults = Field(default_factory=PoolDefaults)
     daily: DailySettings = Field(default_factory=DailySettings)
     #: ICE server URLs (comma-separated; empty for none) for WebRTC: instances use them, and

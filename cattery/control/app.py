@@ -13,6 +13,7 @@ from cattery.backends.local import LocalBackend
 from cattery.control import dev
 from cattery.control.api.private import organization, secrets, services, sessions
 from cattery.control.api.public import proxy, start
+from cattery.control.api.public.telephony import build_router as media_websockets
 from cattery.control.bootstrap import bootstrap
 from cattery.control.bundled import deploy_bundled_agents
 from cattery.control.deployer import Deployer, DeployPlan
@@ -48,6 +49,7 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     for module in (services, sessions, secrets, organization, start, proxy):
         app.include_router(module.build_router())
+    app.include_router(media_websockets())  # carriers' and generic clients' WebSockets
     if settings.dev.agent:  # cattery dev: Pipecat's development runner's routes, no key
         app.include_router(dev.build_router())
 

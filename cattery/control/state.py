@@ -12,6 +12,7 @@ from cattery.control.deployer import Deployer
 from cattery.control.logrouter import LogRouter
 from cattery.control.recorder import InstanceRecorder
 from cattery.control.supervisor import SessionSupervisor
+from cattery.control.wstokens import WsTokens
 from cattery.pools import PoolManager
 from cattery.settings import Settings
 from cattery.store.crypto import SecretBox
@@ -31,3 +32,4 @@ class ControlState:
     backend: LocalBackend
     instances: InstanceRecorder
     admin_token_created: str | None = field(default=None, repr=False)
+    ws_tokens: WsTokens = field(default_factory=WsTokens, repr=False)

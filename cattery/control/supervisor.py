@@ -68,6 +68,9 @@ class LiveSession:
 
 
 Release = Callable[[InstanceHandle], Awaitable[None]]
+#: joins a session's connection to its instance; returns an end state when the bot never
+#: got it (or lost it), else None: the end state is the one the runtime logs
+Connect = Callable[["LiveSession"], Awaitable[str | None]]
 
 
 class SessionSupervisor:
@@ -174,6 +177,84 @@ class SessionSupervisor:
                 if live.stop_requested:
                     end_state = "terminated"
                 await self._finish(live, end_state, release)
+
+    async def bridge(
+        self,
+        *,
+        organization_id: str,
+        agent_id: str,
+        agent_key: str,
+        deployment_id: str,
+        handle: InstanceHandle,
+        cold_start: bool,
+        release: Release,
+        max_session_seconds: int,
+        connect: Connect,
+        transport: str | None = None,
+        session_id: str | None = None,
+        requested_at: float | None = None,
+    ) -> LiveSession:
+        """Record a session whose lifetime is a WebSocket joined to the instance's ``/ws``
+        (a carrier's media stream, a generic client), and run ``connect(live)`` in its task.
+
+        The session ends once the connection has closed and the bot has returned (the
+        one-session instance exits), with the end state the runtime logged; or with the one
+        ``connect`` returns when the bot never got the connection or lost it.
+        """
+        live = LiveSession(
+            id=session_id or str(uuid.uuid4()),
+            organization_id=organization_id,
+            agent_id=agent_id,
+            agent_key=agent_key,
+            deployment_id=deployment_id,
+            handle=handle,
+            cold_start=cold_start,
+            created_at=datetime.now(UTC),
+            transport=transport,
+        )
+        if requested_at is not None:
+            live.started_monotonic = requested_at
+        self._router.bind(
+            handle.id, InstanceContext(organization_id, agent_id, deployment_id, live.id)
+        )
+        await self._recorder.created(live)
+        self._live[live.id] = live
+        budget = max_session_seconds + BACKSTOP_GRACE_SECONDS
+        live.task = asyncio.create_task(
+            self._bridged(live, connect, budget, release), name=f"bridge-{live.id}"
+        )
+        return live
+
+    async def _bridged(
+        self, live: LiveSession, connect: Connect, budget: float, release: Release
+    ) -> None:
+        end_state: str | None = None
+        with logger.contextualize(session_id=live.id):
+            try:
+                try:
+                    async with asyncio.timeout(budget):
+                        end_state = await connect(live)
+                        if end_state is None:  # the bot may still be at work after a hang-up
+                            await live.handle.wait()
+                except TimeoutError:
+                    logger.error("Session outlived its max duration; killing its instance")
+                    live.handle.kill()
+                    live.stop_requested = True
+                # Closing reads the instance's log to the end, last line included.
+                await live.handle.aclose(grace=KILL_GRACE_SECONDS)
+                if live.logged_end_state is not None:
+                    end_state = live.logged_end_state
+                elif end_state is None:
+                    end_state = EndState.AGENT_ERROR.value
+                    if not live.stop_requested:
+                        logger.error("Instance of the session exited without an end state")
+            except asyncio.CancelledError:
+                end_state = EndState.TERMINATED.value
+                raise
+            finally:
+                if live.stop_requested:
+                    end_state = EndState.TERMINATED.value
+                await self._finish(live, end_state or EndState.AGENT_ERROR.value, release)
 
     def reattach(
         self,

@@ -11,6 +11,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cattery.control.api.private.services import agent_key, get_agent
+from cattery.control.api.public.telephony import WS_START_TRANSPORTS, ws_start
 from cattery.control.deps import DB, PublicCaller, State
 from cattery.control.state import ControlState
 from cattery.errors import InvalidRequest, PayloadTooLarge, ServiceUnavailable
@@ -57,6 +58,9 @@ def build_router() -> APIRouter:
     ) -> dict:
         requested_at = time.monotonic()
         req = await read_start_request(request)
+        if req.transport in WS_START_TRANSPORTS:  # the client or carrier connects later
+            org = caller.organization
+            return await ws_start(state, db, org, name, req.transport, req.body, request)
         return await start_session(
             state, db, caller.organization, name, req, requested_at=requested_at
         )

@@ -1,0 +1,415 @@
+"""Media WebSockets: carriers' calls and generic clients, each joined to an instance's ``/ws``.
+
+====================================  ==================================================
+``WS /ws/{carrier}``                  twilio, telnyx, plivo, exotel; the agent is named by
+``WS /ws/{carrier}/{token}``          ``?serviceHost=AGENT.ORG``, or by Twilio's
+                                      ``_pipecatCloudServiceHost`` custom parameter in its
+                                      ``start`` message, or by the token
+``WS /ws/generic/{AGENT.ORG}``        a client started with ``transport: "websocket"``;
+``WS /ws/generic/{AGENT.ORG}/{tok}``  its token is required; ``?body=`` reaches the bot
+====================================  ==================================================
+
+Every connection is a session: an instance from the agent's pool (a full pool closes the
+socket with 1013, "try again later", and the refused call is recorded as a session that
+``ended_before_agent_start``), a session record, and a bridge to the instance's ``/ws``
+that replays the messages read before the agent was known. There is no API key on these
+routes: carriers cannot send one. Tokens (``?token=``, ``Authorization: Bearer``, or the
+path) are required on ``/ws/generic`` and, with ``CATTERY_WS_AUTH=token``, on the
+carriers' routes; ``POST /v1/public/{agent}/start`` issues them (see ``ws_start``).
+
+Close codes: 4003 missing, bad, expired or replayed token; 4400 no or bad agent name;
+4404 unknown agent; 4413 body too large; 1013 at capacity or not ready; 1011 the instance
+failed. The reason names the error as the HTTP API's ``code``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, unquote
+
+from fastapi import APIRouter, Request, WebSocket
+from loguru import logger
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from cattery.backends.base import InstanceFailed
+from cattery.control.api.private.services import agent_key, get_agent
+from cattery.control.state import ControlState
+from cattery.control.supervisor import LiveSession
+from cattery.control.wsbridge import (
+    INTERNAL_ERROR,
+    TRY_AGAIN_LATER,
+    Message,
+    bridge,
+    close_reason,
+    close_websocket,
+)
+from cattery.control.wstokens import GENERIC, TELEPHONY, WsClaims
+from cattery.errors import (
+    AgentNotFound,
+    AtCapacity,
+    CatteryError,
+    Forbidden,
+    InvalidRequest,
+    NotFound,
+    PayloadTooLarge,
+    ServiceUnavailable,
+    Unauthorized,
+)
+from cattery.pools.pool import Pool
+from cattery.runtime.options import INSTANCE_TOKEN_HEADER
+from cattery.store import repositories as repo
+from cattery.store.models import EndState, Organization
+
+CARRIERS = ("twilio", "telnyx", "plivo", "exotel")
+#: the ``transport`` values of a start that hands back a WebSocket URL and a token
+WS_START_TRANSPORTS = frozenset({"websocket", *CARRIERS})
+#: Pipecat Cloud's limit on a websocket start's body (JSON), 413 beyond
+MAX_WS_BODY_BYTES = 4096
+#: the base64 ``?body=`` a connection may carry (4 KB of JSON, base64, with room to spare)
+MAX_WS_BODY_CHARS = 8192
+SERVICE_HOST_PARAMETER = "_pipecatCloudServiceHost"
+#: a carrier names the agent in its first messages or not at all
+FIRST_MESSAGES_SECONDS = 10.0
+MAX_FIRST_MESSAGES = 4
+SESSION_ID_HEADER = "x-daily-session-id"
+MAX_SESSION_HEADER = "x-pcc-max-session-seconds"
+AUTH_FAILED = 4003
+
+
+def close_code(exc: CatteryError) -> int:
+    """The WebSocket close code that says what the HTTP API would say with a status."""
+    if isinstance(exc, Unauthorized | Forbidden):
+        return AUTH_FAILED
+    if isinstance(exc, AtCapacity | ServiceUnavailable):
+        return TRY_AGAIN_LATER
+    if 400 <= exc.status_code < 500:
+        return 4000 + exc.status_code
+    return INTERNAL_ERROR
+
+
+def build_router() -> APIRouter:
+    router = APIRouter()
+
+    # The generic routes first: ``/ws/{carrier}/{token}`` would match them too.
+    @router.websocket("/ws/generic/{service_host}")
+    @router.websocket("/ws/generic/{service_host}/{token}")
+    async def generic(websocket: WebSocket, service_host: str, token: str | None = None) -> None:
+        await serve_websocket(
+            _state(websocket), websocket, GENERIC, service_host=service_host, path_token=token
+        )
+
+    @router.websocket("/ws/{carrier}")
+    @router.websocket("/ws/{carrier}/{token}")
+    async def carrier(websocket: WebSocket, carrier: str, token: str | None = None) -> None:
+        await serve_websocket(_state(websocket), websocket, carrier, path_token=token)
+
+    return router
+
+
+async def ws_start(
+    state: ControlState,
+    db: AsyncSession,
+    org: Organization,
+    name: str,
+    transport: str,
+    body: Any,
+    request: Request,
+) -> dict[str, Any]:
+    """A start whose connection comes later: its WebSocket URL and a token for it.
+
+    ``websocket``: ``wsUrl`` of ``/ws/generic/AGENT.ORG``, a ``token`` for one connection
+    within 300 s, the session id that connection gets, and the body as base64 (JSON of at
+    most 4 KB) to send back as ``?body=``. No instance is taken now: the connection takes
+    one, as on Pipecat Cloud, so an unused token holds nothing. A carrier's name: the
+    carrier's media-stream URL and a token to put in it (``/ws/{carrier}/{token}``).
+    """
+    await get_agent(db, org, name)  # 404 for an unknown agent
+    service_host = f"{name}.{org.name}"
+    scheme = "wss" if request.url.scheme in ("https", "wss") else "ws"
+    base = f"{scheme}://{request.url.netloc}"
+    if transport in CARRIERS:
+        return {
+            "wsUrl": f"{base}/ws/{transport}?serviceHost={service_host}",
+            "token": state.ws_tokens.issue(service_host, TELEPHONY),
+        }
+    response: dict[str, Any] = {}
+    if body is not None:
+        raw = json.dumps(body, separators=(",", ":")).encode()
+        if len(raw) > MAX_WS_BODY_BYTES:
+            raise PayloadTooLarge(
+                f"A websocket start's body is {len(raw)} bytes of JSON; the limit is 4 KB"
+            )
+        response["body"] = base64.b64encode(raw).decode()
+    session_id = str(uuid.uuid4())
+    return {
+        "sessionId": session_id,
+        "wsUrl": f"{base}/ws/generic/{service_host}",
+        "token": state.ws_tokens.issue(service_host, GENERIC, session_id=session_id),
+        **response,
+    }
+
+
+@dataclass
+class Call:
+    """An accepted WebSocket on its way to an instance."""
+
+    route: str
+    service_host: str
+    session_id: str
+    #: messages read while looking for the agent's name, for the instance first
+    replay: list[Message] = field(default_factory=list)
+    #: the ``?body=`` for the instance, base64 as the connection sent it
+    body: str | None = None
+
+
+@dataclass(frozen=True)
+class Target:
+    """The agent a call is for, and the pool its instance comes from."""
+
+    organization_id: str
+    agent_id: str
+    deployment_id: str
+    agent_key: str
+    max_session_seconds: int
+    pool: Pool
+
+
+class _Gone(Exception):
+    """The peer closed before the call was placed."""
+
+
+async def serve_websocket(
+    state: ControlState,
+    websocket: WebSocket,
+    route: str,
+    *,
+    service_host: str | None = None,
+    path_token: str | None = None,
+) -> None:
+    """One carrier's call or generic client, from the handshake until the session ends.
+
+    ``route`` is ``generic`` or a carrier's name; ``service_host`` (``AGENT.ORG``) names the
+    agent when the URL does not (the generic route's path, or another entry point's own).
+    """
+    requested_at = time.monotonic()
+    await websocket.accept()
+    try:
+        call = await _admit(state, websocket, route, service_host, path_token)
+        with logger.contextualize(session_id=call.session_id):
+            target = await _resolve(state, call.service_host)
+            live = await _place(state, websocket, call, target, requested_at)
+    except _Gone:
+        logger.info(f"A {route} WebSocket closed before its call was placed")
+        return
+    except CatteryError as exc:
+        logger.warning(f"{route} WebSocket refused: {exc.code}: {exc.message}")
+        reason = close_reason(f"{exc.code}: {exc.message}")
+        await close_websocket(websocket, close_code(exc), reason)
+        return
+    # The session's task owns the bridge; this handler keeps the socket until it ends.
+    await asyncio.gather(live.task, return_exceptions=True)  # type: ignore[arg-type]
+
+
+async def _admit(
+    state: ControlState,
+    websocket: WebSocket,
+    route: str,
+    service_host: str | None,
+    path_token: str | None,
+) -> Call:
+    """Who the call is for, checked: the agent's name, the token, the body."""
+    if route != GENERIC and route not in CARRIERS:
+        raise NotFound(f"No media WebSocket at /ws/{route}; use one of {', '.join(CARRIERS)}")
+    token = path_token or _bearer(websocket) or websocket.query_params.get("token")
+    claims = state.ws_tokens.check(token) if token else None
+    if token and claims is None:
+        raise Forbidden("Invalid, expired or already used WebSocket token")
+    required = route == GENERIC or state.settings.ws_auth == "token"
+    if required and claims is None:
+        raise Forbidden("This WebSocket needs a token from POST /v1/public/{agent}/start")
+    replay: list[Message] = []
+    if route != GENERIC:
+        service_host = service_host or websocket.query_params.get("serviceHost")
+        if not service_host and claims is not None:
+            service_host = claims.service_host
+        if not service_host:
+            service_host, replay = await _read_service_host(websocket)
+    assert service_host is not None
+    if claims is not None:
+        _use_token(state, claims, route, service_host)
+    body = _raw_query_value(websocket, "body")
+    if body is not None and len(body) > MAX_WS_BODY_CHARS:
+        raise PayloadTooLarge(f"?body= is {len(body)} characters; the limit is {MAX_WS_BODY_CHARS}")
+    session_id = claims.session_id if claims is not None and claims.session_id else None
+    return Call(route, service_host, session_id or str(uuid.uuid4()), replay, body)
+
+
+def _use_token(state: ControlState, claims: WsClaims, route: str, service_host: str) -> None:
+    if claims.service_host != service_host:
+        raise Forbidden("The WebSocket token is for another agent")
+    if claims.use != (GENERIC if route == GENERIC else TELEPHONY):
+        raise Forbidden(f"The WebSocket token is not for /ws/{route}")
+    if not state.ws_tokens.consume(claims):
+        raise Forbidden("Invalid, expired or already used WebSocket token")
+
+
+async def _read_service_host(websocket: WebSocket) -> tuple[str, list[Message]]:
+    """Read the carrier's first messages until one names the agent (Twilio's ``start``)."""
+    replay: list[Message] = []
+    try:
+        async with asyncio.timeout(FIRST_MESSAGES_SECONDS):
+            while len(replay) < MAX_FIRST_MESSAGES:
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    raise _Gone()
+                replay.append(message)
+                found = _named_service_host(message.get("text"))
+                if found:
+                    return found, replay
+    except TimeoutError:
+        pass
+    raise InvalidRequest(
+        f"No agent named: add ?serviceHost=AGENT.ORG, or a {SERVICE_HOST_PARAMETER} parameter"
+    )
+
+
+def _named_service_host(text: str | None) -> str | None:
+    """The ``_pipecatCloudServiceHost`` custom parameter of a ``start`` message, if any."""
+    if not text:
+        return None
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return None
+    start = data.get("start") if isinstance(data, dict) else None
+    if not isinstance(start, dict):
+        return None
+    for key in ("customParameters", "custom_parameters"):
+        params = start.get(key)
+        if isinstance(params, dict) and isinstance(params.get(SERVICE_HOST_PARAMETER), str):
+            return params[SERVICE_HOST_PARAMETER]
+    return None
+
+
+async def _resolve(state: ControlState, service_host: str) -> Target:
+    agent_name, _, org_name = service_host.partition(".")
+    if not agent_name or not org_name:
+        raise InvalidRequest(f"serviceHost must be AGENT.ORG, not {service_host!r}")
+    async with state.sessionmaker() as db:
+        org = await repo.get_organization_by_name(db, org_name)
+        if org is None:
+            raise AgentNotFound(f"Agent {service_host!r} not found")
+        agent = await get_agent(db, org, agent_name)
+        if agent.active_deployment_id is None:
+            raise ServiceUnavailable(f"Agent {agent_name!r} has no deployment")
+        dep = await repo.get_deployment(db, agent.active_deployment_id)
+        assert dep is not None
+        ids = (org.id, agent.id, dep.id, dep.max_session_duration)
+        key = agent_key(org, agent_name)
+    status = await state.deployer.wait(ids[2])
+    if status.errors:
+        error = status.errors[0]["message"]
+        raise ServiceUnavailable(f"Agent {agent_name!r} is not ready: {error}")
+    pool = state.pools.get(key)
+    if pool is None:
+        raise ServiceUnavailable(f"Agent {agent_name!r} is not ready")
+    return Target(
+        organization_id=ids[0],
+        agent_id=ids[1],
+        deployment_id=ids[2],
+        agent_key=key,
+        max_session_seconds=ids[3],
+        pool=pool,
+    )
+
+
+async def _place(
+    state: ControlState, websocket: WebSocket, call: Call, target: Target, requested_at: float
+) -> LiveSession:
+    """An instance for the call (or a recorded refusal), and the session bridged to it."""
+    transport = "websocket" if call.route == GENERIC else call.route
+    try:
+        lease = await target.pool.acquire()
+    except AtCapacity:
+        await _record_refused(state, target, call.session_id, transport)
+        raise
+    except InstanceFailed as exc:
+        await _record_refused(state, target, call.session_id, transport)
+        raise CatteryError(f"The agent's instance failed to start: {exc}") from exc
+
+    async def connect(live: LiveSession) -> str | None:
+        headers = {
+            INSTANCE_TOKEN_HEADER: live.handle.token,
+            SESSION_ID_HEADER: live.id,
+            MAX_SESSION_HEADER: str(target.max_session_seconds),
+        }
+        url = live.handle.address.replace("http", "ws", 1) + "/ws"
+        if call.body:
+            url += "?body=" + quote(call.body, safe="")
+        return await bridge(websocket, url, headers, call.replay)
+
+    try:
+        return await state.supervisor.bridge(
+            organization_id=target.organization_id,
+            agent_id=target.agent_id,
+            agent_key=target.agent_key,
+            deployment_id=target.deployment_id,
+            handle=lease.handle,
+            cold_start=lease.cold_start,
+            release=target.pool.release,
+            max_session_seconds=target.max_session_seconds,
+            connect=connect,
+            transport=transport,
+            session_id=call.session_id,
+            requested_at=requested_at,
+        )
+    except BaseException:
+        await target.pool.release(lease.handle)
+        raise
+
+
+async def _record_refused(
+    state: ControlState, target: Target, session_id: str, transport: str
+) -> None:
+    """A call the pool had no instance for: a session that ended before its bot started."""
+    logger.warning(f"Call for {target.agent_key} refused: no instance; recorded as {session_id}")
+    try:
+        async with state.sessionmaker.begin() as db:
+            await repo.create_session(
+                db,
+                organization_id=target.organization_id,
+                agent_id=target.agent_id,
+                deployment_id=target.deployment_id,
+                session_id=session_id,
+                transport=transport,
+            )
+            await repo.end_session(db, session_id, EndState.ENDED_BEFORE_AGENT_START)
+    except Exception as exc:
+        logger.opt(exception=exc).error("Failed to record a refused call")
+
+
+def _state(websocket: WebSocket) -> ControlState:
+    return websocket.app.state.control
+
+
+def _bearer(websocket: WebSocket) -> str | None:
+    scheme, _, token = websocket.headers.get("authorization", "").partition(" ")
+    if scheme.lower() != "bearer":
+        return None
+    return token.strip() or None
+
+
+def _raw_query_value(websocket: WebSocket, name: str) -> str | None:
+    """A query value with only %-escapes undone: base64's ``+`` stays a ``+``."""
+    query = websocket.scope.get("query_string", b"").decode("latin-1")
+    for part in query.split("&"):
+        key, _, value = part.partition("=")
+        if unquote(key) == name:
+            return unquote(value)
+    return None
