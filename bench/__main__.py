@@ -22,7 +22,7 @@ from pathlib import Path
 from bench import report
 from bench.density import DensityRun, density
 from bench.platform import ControlPlane
-from bench.proxy import proxy_overhead
+from bench.proxy import FrameRun, frame_overhead, proxy_overhead
 from bench.starts import StartRun, burst, pool_burst, sequential_starts
 from bench.stats import Results, Row, latency_figures, ms, percentile, ratio
 
@@ -42,10 +42,11 @@ class Plan:
     plain_density: tuple[int, ...]
     call_seconds: float
     proxy_requests: int
+    bridge_calls: int
 
 
-FULL = Plan(100, 30, 10, 50, True, (10, 20, 40), (10, 20, 40), 6.0, 300)
-QUICK = Plan(20, 6, 3, 50, False, (10,), (10,), 4.0, 100)
+FULL = Plan(100, 30, 10, 50, True, (10, 20, 40), (10, 20, 40), 6.0, 300, 3)
+QUICK = Plan(20, 6, 3, 50, False, (10,), (10,), 4.0, 100, 1)
 
 
 def parse_args(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
@@ -82,6 +83,7 @@ async def forked_platform(work: Path, plan: Plan, results: dict[str, object]) ->
         cp.deploy("cold", "stamp", min_agents=0, max_agents=50)
         cp.deploy("burst", "stamp", min_agents=0, max_agents=50)
         cp.deploy("proxy", "stamp", min_agents=1, max_agents=50)
+        cp.deploy("echo", "echo-vad", min_agents=1, max_agents=50)
         print("forked: first start of an agent (its forking parent loads)", flush=True)
         results["first"] = await sequential_starts(cp, "cold", 1, stamps, warm=0)
         print(f"forked: {plan.starts} starts on a warm pool", flush=True)
@@ -93,6 +95,10 @@ async def forked_platform(work: Path, plan: Plan, results: dict[str, object]) ->
         results["burst"] = await burst(cp, "burst", plan.burst, stamps, hold=3.0, timeout=120)
         print(f"forked: {plan.proxy_requests} Session API requests", flush=True)
         results["proxy"] = await proxy_overhead(cp, "proxy", plan.proxy_requests, stamps)
+        print(f"forked: {plan.bridge_calls} echo calls through /ws/twilio and straight", flush=True)
+        results["frames"] = await frame_overhead(
+            cp, "echo", work / "bridge", calls=plan.bridge_calls, seconds=plan.call_seconds
+        )
     finally:
         cp.stop()
 
@@ -263,14 +269,30 @@ def build_table(results: dict[str, object]) -> Results:
             "baseline",
         )
     )
+    frames = results["frames"]
+    assert isinstance(frames, FrameRun)
+    bridge = percentile(frames.via_control, 50) - percentile(frames.direct, 50)
+    note = "echo round trip per 20 ms frame"
+    if frames.failed_calls:
+        note = f"{frames.failed_calls} calls lost frames or failed; {note}"
     out.add(
         Row(
             "proxy",
-            "telephony WebSocket frame via the control plane",
-            0,
-            "n/a",
+            "Twilio frame echo through /ws/twilio",
+            len(frames.via_control),
+            latency_figures(frames.via_control),
+            f"{'+' if bridge >= 0 else ''}{ms(bridge)} at p50",
+            note,
+        )
+    )
+    out.add(
+        Row(
+            "proxy",
+            "same, straight to an instance's /ws",
+            len(frames.direct),
+            latency_figures(frames.direct),
             "",
-            "no WebSocket bridge in the control plane yet",
+            "baseline",
         )
     )
     return out
@@ -314,6 +336,9 @@ def targets(out: Results, results: dict[str, object]) -> None:
         ),
         ("proxy overhead p50 <= 1 ms", overhead <= 0.001, ms(overhead)),
     ]
+    frames = results["frames"]
+    bridge = percentile(frames.via_control, 50) - percentile(frames.direct, 50)  # type: ignore[attr-defined]
+    checks.append(("telephony frame overhead p50 <= 1 ms", bridge <= 0.001, ms(bridge)))
     for run in results.get("density") or []:  # type: ignore[attr-defined]
         if run.mode == "forked" and run.calls >= 30:
             ok = percentile(run.rtts, 99) <= 0.060 and run.lost_frames == 0 and run.pss_mb <= 40

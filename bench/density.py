@@ -59,6 +59,12 @@ class CallResult:
 
 
 async def echo_call(address: str, token: str, audio: bytes, tail: float) -> CallResult:
+    """A call straight to an instance's ``/ws`` (see ``twilio_call``)."""
+    url = address.replace("http://", "ws://") + "/ws"
+    return await twilio_call(url, {TOKEN_HEADER: token}, audio, tail)
+
+
+async def twilio_call(url: str, headers: dict[str, str], audio: bytes, tail: float) -> CallResult:
     """One call: one frame first, and once its echo is back (the bot's pipeline runs) the
     rest of ``audio`` in real time; collect the echo, hang up.
 
@@ -98,8 +104,7 @@ async def echo_call(address: str, token: str, audio: bytes, tail: float) -> Call
                     result.rtts.append(now - sent_at[frame])
 
     try:
-        url = address.replace("http://", "ws://") + "/ws"
-        async with websockets.connect(url, additional_headers={TOKEN_HEADER: token}) as ws:
+        async with websockets.connect(url, additional_headers=headers) as ws:
             await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1"}))
             start = {
                 "streamSid": sid,

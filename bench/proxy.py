@@ -14,7 +14,10 @@ from pathlib import Path
 import httpx
 import psutil
 
-from bench.platform import ControlPlane, start_session, wait_stamp
+from bench.density import echo_call, twilio_call, ulaw_tone
+from bench.platform import BOTS, ORG, ControlPlane, start_session, wait_stamp
+from cattery.backends.base import InstanceSpec
+from cattery.backends.local import LocalBackend
 
 INSTANCE_TOKEN_HEADER = "x-cattery-instance-token"
 
@@ -23,6 +26,15 @@ INSTANCE_TOKEN_HEADER = "x-cattery-instance-token"
 class ProxyRun:
     via_control: list[float] = field(default_factory=list)
     direct: list[float] = field(default_factory=list)
+
+
+@dataclass
+class FrameRun:
+    """Echo round trips of Twilio frames: through ``/ws/twilio`` and straight to ``/ws``."""
+
+    via_control: list[float] = field(default_factory=list)
+    direct: list[float] = field(default_factory=list)
+    failed_calls: int = 0
 
 
 def listening_port(pid: int) -> int:
@@ -61,4 +73,31 @@ async def proxy_overhead(cp: ControlPlane, agent: str, n: int, stamps: Path) -> 
                 run.via_control.append(t1 - t0)
                 run.direct.append(t2 - t1)
             await a.post(f"{cp.url}/v1/public/{agent}/sessions/{session}/end", headers=public)
+    return run
+
+
+async def frame_overhead(
+    cp: ControlPlane, agent: str, state_dir: Path, *, calls: int, seconds: float
+) -> FrameRun:
+    """Echo calls taking turns: through the control plane's Twilio bridge (the agent named
+    by ``serviceHost``), then straight to an instance of the same bot, forked alike."""
+    run = FrameRun()
+    audio = ulaw_tone(seconds)
+    bridged = f"{cp.url.replace('http://', 'ws://')}/ws/twilio?serviceHost={agent}.{ORG}"
+    backend = LocalBackend(state_dir, lambda i, ln: None, lambda i, c, m: None, 3600, fork=True)
+    spec = InstanceSpec("bench/echo-direct", "d1", str(BOTS / "echo-vad"), env={})
+    try:
+        for _ in range(calls):
+            await cp.wait_pool(agent, idle=1)
+            via = await twilio_call(bridged, {}, audio, tail=1.0)
+            handle = await backend.spawn(spec)
+            await handle.ready(timeout=120)
+            direct = await echo_call(handle.address, handle.token, audio, tail=1.0)
+            await handle.aclose()
+            for result, into in ((via, run.via_control), (direct, run.direct)):
+                if result.error or result.mismatched or result.lost_frames:
+                    run.failed_calls += 1
+                into.extend(result.rtts)
+    finally:
+        await backend.aclose()
     return run
