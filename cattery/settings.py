@@ -6,7 +6,9 @@ receives a ``Settings`` object.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
+from typing import Any
 
 from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import (
@@ -27,8 +29,24 @@ class PoolDefaults(BaseModel):
 
 
 class DailySettings(BaseModel):
+    """Daily's REST API: ``CATTERY_DAILY__API_KEY`` / ``__API_URL``, or ``DAILY_API_KEY`` /
+    ``DAILY_API_URL`` (the names Pipecat's tools use) when those are unset."""
+
     api_key: SecretStr | None = None
     api_url: str = "https://api.daily.co/v1"
+
+
+class _DailyEnvNames(PydanticBaseSettingsSource):
+    """``DAILY_API_KEY`` and ``DAILY_API_URL`` as ``daily.api_key`` / ``daily.api_url``."""
+
+    NAMES = {"api_key": "DAILY_API_KEY", "api_url": "DAILY_API_URL"}
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        daily = {key: os.environ[env] for key, env in self.NAMES.items() if os.environ.get(env)}
+        return {"daily": daily} if daily else {}
 
 
 class DevSettings(BaseModel):
@@ -84,7 +102,12 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, TomlConfigSettingsSource(settings_cls))
+        return (
+            init_settings,
+            env_settings,
+            _DailyEnvNames(settings_cls),
+            TomlConfigSettingsSource(settings_cls),
+        )
 
     @property
     def resolved_database_url(self) -> str:

@@ -12,7 +12,7 @@ from loguru import logger
 from cattery.backends.local import LocalBackend
 from cattery.control import dev
 from cattery.control.api.private import organization, secrets, services, sessions
-from cattery.control.api.public import proxy, start
+from cattery.control.api.public import proxy, start, webhooks
 from cattery.control.api.public.telephony import build_router as media_websockets
 from cattery.control.bootstrap import bootstrap
 from cattery.control.bundled import deploy_bundled_agents
@@ -47,7 +47,7 @@ or write ~/.config/pipecatcloud/pipecatcloud.toml:
 def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="cattery", lifespan=_lifespan(settings))
     install_error_handlers(app)
-    for module in (services, sessions, secrets, organization, start, proxy):
+    for module in (services, sessions, secrets, organization, start, proxy, webhooks):
         app.include_router(module.build_router())
     app.include_router(media_websockets())  # carriers' and generic clients' WebSockets
     if settings.dev.agent:  # cattery dev: Pipecat's development runner's routes, no key

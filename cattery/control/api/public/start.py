@@ -12,6 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cattery.control.api.private.services import agent_key, get_agent
 from cattery.control.api.public.telephony import WS_START_TRANSPORTS, ws_start
+from cattery.control.daily import daily_client, open_session_room
 from cattery.control.deps import DB, PublicCaller, State
 from cattery.control.state import ControlState
 from cattery.errors import InvalidRequest, PayloadTooLarge, ServiceUnavailable
@@ -89,14 +90,25 @@ async def start_session(
     status = await state.deployer.wait(dep.id)
     if status.errors:
         raise ServiceUnavailable(f"Agent {name!r} is not ready: {status.errors[0]['message']}")
-    if req.createDailyRoom:
-        raise InvalidRequest("createDailyRoom needs DAILY_API_KEY, which is not configured")
+    daily = daily_client(state) if req.createDailyRoom else None
     key = agent_key(org, name)
     pool = state.pools.get(key)
     if pool is None:
         raise ServiceUnavailable(f"Agent {name!r} is not ready")
     lease = await pool.acquire()
+    room = None
+    if daily is not None:
+        room = await open_session_room(
+            daily,
+            handle=lease.handle,
+            release=pool.release,
+            max_session_seconds=dep.max_session_duration,
+            room_properties=req.dailyRoomProperties,
+            token_properties=req.dailyMeetingTokenProperties,
+        )
     transport = req.transport if req.transport in ("webrtc", "daily", "websocket") else None
+    if room is not None:
+        transport = "daily"
     body = req.body if req.body is not None else {}
     live = await state.supervisor.dispatch(
         organization_id=org.id,
@@ -109,9 +121,12 @@ async def start_session(
         body=body,
         max_session_seconds=dep.max_session_duration,
         transport=transport,
+        daily=room,
         requested_at=requested_at,
     )
     response: dict[str, Any] = {"sessionId": live.id}
+    if room is not None:
+        response["dailyRoom"], response["dailyToken"] = room.room_url, room.client_token
     if transport == "webrtc":
         urls = state.settings.ice_urls if req.enableDefaultIceServers else []
         response["iceConfig"] = {"iceServers": [{"urls": url} for url in urls]}

@@ -1,0 +1,1 @@
+"""Clients of the outside services the control plane calls: Daily's REST API."""
