@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import socket
 import sys
 from pathlib import Path
 
@@ -33,12 +34,15 @@ def serve(settings: Settings, *, fd: int | None) -> None:
     from cattery.control.app import create_app
     from cattery.control.http import CoalescingHttpProtocol
 
-    uvicorn.run(
+    config = uvicorn.Config(
         create_app(settings),
         host=settings.host,
         port=settings.port,
-        fd=fd,
         http=CoalescingHttpProtocol,
         log_level="info",
         timeout_graceful_shutdown=10,
     )
+    # An inherited socket is opened as TCP here (uvicorn's --fd assumes a unix socket, which
+    # leaves Nagle's algorithm on and delays small responses by a delayed ACK).
+    sockets = [socket.socket(fileno=fd)] if fd is not None else None
+    uvicorn.Server(config).run(sockets=sockets)

@@ -95,6 +95,9 @@ async def start_session(
     pool = state.pools.get(key)
     if pool is None:
         raise ServiceUnavailable(f"Agent {name!r} is not ready")
+    # Waiting for an instance must not hold a database connection: a burst of starts would
+    # drain the connection pool and starve the session records it then has to write.
+    await db.commit()
     lease = await pool.acquire()
     room = None
     if daily is not None:
