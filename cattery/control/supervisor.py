@@ -91,6 +91,18 @@ class SessionSupervisor:
     def active_count(self, agent_id: str) -> int:
         return sum(1 for live in self._live.values() if live.agent_id == agent_id)
 
+    async def _record_live(self, live: LiveSession, requested_at: float | None) -> LiveSession:
+        """Bind the instance's log lines to the session, record it, and track it as live."""
+        if requested_at is not None:
+            live.started_monotonic = requested_at
+        self._router.bind(
+            live.handle.id,
+            InstanceContext(live.organization_id, live.agent_id, live.deployment_id, live.id),
+        )
+        await self._recorder.created(live)
+        self._live[live.id] = live
+        return live
+
     async def dispatch(
         self,
         *,
@@ -109,24 +121,20 @@ class SessionSupervisor:
         requested_at: float | None = None,
     ) -> LiveSession:
         """Record the session, then run ``POST /bot`` on the instance in an owned task."""
-        live = LiveSession(
-            id=session_id or str(uuid.uuid4()),
-            organization_id=organization_id,
-            agent_id=agent_id,
-            agent_key=agent_key,
-            deployment_id=deployment_id,
-            handle=handle,
-            cold_start=cold_start,
-            created_at=datetime.now(UTC),
-            transport=transport,
+        live = await self._record_live(
+            LiveSession(
+                id=session_id or str(uuid.uuid4()),
+                organization_id=organization_id,
+                agent_id=agent_id,
+                agent_key=agent_key,
+                deployment_id=deployment_id,
+                handle=handle,
+                cold_start=cold_start,
+                created_at=datetime.now(UTC),
+                transport=transport,
+            ),
+            requested_at,
         )
-        if requested_at is not None:
-            live.started_monotonic = requested_at
-        self._router.bind(
-            handle.id, InstanceContext(organization_id, agent_id, deployment_id, live.id)
-        )
-        await self._recorder.created(live)
-        self._live[live.id] = live
         headers = {
             INSTANCE_TOKEN_HEADER: handle.token,
             "x-daily-session-id": live.id,
@@ -201,24 +209,20 @@ class SessionSupervisor:
         one-session instance exits), with the end state the runtime logged; or with the one
         ``connect`` returns when the bot never got the connection or lost it.
         """
-        live = LiveSession(
-            id=session_id or str(uuid.uuid4()),
-            organization_id=organization_id,
-            agent_id=agent_id,
-            agent_key=agent_key,
-            deployment_id=deployment_id,
-            handle=handle,
-            cold_start=cold_start,
-            created_at=datetime.now(UTC),
-            transport=transport,
+        live = await self._record_live(
+            LiveSession(
+                id=session_id or str(uuid.uuid4()),
+                organization_id=organization_id,
+                agent_id=agent_id,
+                agent_key=agent_key,
+                deployment_id=deployment_id,
+                handle=handle,
+                cold_start=cold_start,
+                created_at=datetime.now(UTC),
+                transport=transport,
+            ),
+            requested_at,
         )
-        if requested_at is not None:
-            live.started_monotonic = requested_at
-        self._router.bind(
-            handle.id, InstanceContext(organization_id, agent_id, deployment_id, live.id)
-        )
-        await self._recorder.created(live)
-        self._live[live.id] = live
         budget = max_session_seconds + BACKSTOP_GRACE_SECONDS
         live.task = asyncio.create_task(
             self._bridged(live, connect, budget, release), name=f"bridge-{live.id}"
