@@ -27,7 +27,10 @@ def runtime(
     port: int | None = typer.Option(None, help="Port to bind (default $PORT or 8080)."),
     fd: int | None = typer.Option(None, hidden=True, help="Serve on an inherited socket."),
     one_session: bool = typer.Option(
-        False, "--one-session", help="Exit once the first session has ended."
+        False,
+        "--one-session",
+        envvar="CATTERY_ONE_SESSION",
+        help="Exit once the first session has ended.",
     ),
     parent_pid: int | None = typer.Option(
         None, hidden=True, help="Exit when this process is gone and no session runs."
@@ -59,8 +62,18 @@ def dev(
     path: str = typer.Argument(..., help="A folder holding bot.py, or that bot.py."),
     host: str = typer.Option("127.0.0.1", help="Address to bind."),
     port: int = typer.Option(7860, help="Port to bind."),
+    transport: str | None = typer.Option(
+        None,
+        "--transport",
+        "-t",
+        help="The only transport POST /start takes (its default), and the carrier "
+        "(twilio, telnyx, plivo) whose call webhook POST / answers.",
+    ),
     proxy: str | None = typer.Option(
-        None, help="Public host (no scheme) that reaches this machine, for telephony webhooks."
+        None,
+        "--proxy",
+        "-x",
+        help="Public host (no scheme) that reaches this machine, for telephony webhooks.",
     ),
     state_dir: Path | None = typer.Option(
         None, "--state-dir", help="Where state is kept (default ./.cattery-dev)."
@@ -70,7 +83,15 @@ def dev(
     """Develop a bot: the control plane with PATH deployed, the prebuilt client at /client."""
     from cattery.control.dev.main import run_dev
 
-    run_dev(path, host=host, port=port, proxy=proxy, state_dir=state_dir, fd=fd)
+    run_dev(
+        path,
+        host=host,
+        port=port,
+        transport=transport,
+        proxy=proxy,
+        state_dir=state_dir,
+        fd=fd,
+    )
 
 
 def main() -> None:

@@ -56,6 +56,8 @@ class DevSettings(BaseModel):
     agent: str | None = None
     #: the public host (no scheme) carriers reach this machine at, for telephony webhooks
     proxy: str | None = None
+    #: ``-t``: the only transport ``POST /start`` takes, and the carrier ``POST /`` answers for
+    transport: str | None = None
 
 
 class Settings(BaseSettings):

@@ -49,9 +49,9 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     for module in (services, sessions, secrets, organization, start, proxy, webhooks):
         app.include_router(module.build_router())
-    app.include_router(media_websockets())  # carriers' and generic clients' WebSockets
     if settings.dev.agent:  # cattery dev: Pipecat's development runner's routes, no key
-        app.include_router(dev.build_router())
+        app.include_router(dev.build_router())  # first: its /ws/{token} before /ws/{carrier}
+    app.include_router(media_websockets())  # carriers' and generic clients' WebSockets
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:

@@ -1,1 +1,1 @@
-"""Clients of the outside services the control plane calls: Daily's REST API."""
+"""The outside services the control plane speaks to: Daily's REST API, carriers' webhooks."""

@@ -83,6 +83,17 @@ def frames_of(audio: bytes, sample_bytes: int = 1) -> list[bytes]:
     return [audio[i : i + size] for i in range(0, len(audio), size)]
 
 
+SPEECH = "Hello, this is a test call to cattery. Can you hear me?"
+#: the echo is at most a few frames short of what was sent, and as loud as speech
+MIN_ECHO_SHARE = 0.6
+MIN_SPEECH_RMS = 300.0
+
+
+def speech_audio() -> dict[str, bytes]:
+    """``SPEECH`` as μ-law and as 16-bit PCM, both 8 kHz, keyed by encoding."""
+    return {"mu-law": speech(SPEECH), "pcm16": speech(SPEECH, "pcm16")}
+
+
 def ulaw_decode(data: bytes) -> np.ndarray:
     """16-bit PCM samples of G.711 mu-law bytes."""
     u = ~np.frombuffer(data, dtype=np.uint8).astype(np.int32) & 0xFF
@@ -398,3 +409,17 @@ class ExotelCall(MediaStreamCall):
         if data.get("event") == "media" and data.get("stream_sid") == self.stream_sid:
             return base64.b64decode(data["media"]["payload"])
         return None
+
+
+def frames_for(call: MediaStreamCall, audio: dict[str, bytes]) -> list[bytes]:
+    """``audio`` (as ``speech_audio`` makes it) in ``call``'s encoding, cut in frames."""
+    return frames_of(audio[call.encoding], call.sample_bytes)
+
+
+def assert_heard_back(call: MediaStreamCall, sent_seconds: float) -> None:
+    """The call got its audio back: nearly as long as it sent, and as loud as speech."""
+    name = type(call).__name__
+    assert call.received_seconds >= MIN_ECHO_SHARE * sent_seconds, (
+        f"{name}: {call.received_seconds:.2f} s back of {sent_seconds:.2f} s"
+    )
+    assert call.received_rms() >= MIN_SPEECH_RMS, f"{name}: the echo is silent"

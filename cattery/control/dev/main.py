@@ -21,8 +21,11 @@ BANNER = """
 cattery dev: {agent!r} from {folder}
   open the client:  {url}/client/
   start a session:  POST {url}/start   (Pipecat's development runner's routes, no key)
-  the API:          {url}/v1/...       (keys as for `cattery serve`){warning}
+  the API:          {url}/v1/...       (keys as for `cattery serve`){calls}{warning}
 """
+CALLS = """
+  phone calls:      {carrier}'s call webhook https://{proxy}/ (POST {url}/ here),
+                    media stream wss://{proxy}/ws (ws://{local}/ws here)"""
 OPEN_WARNING = """
   warning: the dev routes need no key, and {host} is not loopback: anyone who can reach
   this port can start sessions"""
@@ -43,17 +46,41 @@ def agent_name(folder: Path) -> str:
     return name or "dev"
 
 
+def public_host(proxy: str | None) -> str | None:
+    """``--proxy`` as a host: a scheme and trailing slashes given with it are dropped."""
+    if not proxy:
+        return None
+    return re.sub(r"^[a-z]+://", "", proxy.strip(), flags=re.IGNORECASE).rstrip("/") or None
+
+
 def dev_settings(
-    path: str, *, host: str, port: int, proxy: str | None, state_dir: Path
+    path: str,
+    *,
+    host: str,
+    port: int,
+    transport: str | None = None,
+    proxy: str | None = None,
+    state_dir: Path,
 ) -> Settings:
+    from cattery.control.dev.routes import TRANSPORTS
+    from cattery.integrations.telephony import XML_CARRIERS
+
     folder = bot_folder(path)
     name = agent_name(folder)
+    proxy = public_host(proxy)
+    if transport is not None and transport not in TRANSPORTS:
+        raise SystemExit(f"cattery dev: error: -t {transport}: use one of {', '.join(TRANSPORTS)}")
+    if transport in XML_CARRIERS and not proxy:
+        raise SystemExit(
+            f"cattery dev: error: -t {transport} needs --proxy HOST, the public host "
+            "its call webhook points the call's media stream at"
+        )
     return Settings(
         host=host,
         port=port,
         state_dir=state_dir,
         agents={name: str(folder)},
-        dev=DevSettings(agent=name, proxy=proxy),
+        dev=DevSettings(agent=name, proxy=proxy, transport=transport),
     )
 
 
@@ -62,6 +89,7 @@ def run_dev(
     *,
     host: str,
     port: int,
+    transport: str | None,
     proxy: str | None,
     state_dir: Path | None,
     fd: int | None,
@@ -69,7 +97,12 @@ def run_dev(
     from cattery.control.main import serve
 
     settings = dev_settings(
-        path, host=host, port=port, proxy=proxy, state_dir=state_dir or DEFAULT_STATE_DIR
+        path,
+        host=host,
+        port=port,
+        transport=transport,
+        proxy=proxy,
+        state_dir=state_dir or DEFAULT_STATE_DIR,
     )
     if fd is not None:  # an inherited socket: show where it is bound
         with socket.socket(fileno=os.dup(fd)) as sock:
@@ -81,8 +114,21 @@ def run_dev(
             agent=settings.dev.agent,
             folder=settings.agents[settings.dev.agent or ""],
             url=f"http://{shown}:{port}",
+            calls=_calls_banner(settings, f"{shown}:{port}"),
             warning=warning,
         ),
         flush=True,
     )
     serve(settings, fd=fd)
+
+
+def _calls_banner(settings: Settings, local: str) -> str:
+    """Where a carrier's webhook and media stream go, when ``-t`` names a carrier."""
+    from cattery.integrations.telephony import XML_CARRIERS
+
+    carrier, proxy = settings.dev.transport, settings.dev.proxy
+    if carrier not in XML_CARRIERS or not proxy:
+        return ""
+    return CALLS.format(
+        carrier=carrier.capitalize(), proxy=proxy, url=f"http://{local}", local=local
+    )

@@ -7,10 +7,13 @@
                                            one; later ones find it by ``pc_id``
 ``GET /status``                            readiness and the transports ``/start`` takes
 ``/client/``, ``GET /``                    the prebuilt client UI; ``/`` redirects there
+``POST /``, ``WS /ws``, ``WS /ws/{tok}``    a carrier's call webhook and media stream
+                                           (``dev/telephony.py``)
 =========================================  ==============================================
 
-Every start goes through the public API's ``start_session``, so a dev session is exactly
-the session ``/v1/public/{agent}/start`` would make.
+Every start goes through the public API's ``answer_start``, so a dev start is exactly the
+start ``/v1/public/{agent}/start`` would make: a session now, or for ``websocket`` and the
+carriers a URL and token for the connection that will make one.
 """
 
 from __future__ import annotations
@@ -23,27 +26,34 @@ from fastapi.responses import RedirectResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cattery.control.api.public.proxy import METHODS, forward
-from cattery.control.api.public.start import StartRequest, read_start_request, start_session
+from cattery.control.api.public.start import StartRequest, answer_start, read_start_request
+from cattery.control.api.public.telephony import CARRIERS
 from cattery.control.deps import DB, State
 from cattery.control.dev.client import add_client_routes
 from cattery.control.dev.peers import PeerSessions
+from cattery.control.dev.telephony import add_telephony_routes
 from cattery.control.state import ControlState
 from cattery.errors import InvalidRequest, SessionNotFound
 from cattery.runtime.bodies import json_object
 from cattery.store import repositories as repo
 
 #: the transports ``POST /start`` takes here; webrtc is the default
-TRANSPORTS = ("webrtc", "daily")
+TRANSPORTS = ("webrtc", "daily", "websocket", *CARRIERS)
 OFFER_PATH = "api/offer"
 
 
-def choose_transport(req: StartRequest) -> str:
-    """As Pipecat's runner: ``transport``, else ``daily`` for ``createDailyRoom``, else webrtc."""
-    transport = req.transport or ("daily" if req.createDailyRoom else "webrtc")
+def choose_transport(req: StartRequest, only: str | None) -> str:
+    """As Pipecat's runner: ``transport``, else ``daily`` for ``createDailyRoom``, else the
+    ``-t`` one (``only``), else webrtc; with ``-t``, no other."""
+    transport = req.transport or ("daily" if req.createDailyRoom else only or "webrtc")
     if transport not in TRANSPORTS:
         raise InvalidRequest(
             f"Transport {transport!r} is not available in cattery dev; "
             f"use one of: {', '.join(TRANSPORTS)}"
+        )
+    if only is not None and transport != only:
+        raise InvalidRequest(
+            f"Transport {transport!r} is not allowed: cattery dev was started with -t {only}"
         )
     return transport
 
@@ -58,14 +68,17 @@ def build_router() -> APIRouter:
 
     @router.get("/status")
     async def status(state: State, db: DB) -> dict[str, Any]:
-        return {"status": await _readiness(state, db), "transports": list(TRANSPORTS)}
+        only = state.settings.dev.transport
+        transports = [only] if only else list(TRANSPORTS)
+        return {"status": await _readiness(state, db), "transports": transports}
 
     @router.post("/start")
     async def start(request: Request, state: State, db: DB) -> dict[str, Any]:
         requested_at = time.monotonic()
         req = await read_start_request(request)
-        req = req.model_copy(update={"transport": choose_transport(req)})
-        return await _start(state, db, req, requested_at)
+        transport = choose_transport(req, state.settings.dev.transport)
+        req = req.model_copy(update={"transport": transport})
+        return await _start(state, db, req, request, requested_at)
 
     @router.api_route("/sessions/{session_id}/{path:path}", methods=METHODS)
     async def session_route(request: Request, state: State, session_id: str, path: str) -> Response:
@@ -87,7 +100,7 @@ def build_router() -> APIRouter:
             raise InvalidRequest("Invalid WebRTC offer: sdp (a string) and type 'offer' are needed")
         body = data.get("request_data", data.get("requestData"))
         req = StartRequest(transport="webrtc", body=body)
-        started = await _start(state, db, req, time.monotonic())
+        started = await _start(state, db, req, request, time.monotonic())
         live = state.supervisor.get(started["sessionId"])
         if live is None:
             raise SessionNotFound(f"Session {started['sessionId']} ended before its offer")
@@ -110,17 +123,23 @@ def build_router() -> APIRouter:
         return await forward(state, live, request, OFFER_PATH)
 
     add_client_routes(router)
+    add_telephony_routes(router)
     return router
 
 
 async def _start(
-    state: ControlState, db: AsyncSession, req: StartRequest, requested_at: float
+    state: ControlState,
+    db: AsyncSession,
+    req: StartRequest,
+    request: Request,
+    requested_at: float,
 ) -> dict[str, Any]:
+    """A start of the dev agent, answered as ``/v1/public/{agent}/start`` answers it."""
     org = await repo.get_organization_by_name(db, state.settings.organization)
     assert org is not None, "bootstrap creates the organization"
     name = state.settings.dev.agent
     assert name is not None, "the dev routes exist only in dev mode"
-    return await start_session(state, db, org, name, req, requested_at=requested_at)
+    return await answer_start(state, db, org, name, req, request, requested_at=requested_at)
 
 
 def _dev_agent_key(state: ControlState) -> str:

@@ -1,11 +1,19 @@
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.support.control import CloudCLI, ControlPlane, control_plane_process
+from tests.integration.control.helpers import dev_status, wait_pool
+from tests.support.control import ADMIN_TOKEN, CloudCLI, ControlPlane, control_plane_process
+from tests.support.processes import CATTERY, EXAMPLES, ServerProcess, base_env
+from tests.support.telephony import missing_speech_tools
+from tests.support.telephony import speech_audio as make_speech_audio
+from tests.support.waiting import wait_for
+
+#: the bot ``cattery dev`` serves unless a test names another
+DEV_BOT = EXAMPLES / "multi-transport"
 
 
 @pytest.fixture
@@ -36,3 +44,39 @@ def cli(control: ControlPlane, tmp_path: Path) -> CloudCLI:
     home = tmp_path / "home"
     home.mkdir()
     return CloudCLI(control, home)
+
+
+@pytest.fixture
+def start_dev(tmp_path: Path) -> Iterator[Callable[..., ControlPlane]]:
+    """Start ``cattery dev BOT ARGS...`` (``DEV_BOT`` unless ``bot=`` names another) with the
+    environment given; ready (its agent named after the folder, one instance warm) on return."""
+    started: list[ServerProcess] = []
+
+    def start(*args: str, bot: Path = DEV_BOT, **env: str) -> ControlPlane:
+        n = len(started)
+        state = tmp_path / f"state-{n}"
+        command = [*CATTERY, "dev", str(bot), "--state-dir", str(state), *args]
+        full_env = base_env(
+            CATTERY_ADMIN_TOKEN=ADMIN_TOKEN, CATTERY_INSTANCE_SAMPLE_INTERVAL="0.5", **env
+        )
+        proc = ServerProcess(command, tmp_path / f"dev-{n}.log", env=full_env).start()
+        started.append(proc)
+        proc.wait_ready("/status", timeout=60)
+        dev = ControlPlane(proc, state)
+        ready = lambda: dev_status(dev)["status"] == "ready"  # noqa: E731
+        wait_for(ready, timeout=60, what="the dev agent")
+        wait_pool(dev, bot.name, timeout=60, idle=1)
+        return dev
+
+    yield start
+    for proc in started:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def speech_audio() -> dict[str, bytes]:
+    """A spoken sentence as μ-law and as 16-bit PCM, both 8 kHz, made once per module."""
+    missing = missing_speech_tools()
+    if missing:
+        pytest.skip(f"making speech audio needs {' and '.join(missing)}, not installed")
+    return make_speech_audio()

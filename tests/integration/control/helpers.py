@@ -148,3 +148,25 @@ def database_dump(control: ControlPlane) -> str:
             await engine.dispose()
 
     return asyncio.run(read())
+
+
+# --- cattery dev ----------------------------------------------------------------------------
+
+
+def dev_status(dev: ControlPlane) -> dict[str, Any]:
+    """``GET /status`` of a ``cattery dev``."""
+    resp = httpx.get(dev.url + "/status", timeout=10)
+    assert resp.status_code == 200, resp.text
+    return resp.json()
+
+
+def dev_start(dev: ControlPlane, payload: Any) -> httpx.Response:
+    """``POST /start`` with no key, as the runner's clients send it."""
+    return httpx.post(dev.url + "/start", json=payload, timeout=60)
+
+
+def list_sessions(control: ControlPlane, agent: str) -> list[dict[str, Any]]:
+    with control.client() as c:
+        resp = c.get(f"/v1/organizations/{ORG}/services/{agent}/sessions")
+    assert resp.status_code == 200, resp.text
+    return resp.json()["sessions"]

@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import re
 import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
@@ -19,25 +17,26 @@ import pytest
 
 from tests.integration.control.helpers import (
     SESSION_NOT_READY,
+    dev_start,
+    dev_status,
     get_session,
+    list_sessions,
     logs,
     refused,
     start_session,
     stop_session,
     wait_ended,
-    wait_pool,
 )
 from tests.support.browser import (
     chromium_context,
     skip_outside_loopback_namespace,
     skip_without_chromium,
 )
-from tests.support.control import ADMIN_TOKEN, ORG, ControlPlane
-from tests.support.processes import CATTERY, EXAMPLES, ServerProcess, base_env
+from tests.support.control import ORG, ControlPlane
+from tests.support.processes import EXAMPLES
 from tests.support.waiting import async_wait_for, wait_for
 from tests.support.webrtc_client import CLIENT_JS, connect, wait_for_echo
 
-ECHO = EXAMPLES / "multi-transport"
 AGENT = "multi-transport"  # cattery dev names the agent after the bot's folder
 LOOPBACK_STUN = "stun:127.0.0.1:3478"  # nothing answers there; only ever handed out
 # What the prebuilt UI's SmallWebRTC entry posts to /start (its startBotParams).
@@ -56,53 +55,10 @@ UI_GIVES_UP_TIMEOUT = 30.0
 
 
 @pytest.fixture
-def start_dev(tmp_path: Path) -> Iterator[Callable[..., ControlPlane]]:
-    """Start ``cattery dev examples/multi-transport``; ready (one warm instance) when returned."""
-    started: list[ServerProcess] = []
-
-    def start(**env: str) -> ControlPlane:
-        n = len(started)
-        state = tmp_path / f"state-{n}"
-        args = [*CATTERY, "dev", str(ECHO), "--state-dir", str(state)]
-        full_env = base_env(
-            CATTERY_ADMIN_TOKEN=ADMIN_TOKEN, CATTERY_INSTANCE_SAMPLE_INTERVAL="0.5", **env
-        )
-        proc = ServerProcess(args, tmp_path / f"dev-{n}.log", env=full_env).start()
-        started.append(proc)
-        proc.wait_ready("/status", timeout=60)
-        dev = ControlPlane(proc, state)
-        wait_for(lambda: status(dev)["status"] == "ready", timeout=60, what="the dev agent")
-        wait_pool(dev, AGENT, timeout=60, idle=1)
-        return dev
-
-    yield start
-    for proc in started:
-        proc.stop()
-
-
-@pytest.fixture
 def webrtc_browser() -> None:
     """Skip unless Chromium is here and ICE can only ever use loopback."""
     skip_without_chromium()
     skip_outside_loopback_namespace()
-
-
-def status(dev: ControlPlane) -> dict[str, Any]:
-    resp = httpx.get(dev.url + "/status", timeout=10)
-    assert resp.status_code == 200, resp.text
-    return resp.json()
-
-
-def dev_start(dev: ControlPlane, payload: Any) -> httpx.Response:
-    """``POST /start`` with no key, as the runner's clients send it."""
-    return httpx.post(dev.url + "/start", json=payload, timeout=60)
-
-
-def list_sessions(dev: ControlPlane) -> list[dict[str, Any]]:
-    with dev.client() as c:
-        resp = c.get(f"/v1/organizations/{ORG}/services/{AGENT}/sessions")
-    assert resp.status_code == 200, resp.text
-    return resp.json()["sessions"]
 
 
 def client_assets(dev: ControlPlane) -> list[str]:
@@ -127,7 +83,8 @@ def small_webrtc_module(dev: ControlPlane) -> str:
 def test_dev_serves_the_bot_warm_with_the_runners_routes(start_dev) -> None:
     dev = start_dev()
     assert f"open the client:  {dev.url}/client/" in dev.process.logs()
-    assert status(dev) == {"status": "ready", "transports": ["webrtc", "daily"]}
+    transports = ["webrtc", "daily", "websocket", "twilio", "telnyx", "plivo", "exotel"]
+    assert dev_status(dev) == {"status": "ready", "transports": transports}
     with dev.client() as c:
         agent = c.get(f"/v1/organizations/{ORG}/services/{AGENT}").json()["body"]
     assert agent["autoScaling"]["minAgents"] == 1
@@ -153,9 +110,9 @@ def test_start_answers_in_the_runners_shapes(start_dev) -> None:
         {"transport": "daily", "createDailyRoom": True},
     ):
         assert "DAILY_API_KEY" in refused(dev_start(dev, payload), 400)["error"], payload
-    assert "twilio" in refused(dev_start(dev, {"transport": "twilio"}), 400)["error"]
+    assert "livekit" in refused(dev_start(dev, {"transport": "livekit"}), 400)["error"]
     refused(httpx.post(dev.url + "/start", content=b"[1]", timeout=10), 400)
-    assert list_sessions(dev) == []
+    assert list_sessions(dev, AGENT) == []
 
     # No transport: WebRTC, with no ICE servers unless the client asks for the defaults.
     plain = dev_start(dev, {"body": {"who": "dev"}})
@@ -184,12 +141,12 @@ def test_session_and_offer_routes_refuse_what_they_cannot_route(start_dev) -> No
         refused(c.patch("/api/offer", json={"candidates": []}), 400)
         for body in (b"not json", b"[1]", b'{"sdp": "v=0", "type": "answer"}', b"{}"):
             refused(c.post("/api/offer", content=body), 400)
-        assert list_sessions(dev) == []
+        assert list_sessions(dev, AGENT) == []
 
         # An offer the instance refuses ends the session it started: no other offer will come.
         resp = c.post("/api/offer", json={"sdp": NO_ICE_CREDENTIALS, "type": "offer"})
         assert "Invalid WebRTC offer" in refused(resp, 400)["error"]
-        (session,) = list_sessions(dev)
+        (session,) = list_sessions(dev, AGENT)
         assert wait_ended(dev, AGENT, session["sessionId"])["endState"] == "terminated"
 
     # Sessions of other agents stay behind their key.
@@ -396,7 +353,7 @@ async def test_prebuilt_ui_connect_button(start_dev, webrtc_browser) -> None:
         assert peer["connectionState"] == "connected" and peer["iceServers"] == []
         assert outside.blocked == [], f"the UI worked, yet tried to reach {outside.blocked}"
         await page.click("[data-slot=connect-button]")
-    (session,) = list_sessions(dev)
+    (session,) = list_sessions(dev, AGENT)
     assert wait_ended(dev, AGENT, session["sessionId"])["endState"] == "completed"
 
 
@@ -439,7 +396,7 @@ async def test_offer_without_a_session_starts_one(start_dev, webrtc_browser) -> 
         assert patched == {"status": 200, "body": {"status": "success"}}
         stats = await wait_for_echo(page)
         assert stats["connectionState"] == "connected"
-        (session,) = list_sessions(dev)
+        (session,) = list_sessions(dev, AGENT)
         assert session["transport"] == "webrtc" and session["endedAt"] is None
         await page.evaluate("catteryWebRTC.close()")
     assert wait_ended(dev, AGENT, session["sessionId"])["endState"] == "completed"

@@ -32,32 +32,14 @@ from tests.support.telephony import (
     PlivoCall,
     TelnyxCall,
     TwilioCall,
-    frames_of,
-    missing_speech_tools,
-    speech,
+    assert_heard_back,
+    frames_for,
 )
 from tests.support.waiting import wait_for
 
 ECHO = EXAMPLES / "multi-transport"
 PROBE = TEST_BOTS / "probe"
 SERVICE_HOST_PARAMETER = "_pipecatCloudServiceHost"
-SPEECH = "Hello, this is a test call to cattery. Can you hear me?"
-#: the echo is at most a few frames short of what was sent, and as loud as speech
-MIN_ECHO_SHARE = 0.6
-MIN_SPEECH_RMS = 300.0
-
-
-@pytest.fixture(scope="module")
-def speech_audio() -> dict[str, bytes]:
-    """The same sentence as μ-law and as 16-bit PCM, both 8 kHz, made once per module."""
-    missing = missing_speech_tools()
-    if missing:
-        pytest.skip(f"making speech audio needs {' and '.join(missing)}, not installed")
-    return {"mu-law": speech(SPEECH), "pcm16": speech(SPEECH, "pcm16")}
-
-
-def frames_for(call: MediaStreamCall, audio: dict[str, bytes]) -> list[bytes]:
-    return frames_of(audio[call.encoding], call.sample_bytes)
 
 
 def sessions(control: ControlPlane, agent: str) -> list[dict]:
@@ -74,14 +56,6 @@ def wait_sessions_ended(control: ControlPlane, agent: str, count: int) -> list[d
         return done if len(found) == count and len(done) == count else None
 
     return wait_for(ended, timeout=60, what=f"{count} sessions of {agent} to end")
-
-
-def assert_heard_back(call: MediaStreamCall, sent_seconds: float) -> None:
-    name = type(call).__name__
-    assert call.received_seconds >= MIN_ECHO_SHARE * sent_seconds, (
-        f"{name}: {call.received_seconds:.2f} s back of {sent_seconds:.2f} s"
-    )
-    assert call.received_rms() >= MIN_SPEECH_RMS, f"{name}: the echo is silent"
 
 
 async def test_every_carrier_reaches_the_bot_and_hears_it_back(

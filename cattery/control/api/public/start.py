@@ -59,14 +59,27 @@ def build_router() -> APIRouter:
     ) -> dict:
         requested_at = time.monotonic()
         req = await read_start_request(request)
-        if req.transport in WS_START_TRANSPORTS:  # the client or carrier connects later
-            org = caller.organization
-            return await ws_start(state, db, org, name, req.transport, req.body, request)
-        return await start_session(
-            state, db, caller.organization, name, req, requested_at=requested_at
-        )
+        org = caller.organization
+        return await answer_start(state, db, org, name, req, request, requested_at=requested_at)
 
     return router
+
+
+async def answer_start(
+    state: ControlState,
+    db: AsyncSession,
+    org: Organization,
+    name: str,
+    req: StartRequest,
+    request: Request,
+    *,
+    requested_at: float,
+) -> dict[str, Any]:
+    """Any start's answer: for a WebSocket (``websocket``, a carrier's name) its URL and a
+    token, as the client or carrier connects later; for any other transport a session now."""
+    if req.transport in WS_START_TRANSPORTS:
+        return await ws_start(state, db, org, name, req.transport, req.body, request)
+    return await start_session(state, db, org, name, req, requested_at=requested_at)
 
 
 async def start_session(

@@ -29,6 +29,7 @@ import base64
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote
@@ -67,6 +68,8 @@ from cattery.store import repositories as repo
 from cattery.store.models import EndState, Organization
 
 CARRIERS = ("twilio", "telnyx", "plivo", "exotel")
+#: the route of a call whose carrier its first messages tell (``cattery dev``'s ``/ws``)
+ANY_CARRIER = "any-carrier"
 #: the ``transport`` values of a start that hands back a WebSocket URL and a token
 WS_START_TRANSPORTS = frozenset({"websocket", *CARRIERS})
 #: Pipecat Cloud's limit on a websocket start's body (JSON), 413 beyond
@@ -224,7 +227,7 @@ async def _admit(
     path_token: str | None,
 ) -> Call:
     """Who the call is for, checked: the agent's name, the token, the body."""
-    if route != GENERIC and route not in CARRIERS:
+    if route not in (GENERIC, ANY_CARRIER, *CARRIERS):
         raise NotFound(f"No media WebSocket at /ws/{route}; use one of {', '.join(CARRIERS)}")
     token = path_token or _bearer(websocket) or websocket.query_params.get("token")
     claims = state.ws_tokens.check(token) if token else None
@@ -240,6 +243,8 @@ async def _admit(
             service_host = claims.service_host
         if not service_host:
             service_host, replay = await _read_service_host(websocket)
+    if route == ANY_CARRIER:
+        route, replay = await _read_carrier(websocket, replay)
     assert service_host is not None
     if claims is not None:
         _use_token(state, claims, route, service_host)
@@ -261,7 +266,40 @@ def _use_token(state: ControlState, claims: WsClaims, route: str, service_host: 
 
 async def _read_service_host(websocket: WebSocket) -> tuple[str, list[Message]]:
     """Read the carrier's first messages until one names the agent (Twilio's ``start``)."""
-    replay: list[Message] = []
+    replay = await _read_first_messages(websocket, [], lambda data: bool(_named_service_host(data)))
+    for message in replay:
+        found = _named_service_host(_json_of(message))
+        if found:
+            return found, replay
+    raise InvalidRequest(
+        f"No agent named: add ?serviceHost=AGENT.ORG, or a {SERVICE_HOST_PARAMETER} parameter"
+    )
+
+
+async def _read_carrier(websocket: WebSocket, replay: list[Message]) -> tuple[str, list[Message]]:
+    """The carrier of a call on a route that names none, told by its first messages.
+
+    Every carrier opens with its ``start`` message, after at most a ``connected`` one;
+    the reading stops at the first other message, so a client that is not a carrier (an
+    eval harness) is not kept waiting. Not a carrier's stream: ``websocket``.
+    """
+    replay = await _read_first_messages(
+        websocket, replay, lambda data: data.get("event") != "connected"
+    )
+    for message in replay:
+        carrier = _carrier_of(_json_of(message))
+        if carrier:
+            return carrier, replay
+    return "websocket", replay
+
+
+async def _read_first_messages(
+    websocket: WebSocket, replay: list[Message], enough: Callable[[dict[str, Any]], bool]
+) -> list[Message]:
+    """``replay`` and the messages after it, until one is ``enough`` (at most four, 10 s)."""
+    replay = list(replay)
+    if any(enough(_json_of(message)) for message in replay):
+        return replay
     try:
         async with asyncio.timeout(FIRST_MESSAGES_SECONDS):
             while len(replay) < MAX_FIRST_MESSAGES:
@@ -269,25 +307,44 @@ async def _read_service_host(websocket: WebSocket) -> tuple[str, list[Message]]:
                 if message["type"] == "websocket.disconnect":
                     raise _Gone()
                 replay.append(message)
-                found = _named_service_host(message.get("text"))
-                if found:
-                    return found, replay
+                if enough(_json_of(message)):
+                    break
     except TimeoutError:
         pass
-    raise InvalidRequest(
-        f"No agent named: add ?serviceHost=AGENT.ORG, or a {SERVICE_HOST_PARAMETER} parameter"
-    )
+    return replay
 
 
-def _named_service_host(text: str | None) -> str | None:
-    """The ``_pipecatCloudServiceHost`` custom parameter of a ``start`` message, if any."""
+def _json_of(message: Message) -> dict[str, Any]:
+    """A text message's JSON object; anything else is an empty one."""
+    text = message.get("text")
     if not text:
-        return None
+        return {}
     try:
         data = json.loads(text)
     except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _carrier_of(data: dict[str, Any]) -> str | None:
+    """The carrier whose ``start`` message ``data`` is, by the ids it names its call with."""
+    start = data.get("start")
+    if data.get("event") != "start" or not isinstance(start, dict):
         return None
-    start = data.get("start") if isinstance(data, dict) else None
+    if "streamSid" in data and "callSid" in start:
+        return "twilio"
+    if "stream_id" in data and "call_control_id" in start:
+        return "telnyx"
+    if "streamId" in start and "callId" in start:
+        return "plivo"
+    if "stream_sid" in start and "call_sid" in start:
+        return "exotel"
+    return None
+
+
+def _named_service_host(data: dict[str, Any]) -> str | None:
+    """The ``_pipecatCloudServiceHost`` custom parameter of a ``start`` message, if any."""
+    start = data.get("start")
     if not isinstance(start, dict):
         return None
     for key in ("customParameters", "custom_parameters"):
