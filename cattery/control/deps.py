@@ -3,15 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Annotated
 
 from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cattery.control.lookups import Principal
 from cattery.control.state import ControlState
 from cattery.errors import Forbidden, NotFound, Unauthorized
-from cattery.store import repositories as repo
 from cattery.store.models import ApiKeyKind, Organization
 
 
@@ -37,14 +36,6 @@ async def db_session(state: State) -> AsyncIterator[AsyncSession]:
 DB = Annotated[AsyncSession, Depends(db_session, scope="function")]
 
 
-@dataclass(frozen=True)
-class Principal:
-    key_id: str
-    kind: str
-    organization: Organization
-    user_id: str | None
-
-
 def bearer_token(request: Request) -> str:
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
@@ -53,12 +44,13 @@ def bearer_token(request: Request) -> str:
     return token.strip()
 
 
-async def any_key(request: Request, db: DB) -> Principal:
-    found = await repo.find_active_api_key(db, bearer_token(request))
-    if found is None:
+async def any_key(request: Request, state: State) -> Principal:
+    """The caller's key, from memory when it was seen lately (``lookups.py``): a Session
+    API request then reaches its instance without opening a database session."""
+    principal = await state.lookups.principal(state.sessionmaker, bearer_token(request))
+    if principal is None:
         raise Unauthorized("Invalid or revoked API key")
-    key, org = found
-    return Principal(key_id=key.id, kind=key.kind, organization=org, user_id=key.user_id)
+    return principal
 
 
 async def private_key(principal: Annotated[Principal, Depends(any_key)]) -> Principal:

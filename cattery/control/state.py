@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from cattery.backends.local import LocalBackend
 from cattery.control.deployer import Deployer
 from cattery.control.logrouter import LogRouter
+from cattery.control.lookups import Lookups
 from cattery.control.recorder import InstanceRecorder
 from cattery.control.supervisor import SessionSupervisor
 from cattery.control.wstokens import WsTokens
@@ -33,3 +34,4 @@ class ControlState:
     instances: InstanceRecorder
     admin_token_created: str | None = field(default=None, repr=False)
     ws_tokens: WsTokens = field(default_factory=WsTokens, repr=False)
+    lookups: Lookups = field(default_factory=Lookups, repr=False)

@@ -78,7 +78,9 @@ def _add_org_routes(router: APIRouter, base: str) -> None:
         return {"id": key.id, "key": raw, "metadata": {"name": key.name}, "type": key.kind}
 
     @router.delete(base + "/apiKeys/{key_id}")
-    async def revoke_key(db: DB, org: Org, key_id: str) -> dict:
+    async def revoke_key(state: State, db: DB, org: Org, key_id: str) -> dict:
         if not await repo.revoke_api_key(db, org.id, key_id):
             raise NotFound(f"API key {key_id!r} not found")
+        await db.commit()  # then forgotten: a lookup in between can't keep the old row
+        state.lookups.forget_keys(org.id)
         return {"status": "OK"}

@@ -137,6 +137,7 @@ async def deploy_agent(
     )
     await repo.set_active_deployment(db, agent, dep.id)
     await db.commit()
+    state.lookups.forget_agent(org.id, name)
     state.deployer.activate(
         DeployPlan(
             agent_key=agent_key(org, name),
@@ -194,6 +195,7 @@ def _add_routes(router: APIRouter, base: str, wrap: bool) -> None:
         agent = await get_agent(db, org, name)
         await repo.soft_delete_agent(db, agent)
         await db.commit()
+        state.lookups.forget_agent(org.id, name)
         for live in state.supervisor.live_sessions(agent.id):
             await state.supervisor.stop(live.id)
         await state.deployer.remove(agent_key(org, name))

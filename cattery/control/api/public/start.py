@@ -10,13 +10,12 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cattery.control.api.private.services import agent_key, get_agent
+from cattery.control.api.private.services import agent_key
 from cattery.control.api.public.telephony import WS_START_TRANSPORTS, ws_start
 from cattery.control.daily import daily_client, open_session_room
 from cattery.control.deps import DB, PublicCaller, State
 from cattery.control.state import ControlState
 from cattery.errors import InvalidRequest, PayloadTooLarge, ServiceUnavailable
-from cattery.store import repositories as repo
 from cattery.store.models import Organization
 
 MAX_START_BODY_BYTES = 1_000_000
@@ -96,11 +95,11 @@ async def start_session(
     Returns the start's answer (Pipecat's ``StartBotResult`` shape): ``sessionId``, and
     for WebRTC the ICE servers the client should use.
     """
-    agent = await get_agent(db, org, name)
-    if agent.active_deployment_id is None:
+    agent = await state.lookups.agent(db, org, name)
+    if agent.deployment_id is None or agent.max_session_duration is None:
         raise ServiceUnavailable(f"Agent {name!r} has no deployment")
-    dep = await repo.get_deployment(db, agent.active_deployment_id)
-    status = await state.deployer.wait(dep.id)
+    max_session_seconds = agent.max_session_duration
+    status = await state.deployer.wait(agent.deployment_id)
     if status.errors:
         raise ServiceUnavailable(f"Agent {name!r} is not ready: {status.errors[0]['message']}")
     daily = daily_client(state) if req.createDailyRoom else None
@@ -118,7 +117,7 @@ async def start_session(
             daily,
             handle=lease.handle,
             release=pool.release,
-            max_session_seconds=dep.max_session_duration,
+            max_session_seconds=max_session_seconds,
             room_properties=req.dailyRoomProperties,
             token_properties=req.dailyMeetingTokenProperties,
         )
@@ -128,14 +127,14 @@ async def start_session(
     body = req.body if req.body is not None else {}
     live = await state.supervisor.dispatch(
         organization_id=org.id,
-        agent_id=agent.id,
+        agent_id=agent.agent_id,
         agent_key=key,
-        deployment_id=dep.id,
+        deployment_id=agent.deployment_id,
         handle=lease.handle,
         cold_start=lease.cold_start,
         release=pool.release,
         body=body,
-        max_session_seconds=dep.max_session_duration,
+        max_session_seconds=max_session_seconds,
         transport=transport,
         daily=room,
         requested_at=requested_at,
