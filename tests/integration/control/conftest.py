@@ -5,8 +5,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.control.helpers import dev_status, wait_pool
-from tests.support.control import ADMIN_TOKEN, CloudCLI, ControlPlane, control_plane_process
+from tests.integration.control.helpers import dev_status, running_control, wait_pool
+from tests.support.control import ADMIN_TOKEN, CloudCLI, ControlPlane
+from tests.support.daily_standin import DailyStandin
 from tests.support.processes import CATTERY, EXAMPLES, ServerProcess, base_env
 from tests.support.telephony import missing_speech_tools
 from tests.support.telephony import speech_audio as make_speech_audio
@@ -31,12 +32,25 @@ def control_env(database_backend: str, request: pytest.FixtureRequest) -> dict[s
 
 @pytest.fixture
 def control(tmp_path: Path, control_env: dict[str, str]) -> Iterator[ControlPlane]:
-    proc = control_plane_process(tmp_path / "state", tmp_path / "serve.log", **control_env).start()
-    try:
-        proc.wait_ready("/healthz", timeout=60)
-        yield ControlPlane(proc, tmp_path / "state")
-    finally:
-        proc.stop()
+    with running_control(tmp_path, **control_env) as control:
+        yield control
+
+
+@pytest.fixture
+def daily() -> Iterator[DailyStandin]:
+    """A local stand-in for Daily's REST API."""
+    with DailyStandin() as standin:
+        yield standin
+
+
+@pytest.fixture
+def daily_control(
+    tmp_path: Path, control_env: dict[str, str], daily: DailyStandin
+) -> Iterator[ControlPlane]:
+    """A control plane whose Daily API is the stand-in, under the names Pipecat uses."""
+    env = {**control_env, "DAILY_API_KEY": daily.api_key, "DAILY_API_URL": daily.url}
+    with running_control(tmp_path, **env) as control:
+        yield control
 
 
 @pytest.fixture

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -12,10 +15,37 @@ from sqlalchemy import MetaData, select
 from cattery.store import repositories as repo
 from cattery.store.db import create_engine, sessionmaker
 from cattery.store.models import ApiKeyKind
-from tests.support.control import ORG, ControlPlane
+from tests.support.control import ORG, ControlPlane, control_plane_process
 from tests.support.waiting import wait_for
 
 SESSION_NOT_READY = "Invalid or not-yet-ready session_id"
+
+
+@contextmanager
+def running_control(tmp_path: Path, **env: str) -> Iterator[ControlPlane]:
+    """``cattery serve`` with its state under ``tmp_path`` and ``env``, until the block ends."""
+    proc = control_plane_process(tmp_path / "state", tmp_path / "serve.log", **env).start()
+    try:
+        proc.wait_ready("/healthz", timeout=60)
+        yield ControlPlane(proc, tmp_path / "state")
+    finally:
+        proc.stop()
+
+
+def put_secrets(control: ControlPlane, name: str, **values: str) -> None:
+    """Set ``values`` in the organization's secret set ``name``, one by one as the CLI does."""
+    with control.client() as c:
+        for key, value in values.items():
+            resp = c.put(
+                f"/v1/organizations/{ORG}/secrets/{name}",
+                json={
+                    "name": name,
+                    "isImagePullSecret": False,
+                    "secretKey": key,
+                    "secretValue": value,
+                },
+            )
+            assert resp.status_code == 200, resp.text
 
 
 def refused(resp: httpx.Response, status: int, code: str | None = None) -> dict[str, str]:

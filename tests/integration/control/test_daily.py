@@ -8,14 +8,18 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 
-from tests.integration.control.helpers import refused, start, wait_ended, wait_pool
-from tests.support.control import ControlPlane, control_plane_process
+from tests.integration.control.helpers import (
+    refused,
+    running_control,
+    start,
+    wait_ended,
+    wait_pool,
+)
+from tests.support.control import ControlPlane
 from tests.support.daily_standin import STANDIN_DOMAIN, DailyStandin
 from tests.support.processes import TEST_BOTS
 from tests.support.waiting import wait_for
@@ -24,30 +28,9 @@ PROBE = TEST_BOTS / "probe"
 MAX_SESSION = 600
 
 
-@contextmanager
-def running_control(tmp_path: Path, **env: str) -> Iterator[ControlPlane]:
-    proc = control_plane_process(tmp_path / "state", tmp_path / "serve.log", **env).start()
-    try:
-        proc.wait_ready("/healthz", timeout=60)
-        yield ControlPlane(proc, tmp_path / "state")
-    finally:
-        proc.stop()
-
-
 @pytest.fixture
-def daily() -> Iterator[DailyStandin]:
-    with DailyStandin() as standin:
-        yield standin
-
-
-@pytest.fixture
-def control(
-    tmp_path: Path, control_env: dict[str, str], daily: DailyStandin
-) -> Iterator[ControlPlane]:
-    """A control plane whose Daily API is the stand-in, under the names Pipecat uses."""
-    env = {**control_env, "DAILY_API_KEY": daily.api_key, "DAILY_API_URL": daily.url}
-    with running_control(tmp_path, **env) as control:
-        yield control
+def control(daily_control: ControlPlane) -> ControlPlane:
+    return daily_control
 
 
 def test_create_daily_room(control: ControlPlane, daily: DailyStandin, tmp_path: Path) -> None:

@@ -9,51 +9,33 @@ import hmac
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
 
-from tests.integration.control.helpers import refused, wait_ended, wait_pool
-from tests.integration.control.test_daily import running_control
+from tests.integration.control.helpers import (
+    list_sessions,
+    put_secrets,
+    refused,
+    start_session,
+    stop_session,
+    wait_ended,
+    wait_pool,
+)
 from tests.support.control import ORG, ControlPlane
 from tests.support.daily_standin import DailyStandin
 from tests.support.processes import TEST_BOTS
 from tests.support.waiting import wait_for
 
 DIALIN_BOT = TEST_BOTS / "dialin"
+PROBE = TEST_BOTS / "probe"
 MAX_SESSION = 300
 
 
 @pytest.fixture
-def daily() -> Iterator[DailyStandin]:
-    with DailyStandin() as standin:
-        yield standin
-
-
-@pytest.fixture
-def control(
-    tmp_path: Path, control_env: dict[str, str], daily: DailyStandin
-) -> Iterator[ControlPlane]:
-    env = {**control_env, "DAILY_API_KEY": daily.api_key, "DAILY_API_URL": daily.url}
-    with running_control(tmp_path, **env) as control:
-        yield control
-
-
-def put_secrets(control: ControlPlane, name: str, **values: str) -> None:
-    with control.client() as c:
-        for key, value in values.items():
-            resp = c.put(
-                f"/v1/organizations/{ORG}/secrets/{name}",
-                json={
-                    "name": name,
-                    "isImagePullSecret": False,
-                    "secretKey": key,
-                    "secretValue": value,
-                },
-            )
-            assert resp.status_code == 200, resp.text
+def control(daily_control: ControlPlane) -> ControlPlane:
+    return daily_control
 
 
 def deploy_dialin_bot(control: ControlPlane, report: Path, **secrets: str) -> None:
@@ -184,3 +166,20 @@ def test_dialin_signed_by_daily_when_the_agent_has_an_hmac_secret(
     assert resp.status_code == 200, resp.text
     assert resp.json() == {"status": "OK"}
     assert daily.recorded("POST", "/rooms") == []
+
+
+def test_a_dialin_to_a_full_agent_is_refused_and_recorded(
+    control: ControlPlane, daily: DailyStandin
+) -> None:
+    control.deploy("phone", PROBE, autoScaling={"minAgents": 1, "maxAgents": 1})
+    busy = start_session(control, control.public_key(), "phone", {"action": "forever"})
+
+    body = refused(webhook(control, call_payload()), 429, "PCC-AGENT-AT-CAPACITY")
+    assert "capacity" in body["error"], body
+    assert daily.recorded("POST", "/rooms") == []  # refused before any room was made
+    (missed,) = [s for s in list_sessions(control, "phone") if s["sessionId"] != busy]
+    assert missed["endState"] == "ended_before_agent_start" and missed["endedAt"], missed
+    assert missed["transport"] == "daily", missed
+
+    stop_session(control, "phone", busy)
+    wait_pool(control, "phone", idle=1, busy=0)

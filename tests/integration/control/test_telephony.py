@@ -18,13 +18,14 @@ import pytest
 
 from tests.integration.control.helpers import (
     refused,
+    running_control,
     start,
     start_session,
     stop_session,
     wait_ended,
     wait_pool,
 )
-from tests.support.control import ORG, ControlPlane, control_plane_process
+from tests.support.control import ORG, ControlPlane
 from tests.support.processes import EXAMPLES, TEST_BOTS
 from tests.support.telephony import (
     ExotelCall,
@@ -126,13 +127,8 @@ async def test_a_call_to_a_full_agent_is_refused_and_recorded(control: ControlPl
 @pytest.fixture
 def token_control(tmp_path: Path, control_env: dict[str, str]) -> Iterator[ControlPlane]:
     """A control plane whose carriers' WebSockets want a token (``CATTERY_WS_AUTH=token``)."""
-    env = {**control_env, "CATTERY_WS_AUTH": "token"}
-    proc = control_plane_process(tmp_path / "state", tmp_path / "serve.log", **env).start()
-    try:
-        proc.wait_ready("/healthz", timeout=60)
-        yield ControlPlane(proc, tmp_path / "state")
-    finally:
-        proc.stop()
+    with running_control(tmp_path, **control_env, CATTERY_WS_AUTH="token") as control:
+        yield control
 
 
 def telephony_start(control: ControlPlane, key: str, carrier: str, agent: str) -> dict:

@@ -17,12 +17,13 @@ import httpx
 from tests.integration.control.helpers import (
     add_organization,
     get_session,
+    list_sessions,
+    put_secrets,
     refused,
     stop_session,
     wait_ended,
     wait_pool,
 )
-from tests.integration.control.test_dialin import put_secrets
 from tests.support.control import ORG, ControlPlane
 from tests.support.processes import TEST_BOTS
 
@@ -168,9 +169,12 @@ def test_calls_reach_one_instance_each(control: ControlPlane, tmp_path: Path) ->
     resp = post(control, raw, sign(raw))
     assert resp.status_code == 200 and resp.json()["status"] == "ignored", resp.text
 
-    # Another call finds the only instance busy.
+    # Another call finds the only instance busy: refused, and recorded as a missed call.
     other = connect(f"wacid.{uuid.uuid4().hex}")
     refused(post(control, other, sign(other)), 429, "PCC-AGENT-AT-CAPACITY")
+    (missed,) = [s for s in list_sessions(control, "wa") if s["sessionId"] != session_id]
+    assert missed["endState"] == "ended_before_agent_start" and missed["endedAt"], missed
+    assert missed["transport"] == "whatsapp", missed
 
     # Events of other kinds are acknowledged and go nowhere.
     status = webhook({"messaging_product": "whatsapp", "metadata": METADATA, "statuses": []})

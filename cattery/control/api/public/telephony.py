@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import functools
 import json
 import time
 import uuid
@@ -39,7 +40,8 @@ from loguru import logger
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cattery.backends.base import InstanceFailed
-from cattery.control.api.private.services import agent_key, get_agent
+from cattery.control.api.private.services import get_agent
+from cattery.control.placement import Target, record_refused, resolve
 from cattery.control.state import ControlState
 from cattery.control.supervisor import LiveSession
 from cattery.control.wsbridge import (
@@ -52,7 +54,6 @@ from cattery.control.wsbridge import (
 )
 from cattery.control.wstokens import GENERIC, TELEPHONY, WsClaims
 from cattery.errors import (
-    AgentNotFound,
     AtCapacity,
     CatteryError,
     Forbidden,
@@ -62,10 +63,9 @@ from cattery.errors import (
     ServiceUnavailable,
     Unauthorized,
 )
-from cattery.pools.pool import Pool
+from cattery.integrations.telephony import SERVICE_HOST_PARAMETER, carrier_of, named_service_host
 from cattery.runtime.options import INSTANCE_TOKEN_HEADER
-from cattery.store import repositories as repo
-from cattery.store.models import EndState, Organization
+from cattery.store.models import Organization
 
 CARRIERS = ("twilio", "telnyx", "plivo", "exotel")
 #: the route of a call whose carrier its first messages tell (``cattery dev``'s ``/ws``)
@@ -76,7 +76,6 @@ WS_START_TRANSPORTS = frozenset({"websocket", *CARRIERS})
 MAX_WS_BODY_BYTES = 4096
 #: the base64 ``?body=`` a connection may carry (4 KB of JSON, base64, with room to spare)
 MAX_WS_BODY_CHARS = 8192
-SERVICE_HOST_PARAMETER = "_pipecatCloudServiceHost"
 #: a carrier names the agent in its first messages or not at all
 FIRST_MESSAGES_SECONDS = 10.0
 MAX_FIRST_MESSAGES = 4
@@ -171,18 +170,6 @@ class Call:
     body: str | None = None
 
 
-@dataclass(frozen=True)
-class Target:
-    """The agent a call is for, and the pool its instance comes from."""
-
-    organization_id: str
-    agent_id: str
-    deployment_id: str
-    agent_key: str
-    max_session_seconds: int
-    pool: Pool
-
-
 class _Gone(Exception):
     """The peer closed before the call was placed."""
 
@@ -205,7 +192,7 @@ async def serve_websocket(
     try:
         call = await _admit(state, websocket, route, service_host, path_token)
         with logger.contextualize(session_id=call.session_id):
-            target = await _resolve(state, call.service_host)
+            target = await resolve(state, call.service_host)
             live = await _place(state, websocket, call, target, requested_at)
     except _Gone:
         logger.info(f"A {route} WebSocket closed before its call was placed")
@@ -266,9 +253,9 @@ def _use_token(state: ControlState, claims: WsClaims, route: str, service_host: 
 
 async def _read_service_host(websocket: WebSocket) -> tuple[str, list[Message]]:
     """Read the carrier's first messages until one names the agent (Twilio's ``start``)."""
-    replay = await _read_first_messages(websocket, [], lambda data: bool(_named_service_host(data)))
+    replay = await _read_first_messages(websocket, [], lambda data: bool(named_service_host(data)))
     for message in replay:
-        found = _named_service_host(_json_of(message))
+        found = named_service_host(_json_of(message))
         if found:
             return found, replay
     raise InvalidRequest(
@@ -287,7 +274,7 @@ async def _read_carrier(websocket: WebSocket, replay: list[Message]) -> tuple[st
         websocket, replay, lambda data: data.get("event") != "connected"
     )
     for message in replay:
-        carrier = _carrier_of(_json_of(message))
+        carrier = carrier_of(_json_of(message))
         if carrier:
             return carrier, replay
     return "websocket", replay
@@ -314,90 +301,27 @@ async def _read_first_messages(
     return replay
 
 
-def _json_of(message: Message) -> dict[str, Any]:
-    """A text message's JSON object; anything else is an empty one."""
-    text = message.get("text")
-    if not text:
-        return {}
-    try:
-        data = json.loads(text)
-    except ValueError:
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def _carrier_of(data: dict[str, Any]) -> str | None:
-    """The carrier whose ``start`` message ``data`` is, by the ids it names its call with."""
-    start = data.get("start")
-    if data.get("event") != "start" or not isinstance(start, dict):
-        return None
-    if "streamSid" in data and "callSid" in start:
-        return "twilio"
-    if "stream_id" in data and "call_control_id" in start:
-        return "telnyx"
-    if "streamId" in start and "callId" in start:
-        return "plivo"
-    if "stream_sid" in start and "call_sid" in start:
-        return "exotel"
-    return None
-
-
-def _named_service_host(data: dict[str, Any]) -> str | None:
-    """The ``_pipecatCloudServiceHost`` custom parameter of a ``start`` message, if any."""
-    start = data.get("start")
-    if not isinstance(start, dict):
-        return None
-    for key in ("customParameters", "custom_parameters"):
-        params = start.get(key)
-        if isinstance(params, dict) and isinstance(params.get(SERVICE_HOST_PARAMETER), str):
-            return params[SERVICE_HOST_PARAMETER]
-    return None
-
-
-async def _resolve(state: ControlState, service_host: str) -> Target:
-    agent_name, _, org_name = service_host.partition(".")
-    if not agent_name or not org_name:
-        raise InvalidRequest(f"serviceHost must be AGENT.ORG, not {service_host!r}")
-    async with state.sessionmaker() as db:
-        org = await repo.get_organization_by_name(db, org_name)
-        if org is None:
-            raise AgentNotFound(f"Agent {service_host!r} not found")
-        agent = await get_agent(db, org, agent_name)
-        if agent.active_deployment_id is None:
-            raise ServiceUnavailable(f"Agent {agent_name!r} has no deployment")
-        dep = await repo.get_deployment(db, agent.active_deployment_id)
-        assert dep is not None
-        ids = (org.id, agent.id, dep.id, dep.max_session_duration)
-        key = agent_key(org, agent_name)
-    status = await state.deployer.wait(ids[2])
-    if status.errors:
-        error = status.errors[0]["message"]
-        raise ServiceUnavailable(f"Agent {agent_name!r} is not ready: {error}")
-    pool = state.pools.get(key)
-    if pool is None:
-        raise ServiceUnavailable(f"Agent {agent_name!r} is not ready")
-    return Target(
-        organization_id=ids[0],
-        agent_id=ids[1],
-        deployment_id=ids[2],
-        agent_key=key,
-        max_session_seconds=ids[3],
-        pool=pool,
-    )
-
-
 async def _place(
     state: ControlState, websocket: WebSocket, call: Call, target: Target, requested_at: float
 ) -> LiveSession:
     """An instance for the call (or a recorded refusal), and the session bridged to it."""
     transport = "websocket" if call.route == GENERIC else call.route
+    refused = functools.partial(
+        record_refused,
+        state,
+        organization_id=target.organization_id,
+        agent_id=target.agent_id,
+        deployment_id=target.deployment_id,
+        session_id=call.session_id,
+        transport=transport,
+    )
     try:
         lease = await target.pool.acquire()
     except AtCapacity:
-        await _record_refused(state, target, call.session_id, transport)
+        await refused()
         raise
     except InstanceFailed as exc:
-        await _record_refused(state, target, call.session_id, transport)
+        await refused()
         raise CatteryError(f"The agent's instance failed to start: {exc}") from exc
 
     async def connect(live: LiveSession) -> str | None:
@@ -431,24 +355,16 @@ async def _place(
         raise
 
 
-async def _record_refused(
-    state: ControlState, target: Target, session_id: str, transport: str
-) -> None:
-    """A call the pool had no instance for: a session that ended before its bot started."""
-    logger.warning(f"Call for {target.agent_key} refused: no instance; recorded as {session_id}")
+def _json_of(message: Message) -> dict[str, Any]:
+    """A text message's JSON object; anything else is an empty one."""
+    text = message.get("text")
+    if not text:
+        return {}
     try:
-        async with state.sessionmaker.begin() as db:
-            await repo.create_session(
-                db,
-                organization_id=target.organization_id,
-                agent_id=target.agent_id,
-                deployment_id=target.deployment_id,
-                session_id=session_id,
-                transport=transport,
-            )
-            await repo.end_session(db, session_id, EndState.ENDED_BEFORE_AGENT_START)
-    except Exception as exc:
-        logger.opt(exception=exc).error("Failed to record a refused call")
+        data = json.loads(text)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _state(websocket: WebSocket) -> ControlState:

@@ -10,7 +10,9 @@
     ``X-Pinless-Signature`` = base64 HMAC-SHA256 of ``"{X-Pinless-Timestamp}.{raw body}"``.
     A ``test``/``Test`` payload (Daily's check of a new config) answers 200 and starts nothing.
     Otherwise a SIP dial-in room is made and a session starts, exactly as a ``createDailyRoom``
-    start would, with a ``DailyDialinRequest`` as its body.
+    start would, with a ``DailyDialinRequest`` as its body. A full pool answers 429
+    ``PCC-AGENT-AT-CAPACITY`` before any room is made, and the call is recorded as a session
+    that ``ended_before_agent_start``.
 
 ``GET /v1/public/webhooks/{org}/{agent}/whatsapp``
     Meta's verification: ``hub.mode=subscribe`` and a ``hub.verify_token`` that is one of the
@@ -21,8 +23,9 @@
     ``X-Hub-Signature-256`` must be Meta's HMAC of the raw body with the agent's secret
     ``WHATSAPP_APP_SECRET`` (401 when missing or wrong). A call's ``connect`` starts a
     session: an instance from the agent's pool gets the raw body and signature at its
-    ``/whatsapp`` route, and the runtime answers the call. Later events of that call
-    (``terminate``) go to the same instance. Anything else is acknowledged and dropped.
+    ``/whatsapp`` route, and the runtime answers the call; a full pool answers 429 and the
+    call is recorded, as a dial-in's is. Later events of that call (``terminate``) go to the
+    same instance. Anything else is acknowledged and dropped.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ from cattery.control.api.private.services import agent_key, get_agent
 from cattery.control.api.public.start import StartRequest, start_session
 from cattery.control.daily import daily_client
 from cattery.control.deps import DB, State
+from cattery.control.placement import refusals_recorded
 from cattery.control.state import ControlState
 from cattery.control.supervisor import LiveSession
 from cattery.errors import (
@@ -128,7 +132,10 @@ def build_router() -> APIRouter:
             },
             body=_dialin_body(state, call),
         )
-        answer = await start_session(state, db, organization, name, req, requested_at=requested_at)
+        async with refusals_recorded(state, agent, "daily"):  # a full pool: 429, recorded
+            answer = await start_session(
+                state, db, organization, name, req, requested_at=requested_at
+            )
         # The meeting token stays here: whoever calls this open route gets no way in.
         return {"status": "OK", "sessionId": answer["sessionId"], "dailyRoom": answer["dailyRoom"]}
 
@@ -163,9 +170,10 @@ def build_router() -> APIRouter:
         if connect is not None and connect not in calls and connect not in starting:
             starting.add(connect)
             try:
-                live, answered = await _start_whatsapp_session(
-                    state, db, organization, agent, raw, signature, requested_at=requested_at
-                )
+                async with refusals_recorded(state, agent, "whatsapp"):  # full: 429, recorded
+                    live, answered = await _start_whatsapp_session(
+                        state, db, organization, agent, raw, signature, requested_at=requested_at
+                    )
                 calls[connect] = live.id
             finally:
                 starting.discard(connect)
