@@ -14,7 +14,9 @@ from cattery.errors import Forbidden, NotFound, Unauthorized
 from cattery.store.models import ApiKeyKind, Organization
 
 
-def control_state(request: Request) -> ControlState:
+async def control_state(request: Request) -> ControlState:
+    """Async on purpose: FastAPI runs a plain ``def`` dependency in its thread pool, a hop
+    per request."""
     return request.app.state.control
 
 

@@ -61,6 +61,7 @@ def test_every_method_and_header_reaches_the_instance(control: ControlPlane) -> 
                 ("X-Cattery-Instance-Token", "forged"),
                 ("X-Daily-Session-Id", "forged"),
             ]
+            c.cookies.clear()  # this caller sends none: any cookie would be the proxy's
             resp = c.request(method, path, headers=sent, content=payload)
             assert resp.status_code == 200, f"{method}: {resp.status_code} {resp.text}"
             assert resp.headers["x-echo-method"] == method
@@ -78,6 +79,7 @@ def test_every_method_and_header_reaches_the_instance(control: ControlPlane) -> 
             assert headers["x-test"] == "yes"
             assert seen["multi"] == ["a", "b"]
             assert "forged" not in headers.values()
+            assert "cookie" not in headers  # the Set-Cookie of an earlier answer is not kept
             assert headers["x-daily-session-id"] == session_id
             assert "authorization" not in headers
             assert all(key not in value for value in headers.values())

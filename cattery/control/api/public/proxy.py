@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import AsyncIterator, Iterable
 from collections.abc import Set as AbstractSet
+from contextlib import asynccontextmanager
 
 import httpx
-from fastapi import APIRouter, Request, Response
+from fastapi import APIRouter, FastAPI, Request, Response
 
 from cattery.control.api.private.services import agent_key
 from cattery.control.deps import PublicCaller, State
@@ -42,12 +43,57 @@ DROPPED_REQUEST_HEADERS = HOP_BY_HOP | {
 DROPPED_RESPONSE_HEADERS = HOP_BY_HOP | {"content-length"}
 METHODS = ["GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "HEAD"]
 PROXY_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
+_TIMEOUTS = PROXY_TIMEOUT.as_dict()
+_DROPPED_REQUEST = frozenset(name.encode("latin-1") for name in DROPPED_REQUEST_HEADERS)
+_DROPPED_RESPONSE = frozenset(name.encode("latin-1") for name in DROPPED_RESPONSE_HEADERS)
+_CONTENT_LENGTH = b"content-length"
 
-Headers = list[tuple[str, str]]
+RawHeaders = list[tuple[bytes, bytes]]
+
+
+class SessionProxy:
+    """Sends requests on to instances over kept-alive connections. Owned by the proxy
+    router's lifespan; owns its connection pool.
+
+    It is a bare transport, not a client: no cookie jar (one session's cookies never reach
+    another's instance), no redirects followed, no auth, no decoding; and none of a
+    client's per-request work.
+    """
+
+    def __init__(self) -> None:
+        self._transport = httpx.AsyncHTTPTransport(
+            limits=httpx.Limits(max_connections=None, max_keepalive_connections=200)
+        )
+
+    async def send(
+        self, method: str, url: str, headers: RawHeaders, content: bytes
+    ) -> tuple[httpx.Response, bytes]:
+        """The instance's answer and its body, as sent (a compressed body stays so)."""
+        outgoing = httpx.Request(
+            method, url, headers=headers, content=content, extensions={"timeout": _TIMEOUTS}
+        )
+        upstream = await self._transport.handle_async_request(outgoing)
+        try:
+            body = b"".join([chunk async for chunk in upstream.stream])  # type: ignore[union-attr]
+        finally:
+            await upstream.aclose()
+        return upstream, body
+
+    async def aclose(self) -> None:
+        await self._transport.aclose()
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[dict[str, SessionProxy]]:
+    proxy = SessionProxy()
+    try:
+        yield {"session_proxy": proxy}
+    finally:
+        await proxy.aclose()
 
 
 def build_router() -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(lifespan=_lifespan)
 
     @router.api_route("/v1/public/{name}/sessions/{session_id}/{path:path}", methods=METHODS)
     async def proxy(
@@ -68,56 +114,47 @@ def build_router() -> APIRouter:
 async def forward(state: ControlState, live: LiveSession, request: Request, path: str) -> Response:
     """``request`` sent on to ``path`` on the session's instance; the instance's answer as sent."""
     url = f"{live.handle.address}/{path}"
-    if request.url.query:
-        url += "?" + request.url.query
-    outgoing = state.proxy_http.build_request(
-        request.method,
-        url,
-        headers=_request_headers(request, live),
-        content=await request.body(),
-        timeout=PROXY_TIMEOUT,
-    )
+    query: bytes = request.scope.get("query_string", b"")
+    if query:
+        url += "?" + query.decode("latin-1")
+    proxy: SessionProxy = request.state.session_proxy
     try:
-        upstream = await state.proxy_http.send(outgoing, stream=True)
-        try:
-            # As sent: a body the bot compressed stays compressed, with its encoding header.
-            content = b"".join([chunk async for chunk in upstream.aiter_raw()])
-        finally:
-            await upstream.aclose()
+        upstream, content = await proxy.send(
+            request.method, url, _request_headers(request, live), await request.body()
+        )
     except httpx.HTTPError as exc:
         raise SessionNotFound(f"Session {live.id} is not reachable: {exc!r}") from exc
     return _response(upstream, content, head=request.method == "HEAD")
 
 
-def _request_headers(request: Request, live: LiveSession) -> Headers:
-    headers = _forwarded(request.headers.items(), DROPPED_REQUEST_HEADERS)
-    headers.append((INSTANCE_TOKEN_HEADER, live.handle.token))
-    headers.append((SESSION_ID_HEADER, live.id))
+def _request_headers(request: Request, live: LiveSession) -> RawHeaders:
+    headers = _forwarded(request.scope["headers"], _DROPPED_REQUEST)  # ASGI: lowercase names
+    headers.append((INSTANCE_TOKEN_HEADER.encode("latin-1"), live.handle.token.encode("latin-1")))
+    headers.append((SESSION_ID_HEADER.encode("latin-1"), live.id.encode("latin-1")))
     return headers
 
 
 def _response(upstream: httpx.Response, content: bytes, *, head: bool) -> Response:
     """The instance's answer as it sent it; repeated headers (Set-Cookie) stay separate."""
-    dropped = DROPPED_RESPONSE_HEADERS
+    dropped = _DROPPED_RESPONSE
     if head:  # no body: the length is the one a GET would have
-        dropped = dropped - {"content-length"}
-    kept = _forwarded(upstream.headers.multi_items(), dropped)
+        dropped = dropped - {_CONTENT_LENGTH}
+    lowered = [(k.lower(), v) for k, v in upstream.headers.raw]
+    kept = _forwarded(lowered, dropped)
     response = Response(content=content, status_code=upstream.status_code)
-    names = {k.encode("latin-1") for k, _ in kept}
-    response.raw_headers = [(k, v) for k, v in response.raw_headers if k not in names] + [
-        (k.encode("latin-1"), v.encode("latin-1")) for k, v in kept
-    ]
+    names = {k for k, _ in kept}
+    response.raw_headers = [(k, v) for k, v in response.raw_headers if k not in names] + kept
     return response
 
 
-def _forwarded(headers: Iterable[tuple[str, str]], dropped: AbstractSet[str]) -> Headers:
-    """``headers`` without ``dropped`` ones and those the ``Connection`` header names."""
-    pairs = [(k.lower(), v) for k, v in headers]
+def _forwarded(headers: Iterable[tuple[bytes, bytes]], dropped: AbstractSet[bytes]) -> RawHeaders:
+    """``headers`` (lowercase names) without ``dropped`` ones and those ``Connection`` names."""
+    pairs = list(headers)
     named = {
         token.strip().lower()
         for k, v in pairs
-        if k == "connection"
-        for token in v.split(",")
+        if k == b"connection"
+        for token in v.split(b",")
         if token.strip()
     }
     return [(k, v) for k, v in pairs if k not in dropped and k not in named]
