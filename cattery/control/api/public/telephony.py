@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import functools
 import json
 import time
 import uuid
@@ -39,9 +38,8 @@ from fastapi import APIRouter, Request, WebSocket
 from loguru import logger
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cattery.backends.base import InstanceFailed
 from cattery.control.api.private.services import get_agent
-from cattery.control.placement import Target, record_refused, resolve
+from cattery.control.placement import Target, place, resolve
 from cattery.control.state import ControlState
 from cattery.control.supervisor import LiveSession
 from cattery.control.wsbridge import (
@@ -305,24 +303,6 @@ async def _place(
     state: ControlState, websocket: WebSocket, call: Call, target: Target, requested_at: float
 ) -> LiveSession:
     """An instance for the call (or a recorded refusal), and the session bridged to it."""
-    transport = "websocket" if call.route == GENERIC else call.route
-    refused = functools.partial(
-        record_refused,
-        state,
-        organization_id=target.organization_id,
-        agent_id=target.agent_id,
-        deployment_id=target.deployment_id,
-        session_id=call.session_id,
-        transport=transport,
-    )
-    try:
-        lease = await target.pool.acquire()
-    except AtCapacity:
-        await refused()
-        raise
-    except InstanceFailed as exc:
-        await refused()
-        raise CatteryError(f"The agent's instance failed to start: {exc}") from exc
 
     async def connect(live: LiveSession) -> str | None:
         headers = {
@@ -335,24 +315,14 @@ async def _place(
             url += "?body=" + quote(call.body, safe="")
         return await bridge(websocket, url, headers, call.replay)
 
-    try:
-        return await state.supervisor.bridge(
-            organization_id=target.organization_id,
-            agent_id=target.agent_id,
-            agent_key=target.agent_key,
-            deployment_id=target.deployment_id,
-            handle=lease.handle,
-            cold_start=lease.cold_start,
-            release=target.pool.release,
-            max_session_seconds=target.max_session_seconds,
-            connect=connect,
-            transport=transport,
-            session_id=call.session_id,
-            requested_at=requested_at,
-        )
-    except BaseException:
-        await target.pool.release(lease.handle)
-        raise
+    return await place(
+        state,
+        target,
+        connect=connect,
+        transport="websocket" if call.route == GENERIC else call.route,
+        session_id=call.session_id,
+        requested_at=requested_at,
+    )
 
 
 def _json_of(message: Message) -> dict[str, Any]:

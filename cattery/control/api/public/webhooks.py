@@ -46,11 +46,11 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cattery.control.api.private.services import agent_key, get_agent
+from cattery.control.api.private.services import get_agent
 from cattery.control.api.public.start import StartRequest, start_session
 from cattery.control.daily import daily_client
 from cattery.control.deps import DB, State
-from cattery.control.placement import refusals_recorded
+from cattery.control.placement import agent_target, place, refusals_recorded
 from cattery.control.state import ControlState
 from cattery.control.supervisor import LiveSession
 from cattery.errors import (
@@ -170,10 +170,9 @@ def build_router() -> APIRouter:
         if connect is not None and connect not in calls and connect not in starting:
             starting.add(connect)
             try:
-                async with refusals_recorded(state, agent, "whatsapp"):  # full: 429, recorded
-                    live, answered = await _start_whatsapp_session(
-                        state, db, organization, agent, raw, signature, requested_at=requested_at
-                    )
+                live, answered = await _start_whatsapp_session(
+                    state, db, organization, agent, raw, signature, requested_at=requested_at
+                )
                 calls[connect] = live.id
             finally:
                 starting.discard(connect)
@@ -337,18 +336,7 @@ async def _start_whatsapp_session(
     that does not take the call ends the session at once. Returns the session and the
     instance's answer to come.
     """
-    if agent.active_deployment_id is None:
-        raise ServiceUnavailable(f"Agent {agent.name!r} has no deployment")
-    dep = await repo.get_deployment(db, agent.active_deployment_id)
-    status = await state.deployer.wait(dep.id)
-    if status.errors:
-        raise ServiceUnavailable(
-            f"Agent {agent.name!r} is not ready: {status.errors[0]['message']}"
-        )
-    key = agent_key(organization, agent.name)
-    pool = state.pools.get(key)
-    if pool is None:
-        raise ServiceUnavailable(f"Agent {agent.name!r} is not ready")
+    target = await agent_target(state, db, organization, agent)
     answered: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
 
     async def connect(live: LiveSession) -> str | None:
@@ -360,24 +348,10 @@ async def _start_whatsapp_session(
         answered.set_result(response)
         return None if response.status_code < 400 else NOT_STARTED
 
-    lease = await pool.acquire()
-    try:
-        live = await state.supervisor.bridge(
-            organization_id=organization.id,
-            agent_id=agent.id,
-            agent_key=key,
-            deployment_id=dep.id,
-            handle=lease.handle,
-            cold_start=lease.cold_start,
-            release=pool.release,
-            max_session_seconds=dep.max_session_duration,
-            connect=connect,
-            transport="whatsapp",
-            requested_at=requested_at,
-        )
-    except BaseException:
-        await pool.release(lease.handle)
-        raise
+    # A full pool: AtCapacity, a 429 to Meta, and the call recorded as a refused session.
+    live = await place(
+        state, target, connect=connect, transport="whatsapp", requested_at=requested_at
+    )
     return live, answered
 
 
