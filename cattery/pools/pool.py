@@ -29,6 +29,9 @@ BACKOFF_BASE_SECONDS = 0.5
 MAX_BACKOFF_SECONDS = 30.0
 MAX_TICK_SECONDS = 1.0
 MIN_TICK_SECONDS = 0.02
+#: a warm acquire's replacement starts this much later: the session that took the instance
+#: is recorded and dispatched first, not competing with a fork for the loop and the CPU
+REFILL_DELAY_SECONDS = 0.03
 
 
 @dataclass(eq=False)
@@ -68,6 +71,7 @@ class Pool:
         self._failures = 0
         self._retry_at = 0.0
         self._started = False
+        self._refill_pending = False
         self._closed = False
         self._tasks = OwnedTasks(f"pool {key}")  # maintenance and starting instances
         self._closing = OwnedTasks(f"pool {key} closes")  # awaited, never cancelled
@@ -96,7 +100,7 @@ class Pool:
             handle = self._take_idle_locked()
             if handle is not None:
                 self._busy[handle.id] = handle
-                self._refill_locked()
+                self._refill_soon()
                 return Lease(handle, cold_start=False)
             slot = next((s for s in self._starting if self._claimable(s)), None)
             if slot is None:
@@ -190,6 +194,11 @@ class Pool:
         room = self.options.max_agents - self._total()
         for _ in range(min(need, room)):
             self._start_locked()
+
+    def _refill_soon(self) -> None:
+        if not self._refill_pending:
+            self._refill_pending = True
+            self._tasks.spawn(self._deferred_refill_task(), "deferred_refill_task")
 
     def _start_locked(self) -> _Starting:
         slot = _Starting(self.spec, self._generation)
@@ -306,6 +315,12 @@ class Pool:
             logger.bind(agent=self.key).warning(
                 f"A warm instance failed to start; refilling again in {delay:g} s: {failure}"
             )
+
+    async def _deferred_refill_task(self) -> None:
+        await asyncio.sleep(REFILL_DELAY_SECONDS)
+        async with self._lock:
+            self._refill_pending = False
+            self._refill_locked()
 
     async def _maintain_task(self) -> None:
         """Retire cooled-down and dead idle instances; retry refills after failures."""
