@@ -49,6 +49,18 @@ class _DailyEnvNames(PydanticBaseSettingsSource):
         return {"daily": daily} if daily else {}
 
 
+class ContainerSettings(BaseModel):
+    """The container backend: agents whose ``image`` is an image reference run as containers
+    through this Docker Engine API socket (Docker's, or ``podman system service``'s)."""
+
+    #: e.g. ``unix:///run/podman/podman.sock``; unset, image references are refused
+    engine_url: str | None = None
+    #: the host address containers' ports are published on (loopback: only we reach them)
+    publish_host: str = "127.0.0.1"
+    #: the image folders run in when ``backend`` is "container"
+    base_image: str = "localhost/cattery-base:latest"
+
+
 class DevSettings(BaseModel):
     """``cattery dev``: the development runner's routes over one agent."""
 
@@ -78,7 +90,11 @@ class Settings(BaseSettings):
     admin_email: str = "admin@localhost"
     default_region: str = "local"
     regions: list[str] = Field(default_factory=lambda: ["local"])
-    backend: str = "local"
+    #: where agents whose image is a folder run: "local" processes (the default), or
+    #: "container": ``container.base_image`` with the folder mounted at /app. Image
+    #: references always run on the container backend (``container.engine_url`` set).
+    backend: str = Field("local", pattern="^(local|container)$")
+    container: ContainerSettings = Field(default_factory=ContainerSettings)
     #: local backend: fork instances from a per-agent parent that has imported the bot
     #: (Linux only; ``CATTERY_BACKEND_FORK=0`` starts each instance as a fresh process)
     backend_fork: bool = True

@@ -7,13 +7,17 @@ variants carry the ``postgres`` mark and are skipped, saying why, when no server
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import docker
 import psutil
 import pytest
 
+from tests.support.containers import user_image
+from tests.support.podman import PODMAN_DIR_ENV, EngineForTests, PodmanHome, PodmanUnavailable
 from tests.support.postgres import PostgresServer, PostgresUnavailable, ServerForTests
 from tests.support.processes import ServerProcess, runtime_process
 from tests.support.waiting import wait_for
@@ -99,3 +103,68 @@ def start_runtime(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     yield start
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture(scope="session")
+def container_engine_url() -> Iterator[str]:
+    """The Docker Engine API of a private podman (``tests/support/podman.py``), for the test
+    session; skips the test when none was prepared here."""
+    folder = os.environ.get(PODMAN_DIR_ENV)
+    if not folder:
+        pytest.skip(f"no prepared podman ({PODMAN_DIR_ENV}; ./scripts/test prepares one)")
+    engine = EngineForTests(PodmanHome(Path(folder)))
+    try:
+        url = engine.start()
+    except PodmanUnavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        yield url
+    finally:
+        engine.stop()
+
+
+@pytest.fixture(scope="session")
+def _docker_session_client(container_engine_url: str) -> Iterator[docker.DockerClient]:
+    client = docker.DockerClient(base_url=container_engine_url, timeout=120)
+    try:
+        yield client
+    finally:
+        client.close()
+
+
+@pytest.fixture
+def docker_client(_docker_session_client: docker.DockerClient) -> Iterator[docker.DockerClient]:
+    """The private engine's client; the test fails if it leaves a container or a container's
+    process (conmon) behind."""
+    client = _docker_session_client
+    yield client
+
+    def no_containers() -> bool:
+        return not client.containers.list(all=True)
+
+    try:
+        wait_for(no_containers, timeout=30, what="the test's containers to be removed")
+    except AssertionError:
+        left = client.containers.list(all=True)
+        for container in left:
+            container.remove(force=True)
+        pytest.fail(f"test leaked containers: {[c.name for c in left]}")
+
+    def no_conmon() -> bool:
+        return not [p for p in psutil.process_iter(["name"]) if p.info["name"] == "conmon"]
+
+    wait_for(no_conmon, timeout=30, what="the containers' monitor processes to exit")
+
+
+@pytest.fixture(scope="session")
+def user_image_of(_docker_session_client: docker.DockerClient) -> Callable[[Path], str]:
+    """``user_image_of(bot_folder)``: a user's image of that bot on cattery-base (built once)."""
+    built: dict[Path, str] = {}
+
+    def get(bot_folder: Path) -> str:
+        if bot_folder not in built:
+            tag = f"localhost/cattery-test-{bot_folder.name}:latest"
+            built[bot_folder] = user_image(_docker_session_client, bot_folder, tag)
+        return built[bot_folder]
+
+    return get

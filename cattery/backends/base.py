@@ -40,6 +40,15 @@ MetricsSink = Callable[[str, float, int], None]
 
 
 @dataclass(frozen=True)
+class PullAuth:
+    """Credentials for pulling an agent's image from a private registry."""
+
+    username: str
+    password: str = field(repr=False)
+    registry: str | None = None
+
+
+@dataclass(frozen=True)
 class InstanceSpec:
     """What to run: one agent deployment's bot, with its environment."""
 
@@ -49,6 +58,11 @@ class InstanceSpec:
     env: Mapping[str, str] = field(default_factory=dict, repr=False)  # secrets included
     python: Path | None = None  # the agent's own interpreter, or None for cattery's
     profile: str = "agent-1x"
+    #: which backend runs it: "local" (a folder holding bot.py) or "container" (an image)
+    backend: str = "local"
+    pull_auth: PullAuth | None = field(default=None, repr=False)
+    #: container backend: a folder holding bot.py, mounted at /app of ``image``
+    mount: str | None = None
 
 
 @runtime_checkable

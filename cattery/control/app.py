@@ -9,7 +9,10 @@ import httpx
 from fastapi import FastAPI
 from loguru import logger
 
+from cattery.backends.base import Backend
+from cattery.backends.container import ContainerBackend, Engine
 from cattery.backends.local import LocalBackend
+from cattery.backends.router import BackendRouter
 from cattery.control import dev
 from cattery.control.api.private import organization, secrets, services, sessions
 from cattery.control.api.public import proxy, start, webhooks
@@ -17,12 +20,14 @@ from cattery.control.api.public.telephony import build_router as media_websocket
 from cattery.control.bootstrap import bootstrap
 from cattery.control.bundled import deploy_bundled_agents
 from cattery.control.deployer import Deployer, DeployPlan
+from cattery.control.images import load_pull_auth
 from cattery.control.logrouter import LogRouter
 from cattery.control.recorder import InstanceRecorder, StoreRecorder
 from cattery.control.recovery import recover
 from cattery.control.state import ControlState
 from cattery.control.supervisor import SessionSupervisor
 from cattery.error_handlers import install_error_handlers
+from cattery.errors import CatteryError
 from cattery.pools import PoolManager
 from cattery.settings import Settings
 from cattery.store import repositories as repo
@@ -110,7 +115,11 @@ async def _open(settings: Settings) -> ControlState:
         fork=settings.backend_fork,
     )
     await backend.start()
-    pools = PoolManager(backend)
+    container_engine, containers = await _open_containers(settings, router)
+    backends: dict[str, Backend] = {"local": backend}
+    if containers is not None:
+        backends["container"] = containers
+    pools = PoolManager(BackendRouter(backends))
     return ControlState(
         settings=settings,
         engine=engine,
@@ -119,12 +128,33 @@ async def _open(settings: Settings) -> ControlState:
         pools=pools,
         router=router,
         supervisor=SessionSupervisor(router, recorder),
-        deployer=Deployer(settings, pools),
+        deployer=Deployer(settings, pools, container_engine),
         proxy_http=httpx.AsyncClient(),
         backend=backend,
+        containers=containers,
         instances=instances,
         admin_token_created=boot.admin_token,
     )
+
+
+async def _open_containers(
+    settings: Settings, router: LogRouter
+) -> tuple[Engine | None, ContainerBackend | None]:
+    """The container engine and backend, when an engine is configured."""
+    url = settings.container.engine_url
+    if not url:
+        return None, None
+    engine = Engine(url)
+    containers = ContainerBackend(
+        engine,
+        settings.state_dir,
+        line_sink=router.line,
+        metrics_sink=router.sample,
+        sample_interval=settings.instance_sample_interval,
+        publish_host=settings.container.publish_host,
+    )
+    await containers.start()
+    return engine, containers
 
 
 async def _activate_deployed_agents(state: ControlState) -> None:
@@ -142,6 +172,11 @@ async def _activate_deployed_agents(state: ControlState) -> None:
                 found = await repo.get_secret_set(db, org.id, dep.secret_set)
                 if found is not None:
                     secrets_env = await repo.get_secret_values(db, state.box, found)
+            try:
+                pull_auth = await load_pull_auth(db, state.box, org.id, dep.image_pull_secret_set)
+            except CatteryError as exc:
+                logger.error(f"Agent {agent.name}: {exc.message}; pulling without credentials")
+                pull_auth = None
             state.deployer.activate(
                 DeployPlan(
                     agent_key=f"{org.name}/{agent.name}",
@@ -151,6 +186,7 @@ async def _activate_deployed_agents(state: ControlState) -> None:
                     max_agents=dep.max_agents,
                     profile=dep.agent_profile,
                     secrets=secrets_env,
+                    pull_auth=pull_auth,
                 )
             )
 
@@ -172,6 +208,8 @@ async def _close(state: ControlState) -> None:
     await state.deployer.aclose()
     await state.pools.aclose()
     await state.backend.aclose()
+    if state.containers is not None:
+        await state.containers.aclose()
     await state.instances.aclose()
     await state.router.aclose()
     await state.proxy_http.aclose()

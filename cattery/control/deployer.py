@@ -12,9 +12,15 @@ from dataclasses import dataclass, field
 
 from loguru import logger
 
-from cattery.backends.base import InstanceSpec
-from cattery.control.images import prepare_environment, resolve_image_folder
-from cattery.errors import CatteryError
+from cattery.backends.base import InstanceSpec, PullAuth
+from cattery.backends.container import Engine
+from cattery.control.images import (
+    ImageSource,
+    dependency_file,
+    prepare_environment,
+    resolve_image,
+)
+from cattery.errors import CatteryError, InvalidRequest
 from cattery.pools import PoolManager, PoolOptions
 from cattery.settings import Settings
 
@@ -34,15 +40,19 @@ class DeployPlan:
     max_agents: int
     profile: str
     secrets: Mapping[str, str] = field(repr=False)
+    pull_auth: PullAuth | None = field(default=None, repr=False)
 
 
 SecretsLoader = Callable[[], Awaitable[Mapping[str, str]]]
 
 
 class Deployer:
-    def __init__(self, settings: Settings, pools: PoolManager) -> None:
+    def __init__(
+        self, settings: Settings, pools: PoolManager, engine: Engine | None = None
+    ) -> None:
         self._settings = settings
         self._pools = pools
+        self._engine = engine
         self._status: dict[str, DeployStatus] = {}
         self._tasks: set[asyncio.Task[None]] = set()
 
@@ -50,6 +60,26 @@ class Deployer:
         if deployment_id is None:
             return DeployStatus()
         return self._status.setdefault(deployment_id, DeployStatus())
+
+    def resolve(self, image: str) -> ImageSource:
+        """What ``image`` names, or a 400 before anything is written."""
+        return resolve_image(image, containers=self._engine is not None)
+
+    async def check_image(self, image: str, pull_auth: PullAuth | None) -> ImageSource:
+        """Resolve ``image`` and, for an image reference, have the engine hold it (pulling
+        it with ``pull_auth`` if needed): a deploy fails here, with nothing written, when
+        the image is missing, malformed or the engine is down."""
+        source = self.resolve(image)
+        if source.reference is not None and self._engine is not None:
+            await self._engine.ensure_image(source.reference, pull_auth)
+        if source.folder is not None and self._settings.backend == "container":
+            if self._engine is None:
+                raise InvalidRequest(
+                    "The container backend needs a container engine: "
+                    "set CATTERY_CONTAINER__ENGINE_URL"
+                )
+            await self._engine.ensure_image(self._settings.container.base_image)
+        return source
 
     def activate(self, plan: DeployPlan) -> None:
         """Build the environment and (re)configure the agent's pool in the background."""
@@ -61,15 +91,7 @@ class Deployer:
     async def _activate(self, plan: DeployPlan) -> None:
         status = self._status[plan.deployment_id]
         try:
-            folder = resolve_image_folder(plan.image)
-            extra_env = await prepare_environment(folder, self._settings.state_dir / "envs")
-            spec = InstanceSpec(
-                agent_key=plan.agent_key,
-                deployment_id=plan.deployment_id,
-                image=str(folder),
-                env={**self._instance_env(), **plan.secrets, **extra_env},
-                profile=plan.profile,
-            )
+            spec = await self._spec(plan)
             defaults = self._settings.pools
             options = PoolOptions(
                 min_agents=plan.min_agents,
@@ -85,6 +107,40 @@ class Deployer:
         except Exception as exc:
             logger.opt(exception=exc).error(f"Deployment {plan.deployment_id} failed")
             status.errors.append({"code": "DEPLOYMENT_FAILED", "message": str(exc)})
+
+    async def _spec(self, plan: DeployPlan) -> InstanceSpec:
+        """Where and how the deployment's instances run."""
+        source = self.resolve(plan.image)
+        env = {**self._instance_env(), **plan.secrets}
+        common = {
+            "agent_key": plan.agent_key,
+            "deployment_id": plan.deployment_id,
+            "profile": plan.profile,
+        }
+        if source.reference is not None:
+            return InstanceSpec(
+                **common,
+                image=source.reference,
+                env=env,
+                backend="container",
+                pull_auth=plan.pull_auth,
+            )
+        assert source.folder is not None
+        if self._settings.backend == "container":
+            if dependency_file(source.folder) is not None:
+                logger.warning(
+                    f"{source.folder} lists dependencies; a mounted folder runs on "
+                    f"{self._settings.container.base_image} as it is: build an image instead"
+                )
+            return InstanceSpec(
+                **common,
+                image=self._settings.container.base_image,
+                env=env,
+                backend="container",
+                mount=str(source.folder),
+            )
+        extra_env = await prepare_environment(source.folder, self._settings.state_dir / "envs")
+        return InstanceSpec(**common, image=str(source.folder), env={**env, **extra_env})
 
     def _instance_env(self) -> dict[str, str]:
         """What every instance gets from the control plane's settings (an agent's own wins)."""

@@ -1,23 +1,66 @@
-"""What an agent's ``image`` means on the local backend: a folder holding ``bot.py``.
+"""What an agent's ``image`` means: a folder holding ``bot.py``, or a container image.
 
-The CLI insists on a ``:tag`` in the image, so ``/srv/bots/echo:latest`` names the folder
-``/srv/bots/echo``. A folder with ``requirements.txt`` or ``pyproject.toml`` gets its own
-package overlay, built once per content hash with uv.
+An absolute path or ``file://`` URL names a folder. The CLI insists on a ``:tag`` in the
+image, so ``/srv/bots/echo:latest`` names the folder ``/srv/bots/echo``. A folder with
+``requirements.txt`` or ``pyproject.toml`` gets its own package overlay, built once per
+content hash with uv. Anything else is an image reference (``myorg/bot:1.2``), run by the
+container backend.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hashlib
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
 from loguru import logger
+from sqlalchemy.ext.asyncio import AsyncSession
 
-from cattery.errors import InvalidRequest
+from cattery.backends.base import PullAuth
+from cattery.backends.container.engine import check_reference
+from cattery.errors import InvalidRequest, NotFound
+from cattery.store import repositories as repo
+from cattery.store.crypto import SecretBox
+from cattery.store.models import SecretSetKind
 
 DEPENDENCY_FILES = ("requirements.txt", "pyproject.toml")
+#: the keys an image pull secret set holds
+PULL_CREDENTIALS_KEY = "credentials"
+PULL_HOST_KEY = "host"
+
+
+@dataclass(frozen=True)
+class ImageSource:
+    """An agent's image, understood: exactly one of ``folder`` and ``reference`` is set."""
+
+    folder: Path | None = None
+    reference: str | None = None
+
+
+def is_folder_image(image: str) -> bool:
+    ref = image.strip()
+    return ref.startswith(("/", "file://"))
+
+
+def resolve_image(image: str, *, containers: bool) -> ImageSource:
+    """What ``image`` names, or a 400 that says why it can't run here.
+
+    ``containers``: whether a container engine is configured to run image references.
+    """
+    if is_folder_image(image):
+        return ImageSource(folder=resolve_image_folder(image))
+    if not containers:
+        raise InvalidRequest(
+            f"Image {image!r} is not the absolute path of a folder holding bot.py, and no "
+            "container engine is configured to run it as an image "
+            "(set CATTERY_CONTAINER__ENGINE_URL)"
+        )
+    return ImageSource(reference=check_reference(image.strip()))
 
 
 def resolve_image_folder(image: str) -> Path:
@@ -75,3 +118,32 @@ async def prepare_environment(folder: Path, envs_dir: Path) -> dict[str, str]:
             raise InvalidRequest(f"Installing {deps.name} failed: " + " | ".join(tail))
         (target / ".complete").touch()
     return {"PYTHONPATH": str(target)}
+
+
+def parse_credentials(value: str, registry: str | None = None) -> PullAuth:
+    """``USERNAME:PASSWORD``, plain or base64-encoded (the CLI's ``--base64encode``)."""
+    text = value.strip()
+    if ":" not in text:
+        try:
+            text = base64.b64decode(text, validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError):
+            text = ""
+    username, sep, password = text.partition(":")
+    if not sep or not username:
+        raise InvalidRequest("Image pull credentials must be USERNAME:PASSWORD (or its base64)")
+    return PullAuth(username=username, password=password, registry=registry or None)
+
+
+async def load_pull_auth(
+    db: AsyncSession, box: SecretBox, organization_id: str, set_name: str | None
+) -> PullAuth | None:
+    """The credentials of the image pull secret ``set_name``; 404 if there is none."""
+    if not set_name:
+        return None
+    found = await repo.get_secret_set(db, organization_id, set_name)
+    if found is None or found.kind != SecretSetKind.IMAGE_PULL_SECRET:
+        raise NotFound(f"Image pull secret {set_name!r} not found")
+    values = await repo.get_secret_values(db, box, found)
+    if PULL_CREDENTIALS_KEY not in values:
+        raise InvalidRequest(f"Image pull secret {set_name!r} holds no credentials")
+    return parse_credentials(values[PULL_CREDENTIALS_KEY], values.get(PULL_HOST_KEY))

@@ -15,7 +15,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from loguru import logger
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -34,6 +34,7 @@ BACKEND_NAME = "local"
 _TERMINAL = frozenset({InstanceStatus.STOPPED, InstanceStatus.FAILED})
 
 
+@runtime_checkable
 class RecordedHandle(InstanceHandle, Protocol):
     """An instance whose process a later control plane can find again (local backend)."""
 
@@ -94,12 +95,14 @@ class InstanceRecorder:
 
     @asynccontextmanager
     async def assigning(
-        self, handle: RecordedHandle, agent_id: str, session_id: str
+        self, handle: InstanceHandle, agent_id: str, session_id: str
     ) -> AsyncIterator[AsyncSession]:
         """A transaction that also stores ``handle`` as serving ``session_id``."""
         async with self._lock:
             async with self._sessionmaker.begin() as db:
                 yield db
+                if not isinstance(handle, RecordedHandle):
+                    return  # a container: the engine keeps it, under our labels
                 await self._upsert(db, handle, agent_id, session_id)
             self._written[handle.id] = _Written(_status(handle), self._offset_to_store(handle.id))
 
@@ -203,8 +206,7 @@ class StoreRecorder:
     async def created(self, live: LiveSession) -> None:
         """The session and its instance's record, in one transaction: no session is
         dispatched to an instance a restarted control plane could not find."""
-        handle: RecordedHandle = live.handle  # type: ignore[assignment]
-        async with self._instances.assigning(handle, live.agent_id, live.id) as db:
+        async with self._instances.assigning(live.handle, live.agent_id, live.id) as db:
             session = await repo.create_session(
                 db,
                 organization_id=live.organization_id,

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from cattery.backends.container import ContainerBackend
 from cattery.backends.local import LocalBackend
 from cattery.control.deployer import Deployer
 from cattery.control.logrouter import LogRouter
@@ -31,6 +32,7 @@ class ControlState:
     deployer: Deployer
     proxy_http: httpx.AsyncClient
     backend: LocalBackend
+    containers: ContainerBackend | None
     instances: InstanceRecorder
     admin_token_created: str | None = field(default=None, repr=False)
     ws_tokens: WsTokens = field(default_factory=WsTokens, repr=False)

@@ -5,7 +5,8 @@
 {"action": "forever"}                    never return on its own
 {"action": "until", "path": PATH}        return once PATH exists
 {"action": "crash"}                      raise
-Any action may add "report_to" to record its arguments first.
+Any action may add "report_to" to record its arguments first, or "log_env": true to log
+its PROBE_* variables (where a test can't read a file the bot writes, as in a container).
 """
 
 import asyncio
@@ -63,6 +64,9 @@ async def bot(runner_args) -> None:
     logger.info(f"probe bot action {body.get('action')!r}")
     if body.get("report_to"):
         _report(runner_args, body["report_to"])
+    if body.get("log_env"):
+        probe_env = {k: v for k, v in sorted(os.environ.items()) if k.startswith("PROBE_")}
+        logger.info(f"probe env {json.dumps(probe_env)}")
     action = body.get("action", "report")
     if action == "sleep":
         await asyncio.sleep(float(body.get("seconds", 1)))

@@ -1,10 +1,12 @@
-"""The pipecat-base contract, driven over HTTP and WebSocket against `cattery runtime`."""
+"""The pipecat-base contract, driven over HTTP and WebSocket against `cattery runtime`: as a
+process, and as a container of a user's image built on cattery-base."""
 
 from __future__ import annotations
 
 import json
 import re
 import uuid
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import httpx
@@ -12,11 +14,37 @@ import pytest
 import websockets
 
 from cattery.runtime.bodies import encode_ws_body
+from tests.support.containers import RuntimeContainer
 from tests.support.processes import EXAMPLES, TEST_BOTS
 from tests.support.telephony import TwilioCall
 from tests.support.waiting import wait_for
 
 PROBE = TEST_BOTS / "probe"
+
+
+@pytest.fixture(params=["process", pytest.param("container", marks=pytest.mark.container)])
+def start_runtime(
+    request: pytest.FixtureRequest, start_runtime: Callable, tmp_path: Path
+) -> Iterator[Callable]:
+    """Each test runs on a ``cattery runtime`` process, then on a container of the bot's
+    image (the three-line Dockerfile on cattery-base), with ``tmp_path`` shared."""
+    if request.param == "process":
+        yield start_runtime
+        return
+    client = request.getfixturevalue("docker_client")
+    image_of = request.getfixturevalue("user_image_of")
+    started: list[RuntimeContainer] = []
+
+    def start(bot: Path, ready: bool = True, **env: str) -> RuntimeContainer:
+        rt = RuntimeContainer(client, image_of(bot), mounts=[tmp_path], env=env).start()
+        started.append(rt)
+        return rt.wait_ready() if ready else rt
+
+    try:
+        yield start
+    finally:
+        for rt in started:
+            rt.stop()
 
 
 def read_report(path: Path) -> dict:

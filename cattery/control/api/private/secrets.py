@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict
 
 from cattery.control.api.private.validation import check_secret_key, check_set_name
 from cattery.control.deps import DB, Org, State
+from cattery.control.images import PULL_CREDENTIALS_KEY, PULL_HOST_KEY, parse_credentials
 from cattery.errors import InvalidRequest, NotFound
 from cattery.store import repositories as repo
 from cattery.store.models import SecretSetKind
@@ -29,9 +30,17 @@ class PutSecretRequest(BaseModel):
     secretValue: str | None = None
     secrets: list[SecretItem] | None = None
     region: str | None = None
+    #: image pull secrets: the registry the credentials (``secretValue``) are for
+    host: str | None = None
 
 
 def _pairs(req: PutSecretRequest) -> list[tuple[str, str]]:
+    if req.isImagePullSecret and req.secretKey is None and not req.secrets:
+        # the CLI's `secrets image-pull-secret NAME HOST CREDENTIALS`
+        if not req.secretValue:
+            raise InvalidRequest("An image pull secret needs secretValue: USERNAME:PASSWORD")
+        parse_credentials(req.secretValue)  # a 400 now rather than a failed pull later
+        return [(PULL_CREDENTIALS_KEY, req.secretValue), (PULL_HOST_KEY, req.host or "")]
     pairs: list[tuple[str, str]] = []
     if req.secretKey is not None:
         pairs.append((req.secretKey, req.secretValue or ""))

@@ -11,11 +11,12 @@ from typing import Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
+from cattery.backends.profiles import DEFAULT_PROFILE, limits_for
 from cattery.control import wire
 from cattery.control.api.private.validation import check_agent_name
 from cattery.control.deployer import DeployPlan
 from cattery.control.deps import DB, Org, State
-from cattery.control.images import resolve_image_folder
+from cattery.control.images import load_pull_auth
 from cattery.errors import AgentNotFound, Conflict, InvalidRequest, NotFound
 from cattery.store import repositories as repo
 from cattery.store.models import Agent, Organization
@@ -90,7 +91,9 @@ async def deploy_agent(
     image = req.image or (previous.image if previous else None)
     if not image:
         raise InvalidRequest("image is required")
-    resolve_image_folder(image)  # a 400 naming the problem, before anything is written
+    state.deployer.resolve(image)  # a 400 naming the problem, before anything is written
+    profile = req.agentProfile or (previous.agent_profile if previous else DEFAULT_PROFILE)
+    limits_for(profile)
     scaling = req.autoScaling or AutoScaling()
     min_agents = (
         scaling.minAgents
@@ -120,6 +123,14 @@ async def deploy_agent(
         if found is None:
             raise NotFound(f"Secret set {secret_set!r} not found")
         secrets = await repo.get_secret_values(db, state.box, found)
+    pull_secret_set = (
+        req.imagePullSecretSet
+        if req.imagePullSecretSet is not None
+        else (previous.image_pull_secret_set if previous else None)
+    )
+    pull_auth = await load_pull_auth(db, state.box, org.id, pull_secret_set)
+    # The engine must hold (or pull) the image before the agent exists: no half-made agent.
+    await state.deployer.check_image(image, pull_auth)
     region = req.region or (existing.region if existing else state.settings.default_region)
     agent = existing or await repo.create_agent(db, org.id, name, region)
     dep = await repo.create_deployment(
@@ -127,9 +138,9 @@ async def deploy_agent(
         agent_id=agent.id,
         image=image,
         secret_set=secret_set,
-        image_pull_secret_set=req.imagePullSecretSet,
+        image_pull_secret_set=pull_secret_set,
         region=region,
-        agent_profile=req.agentProfile or (previous.agent_profile if previous else "agent-1x"),
+        agent_profile=profile,
         min_agents=min_agents,
         max_agents=max_agents,
         max_session_duration=max_session,
@@ -147,6 +158,7 @@ async def deploy_agent(
             max_agents=max_agents,
             profile=dep.agent_profile,
             secrets=secrets,
+            pull_auth=pull_auth,
         )
     )
     return await details(state, db, org, agent)

@@ -1,0 +1,37 @@
+"""Several backends behind one: each instance goes to the backend its spec names.
+
+Pools hold one ``Backend``; a deployment of a folder runs on the local backend and a
+deployment of an image reference on the container backend, side by side.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from cattery.backends.base import Backend, InstanceHandle, InstanceSpec
+from cattery.errors import InvalidRequest
+
+
+class BackendRouter:
+    def __init__(self, backends: Mapping[str, Backend]) -> None:
+        self._backends = dict(backends)
+
+    def has(self, name: str) -> bool:
+        return name in self._backends
+
+    def get(self, name: str) -> Backend:
+        try:
+            return self._backends[name]
+        except KeyError:
+            raise InvalidRequest(f"The {name!r} backend is not configured here") from None
+
+    async def start(self) -> None:
+        for backend in self._backends.values():
+            await backend.start()
+
+    async def spawn(self, spec: InstanceSpec) -> InstanceHandle:
+        return await self.get(spec.backend).spawn(spec)
+
+    async def aclose(self) -> None:
+        for backend in self._backends.values():
+            await backend.aclose()
