@@ -10,9 +10,16 @@ import pytest
 
 from cattery.backends.profiles import GIB
 from tests.integration.containers.conftest import agent_containers
-from tests.integration.control.helpers import logs, put_secrets, start_session, wait_ended
+from tests.integration.control.helpers import (
+    logs,
+    put_secrets,
+    running_control,
+    start_session,
+    wait_ended,
+)
 from tests.support.containers import build_image
 from tests.support.control import CloudCLI, ControlPlane
+from tests.support.podman import CATTERY_BASE_IMAGE
 from tests.support.processes import TEST_BOTS
 from tests.support.waiting import wait_for
 
@@ -106,3 +113,19 @@ def test_an_image_in_pipecat_base_pattern_runs_unchanged(
         lambda: serving.id not in {c.id for c in agent_containers(docker_client, "default/like")},
         what="the session's container discarded",
     )
+
+
+def test_backend_container_runs_folder_agents_in_the_base_image(
+    tmp_path: Path, docker_client: docker.DockerClient, container_engine_url: str
+) -> None:
+    env = {"CATTERY_CONTAINER__ENGINE_URL": container_engine_url, "CATTERY_BACKEND": "container"}
+    with running_control(tmp_path, **env) as control:
+        control.deploy("folder", PROBE, autoScaling={"minAgents": 1, "maxAgents": 1})
+        (warm,) = wait_for(lambda: agent_containers(docker_client, "default/folder"), what="warm")
+        assert CATTERY_BASE_IMAGE in warm.image.tags
+        mounts = {m["Destination"]: m for m in warm.attrs["Mounts"]}
+        assert mounts["/app"]["Source"] == str(PROBE) and mounts["/app"]["RW"] is False
+        session_id = start_session(control, control.public_key(), "folder", {"action": "sleep"})
+        assert wait_ended(control, "folder", session_id)["endState"] == "completed"
+        lines = [entry["log"] for entry in logs(control, "folder", session_id)]
+        assert any("probe bot action 'sleep'" in line for line in lines)
