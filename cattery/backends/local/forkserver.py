@@ -16,6 +16,8 @@ from cattery.backends.local.proc import ProcessRef
 
 #: how long a child that is gone may wait for its exit code while its parent is alive
 EXIT_CODE_GRACE_SECONDS = 1.0
+#: while the parent is alive it reports each exit; /proc is read this often as a backstop
+RUNNING_CHECK_SECONDS = 1.0
 
 
 class ForkedProcess(ProcessRef):
@@ -23,6 +25,8 @@ class ForkedProcess(ProcessRef):
 
     Its exit code comes from the parent, which reaps it: while the parent lives, a child
     that is gone counts as exited once its code has arrived (or after a short grace).
+    Polls are cheap while the parent lives (the exit watcher polls ten times a second per
+    instance): ``/proc`` is read at most once a second then, as a backstop.
     Signals go only to a child still running, so a reaped pid is never signalled.
     """
 
@@ -31,6 +35,7 @@ class ForkedProcess(ProcessRef):
         self._server = server
         self._done: tuple[bool, int | None] | None = None
         self._gone_since: float | None = None
+        self._next_check = 0.0
         try:
             self._proc: psutil.Process | None = psutil.Process(pid)
             self.create_time = self._proc.create_time()
@@ -42,9 +47,12 @@ class ForkedProcess(ProcessRef):
             return self._done
         code = self._server.exit_code(self.pid)
         if code is None:
+            now = time.monotonic()
+            if self._server.alive and self._gone_since is None and now < self._next_check:
+                return False, None  # its parent will report the exit
+            self._next_check = now + RUNNING_CHECK_SECONDS
             if self._running():
                 return False, None
-            now = time.monotonic()
             self._gone_since = self._gone_since or now
             if self._server.alive and now - self._gone_since < EXIT_CODE_GRACE_SECONDS:
                 return False, None

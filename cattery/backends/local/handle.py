@@ -1,7 +1,8 @@
 """One instance of the local backend: a ``cattery runtime`` process and what watches it.
 
-The handle owns the process (only it signals the pid), the log tail, the metrics sampler
-and an exit watcher; all three run as tasks in its ``OwnedTasks`` and end with ``aclose``.
+The handle owns the process (only it signals the pid), the log tail and an exit watcher;
+both run as tasks in its ``OwnedTasks`` and end with ``aclose``. The backend samples its
+CPU and memory (``metrics.py``).
 """
 
 from __future__ import annotations
@@ -21,10 +22,8 @@ from cattery.backends.base import (
     InstanceStartTimeout,
     InstanceStatus,
     LineSink,
-    MetricsSink,
 )
 from cattery.backends.local.logtail import LogTail
-from cattery.backends.local.metrics import sample_metrics
 from cattery.backends.local.proc import ProcessRef
 from cattery.backends.local.record import AdoptRecord
 from cattery.backends.tasks import OwnedTasks
@@ -53,8 +52,6 @@ class LocalInstanceHandle:
         token: str,
         log_path: Path,
         line_sink: LineSink,
-        metrics_sink: MetricsSink,
-        sample_interval: float,
         log_offset: int = 0,
         status: InstanceStatus = InstanceStatus.STARTING,
         on_closed: Callable[[LocalInstanceHandle], None] | None = None,
@@ -74,9 +71,6 @@ class LocalInstanceHandle:
         self._tail = LogTail(instance_id, log_path, line_sink, offset=log_offset)
         self._tasks = OwnedTasks(f"instance {instance_id}")
         self._tasks.spawn(self._tail.follow(), "log_tail_task")
-        self._tasks.spawn(
-            sample_metrics(instance_id, process, metrics_sink, sample_interval), "metrics_task"
-        )
         self._tasks.spawn(self._watch_exit(), "exit_watch_task")
 
     # -- the InstanceHandle protocol ---------------------------------------------------

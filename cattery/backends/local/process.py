@@ -36,6 +36,7 @@ from cattery.backends.forking.client import ParentLaunch, fork_supported, spec_k
 from cattery.backends.forking.servers import ForkServers
 from cattery.backends.local.forkserver import ForkedProcess
 from cattery.backends.local.handle import LocalInstanceHandle
+from cattery.backends.local.metrics import MetricsSampler
 from cattery.backends.local.proc import AdoptedProcess, ChildProcess, ProcessRef
 from cattery.backends.local.record import AdoptRecord
 
@@ -146,8 +147,7 @@ class LocalBackend:
         self.state_dir = Path(state_dir)
         self.instances_dir = self.state_dir / "instances"
         self._line_sink = line_sink
-        self._metrics_sink = metrics_sink
-        self._sample_interval = sample_interval
+        self._metrics = MetricsSampler(metrics_sink, sample_interval)
         self._handles: dict[str, LocalInstanceHandle] = {}
         self._closed = False
         self._forks: ForkServers | None = ForkServers() if forking_enabled(fork) else None
@@ -243,19 +243,20 @@ class LocalBackend:
         logger.bind(**handle.log_context()).info("Adopted instance")
         return handle
 
-    def _own(self, **kwargs: object) -> LocalInstanceHandle:
+    def _own(self, *, process: ProcessRef, **kwargs: object) -> LocalInstanceHandle:
         handle = LocalInstanceHandle(
             line_sink=self._line_sink,
-            metrics_sink=self._metrics_sink,
-            sample_interval=self._sample_interval,
+            process=process,
             on_closed=self._forget,
             **kwargs,  # type: ignore[arg-type]
         )
         self._handles[handle.id] = handle
+        self._metrics.add(handle.id, process)
         return handle
 
     def _forget(self, handle: LocalInstanceHandle) -> None:
         self._handles.pop(handle.id, None)
+        self._metrics.remove(handle.id)
 
     async def detach_all(self) -> list[AdoptRecord]:
         """Stop watching every instance but leave them running (a control plane restart)."""
@@ -270,5 +271,6 @@ class LocalBackend:
         for handle, result in zip(handles, results, strict=True):
             if isinstance(result, BaseException):
                 logger.opt(exception=result).error(f"Closing {handle.id} failed: {result!r}")
+        await self._metrics.aclose()
         if self._forks is not None:
             await self._forks.aclose()
