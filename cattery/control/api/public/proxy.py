@@ -1,13 +1,22 @@
-"""The Session API: ``/v1/public/{agent}/sessions/{id}/{path}`` reaches the session's instance."""
+"""The Session API: ``/v1/public/{agent}/sessions/{id}/{path}`` reaches the session's instance.
+
+Bodies are passed on whole when small and of a known length (the common case, and the
+cheapest); any other body is streamed as it comes, both ways: a chunked or large request
+reaches the bot while the caller still sends it, and a bot's streamed answer (server-sent
+events, a ``StreamingResponse``) reaches the caller chunk by chunk.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from collections.abc import Set as AbstractSet
 from contextlib import asynccontextmanager
 
 import httpx
 from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import StreamingResponse
+from loguru import logger
+from starlette.types import Receive, Scope, Send
 
 from cattery.control.api.private.services import agent_key
 from cattery.control.deps import PublicCaller, State
@@ -31,8 +40,8 @@ HOP_BY_HOP = frozenset(
         "upgrade",
     }
 )
-#: the body is sent whole with its own length, the caller's key stays here, and the
-#: instance token and session id are ours to set
+#: the body's length is set anew (a whole body's own, a streamed one's the caller's), the
+#: caller's key stays here, and the instance token and session id are ours to set
 DROPPED_REQUEST_HEADERS = HOP_BY_HOP | {
     "host",
     "content-length",
@@ -47,6 +56,8 @@ _TIMEOUTS = PROXY_TIMEOUT.as_dict()
 _DROPPED_REQUEST = frozenset(name.encode("latin-1") for name in DROPPED_REQUEST_HEADERS)
 _DROPPED_RESPONSE = frozenset(name.encode("latin-1") for name in DROPPED_RESPONSE_HEADERS)
 _CONTENT_LENGTH = b"content-length"
+#: a body of at most this many bytes, of a known length, is passed on whole; others stream
+STREAM_ABOVE_BYTES = 64 * 1024
 
 RawHeaders = list[tuple[bytes, bytes]]
 
@@ -66,18 +77,14 @@ class SessionProxy:
         )
 
     async def send(
-        self, method: str, url: str, headers: RawHeaders, content: bytes
-    ) -> tuple[httpx.Response, bytes]:
-        """The instance's answer and its body, as sent (a compressed body stays so)."""
+        self, method: str, url: str, headers: RawHeaders, content: bytes | AsyncIterable[bytes]
+    ) -> httpx.Response:
+        """The instance's answer, its body still to read: raw, as sent (a compressed body
+        stays so). The caller closes it."""
         outgoing = httpx.Request(
             method, url, headers=headers, content=content, extensions={"timeout": _TIMEOUTS}
         )
-        upstream = await self._transport.handle_async_request(outgoing)
-        try:
-            body = b"".join([chunk async for chunk in upstream.stream])  # type: ignore[union-attr]
-        finally:
-            await upstream.aclose()
-        return upstream, body
+        return await self._transport.handle_async_request(outgoing)
 
     async def aclose(self) -> None:
         await self._transport.aclose()
@@ -118,13 +125,65 @@ async def forward(state: ControlState, live: LiveSession, request: Request, path
     if query:
         url += "?" + query.decode("latin-1")
     proxy: SessionProxy = request.state.session_proxy
+    headers = _request_headers(request, live)
+    content = await _request_content(request, headers)
+    head = request.method == "HEAD"
     try:
-        upstream, content = await proxy.send(
-            request.method, url, _request_headers(request, live), await request.body()
-        )
+        upstream = await proxy.send(request.method, url, headers, content)
+        if not head and _streams(upstream):
+            return _StreamedResponse(upstream, _response_headers(upstream, keep_length=True))
+        try:
+            body = b"".join([chunk async for chunk in upstream.stream])  # type: ignore[union-attr]
+        finally:
+            await upstream.aclose()
     except httpx.HTTPError as exc:
         raise SessionNotFound(f"Session {live.id} is not reachable: {exc!r}") from exc
-    return _response(upstream, content, head=request.method == "HEAD")
+    return _response(upstream, body, head=head)
+
+
+async def _request_content(request: Request, headers: RawHeaders) -> bytes | AsyncIterable[bytes]:
+    """The caller's body: whole when small and of a known length; else as it arrives, with
+    its length (added to ``headers``) when it has one, chunked when not."""
+    length = request.headers.get("content-length", "")
+    chunked = "chunked" in request.headers.get("transfer-encoding", "").lower()
+    if not chunked and (not length.isdigit() or int(length) <= STREAM_ABOVE_BYTES):
+        return await request.body()
+    if not chunked:
+        headers.append((_CONTENT_LENGTH, length.encode("latin-1")))
+    return request.stream()
+
+
+def _streams(upstream: httpx.Response) -> bool:
+    """Whether the instance's answer is streamed on: its length unknown (chunked), or large."""
+    if upstream.status_code in (204, 304):  # never a body
+        return False
+    length = upstream.headers.get("content-length")
+    return length is None or not length.isdigit() or int(length) > STREAM_ABOVE_BYTES
+
+
+class _StreamedResponse(StreamingResponse):
+    """The instance's answer passed on as it comes; the upstream answer is closed however
+    the stream ends (done, failed, or the caller gone). Owns ``upstream``."""
+
+    def __init__(self, upstream: httpx.Response, headers: RawHeaders) -> None:
+        super().__init__(self._chunks(upstream), status_code=upstream.status_code)
+        self.raw_headers = headers
+        self._upstream = upstream
+
+    @staticmethod
+    async def _chunks(upstream: httpx.Response) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in upstream.stream:  # type: ignore[union-attr]
+                yield chunk
+        except httpx.HTTPError as exc:  # the instance broke off: the caller's answer is cut
+            logger.warning(f"A streamed Session API answer broke off: {exc!r}")
+            raise
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            await self._upstream.aclose()
 
 
 def _request_headers(request: Request, live: LiveSession) -> RawHeaders:
@@ -134,13 +193,17 @@ def _request_headers(request: Request, live: LiveSession) -> RawHeaders:
     return headers
 
 
-def _response(upstream: httpx.Response, content: bytes, *, head: bool) -> Response:
-    """The instance's answer as it sent it; repeated headers (Set-Cookie) stay separate."""
-    dropped = _DROPPED_RESPONSE
-    if head:  # no body: the length is the one a GET would have
-        dropped = dropped - {_CONTENT_LENGTH}
+def _response_headers(upstream: httpx.Response, *, keep_length: bool) -> RawHeaders:
+    """The instance's headers to pass on; repeated ones (Set-Cookie) stay separate."""
+    dropped = _DROPPED_RESPONSE - {_CONTENT_LENGTH} if keep_length else _DROPPED_RESPONSE
     lowered = [(k.lower(), v) for k, v in upstream.headers.raw]
-    kept = _forwarded(lowered, dropped)
+    return _forwarded(lowered, dropped)
+
+
+def _response(upstream: httpx.Response, content: bytes, *, head: bool) -> Response:
+    """The instance's answer as it sent it, read whole."""
+    # HEAD has no body: the length is the one a GET would have
+    kept = _response_headers(upstream, keep_length=head)
     response = Response(content=content, status_code=upstream.status_code)
     names = {k for k, _ in kept}
     response.raw_headers = [(k, v) for k, v in response.raw_headers if k not in names] + kept
