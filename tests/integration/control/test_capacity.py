@@ -13,13 +13,14 @@ import pytest
 from tests.integration.control.helpers import (
     get_session,
     refused,
+    running_control,
     start,
     start_session,
     stop_session,
     wait_ended,
     wait_pool,
 )
-from tests.support.control import ORG, ControlPlane, control_plane_process
+from tests.support.control import ORG, ControlPlane
 from tests.support.processes import TEST_BOTS
 from tests.support.waiting import wait_for
 
@@ -30,13 +31,8 @@ FOREVER = {"action": "forever"}
 @pytest.fixture
 def control(tmp_path: Path, control_env: dict[str, str]) -> Iterator[ControlPlane]:
     """A control plane whose pools retire extra idle instances after 1 s, not 300 s."""
-    env = {**control_env, "CATTERY_POOLS__COOLDOWN_SECONDS": "1"}
-    proc = control_plane_process(tmp_path / "state", tmp_path / "serve.log", **env).start()
-    try:
-        proc.wait_ready("/healthz", timeout=60)
-        yield ControlPlane(proc, tmp_path / "state")
-    finally:
-        proc.stop()
+    with running_control(tmp_path, **control_env, CATTERY_POOLS__COOLDOWN_SECONDS="1") as control:
+        yield control
 
 
 def concurrent_starts(control: ControlPlane, key: str, count: int) -> list[httpx.Response]:
