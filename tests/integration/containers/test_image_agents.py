@@ -11,6 +11,7 @@ import pytest
 from cattery.backends.profiles import GIB
 from tests.integration.containers.conftest import agent_containers
 from tests.integration.control.helpers import (
+    list_sessions,
     logs,
     put_secrets,
     running_control,
@@ -20,7 +21,8 @@ from tests.integration.control.helpers import (
 from tests.support.containers import build_image
 from tests.support.control import CloudCLI, ControlPlane
 from tests.support.podman import CATTERY_BASE_IMAGE
-from tests.support.processes import TEST_BOTS
+from tests.support.processes import EXAMPLES, TEST_BOTS
+from tests.support.telephony import TwilioCall
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.container
@@ -129,3 +131,26 @@ def test_backend_container_runs_folder_agents_in_the_base_image(
         assert wait_ended(control, "folder", session_id)["endState"] == "completed"
         lines = [entry["log"] for entry in logs(control, "folder", session_id)]
         assert any("probe bot action 'sleep'" in line for line in lines)
+
+
+async def test_a_phone_call_is_bridged_to_a_container(
+    container_control: ControlPlane, docker_client: docker.DockerClient, user_image_of
+) -> None:
+    control = container_control
+    image = user_image_of(EXAMPLES / "echo-twilio")
+    with control.client() as c:
+        body = {
+            "serviceName": "echo",
+            "image": image,
+            "autoScaling": {"minAgents": 1},
+            "agentProfile": "agent-3x",
+        }
+        assert c.post("/v1/organizations/default/services", json=body).status_code == 200
+    control.wait_ready("echo")
+    call = TwilioCall()
+    await call.play(f"{control.process.ws_url}/ws/twilio?serviceHost=echo.default", seconds=2.0)
+    assert call.received_seconds >= 1.0, f"echoed {call.received_seconds:.2f} s of 2 s"
+    (session,) = wait_for(
+        lambda: [s for s in list_sessions(control, "echo") if s["endState"]], what="session end"
+    )
+    assert session["endState"] == "completed" and session["transport"] == "twilio"
