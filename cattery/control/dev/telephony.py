@@ -6,14 +6,15 @@ with a media stream at ``wss://HOST/ws``, and the carrier connects there. ``/ws`
 dev agent's: the call takes an instance from its pool like any call on ``/ws/{carrier}``,
 and its carrier is told by its first messages, so every carrier may use it whatever ``-t``
 says. With ``CATTERY_WS_AUTH=token`` the webhook's stream URL carries a fresh token
-(``/ws/{token}``), and ``/ws`` needs one.
+(``/ws/{token}``), and ``/ws`` needs one. ``/ws/twilio`` and the other carriers' names keep
+their public meaning (``serviceHost``), as the starts' ``wsUrl`` have it.
 """
 
 from __future__ import annotations
 
 from fastapi import APIRouter, Response, WebSocket
 
-from cattery.control.api.public.telephony import ANY_CARRIER, serve_websocket
+from cattery.control.api.public.telephony import ANY_CARRIER, CARRIERS, serve_websocket
 from cattery.control.deps import State
 from cattery.control.state import ControlState
 from cattery.control.wstokens import TELEPHONY
@@ -34,6 +35,9 @@ def add_telephony_routes(router: APIRouter) -> None:
     @router.websocket("/ws/{token}")
     async def media_stream(websocket: WebSocket, token: str | None = None) -> None:
         state: ControlState = websocket.app.state.control
+        if token in CARRIERS:  # the public /ws/{carrier}, which this route would shadow
+            await serve_websocket(state, websocket, token)
+            return
         await serve_websocket(
             state, websocket, ANY_CARRIER, service_host=service_host(state), path_token=token
         )

@@ -135,13 +135,19 @@ async def test_dev_ws_takes_any_carrier_and_the_webhook_says_what_it_needs(
     body = refused(call_webhook(dev), 400, "NO_CALL_WEBHOOK")
     assert "-t twilio|telnyx|plivo" in body["error"], body
 
-    # No -t: each carrier is told by its first messages, and recorded as itself.
-    calls = [ExotelCall(), TelnyxCall()]
-    for call in calls:
-        await call.play(dev.process.ws_url + "/ws", frames=frames_for(call, speech_audio)[:50])
+    # No -t: each carrier is told by its first messages, and recorded as itself. The public
+    # /ws/{carrier} routes stay as they are next to /ws/{token}.
+    ws = dev.process.ws_url
+    calls = [
+        (ExotelCall(), f"{ws}/ws"),
+        (TelnyxCall(), f"{ws}/ws"),
+        (TwilioCall(), f"{ws}/ws/twilio?serviceHost={AGENT}.{ORG}"),
+    ]
+    for call, url in calls:
+        await call.play(url, frames=frames_for(call, speech_audio)[:50])
         assert_heard_back(call, 1.0)
-    ended = ended_sessions(dev, 2)
-    assert sorted(s["transport"] for s in ended) == ["exotel", "telnyx"], ended
+    ended = ended_sessions(dev, 3)
+    assert sorted(s["transport"] for s in ended) == ["exotel", "telnyx", "twilio"], ended
     assert {s["endState"] for s in ended} == {"completed"}, ended
 
 
