@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from cattery.control.api.public.telephony import _named_service_host, close_code
+from cattery.control.api.public.telephony import close_code
 from cattery.control.wstokens import GENERIC, TELEPHONY, TOKEN_TTL_SECONDS, WsTokens
 from cattery.errors import (
     AgentNotFound,
@@ -18,6 +18,7 @@ from cattery.errors import (
     PayloadTooLarge,
     ServiceUnavailable,
 )
+from cattery.integrations.telephony import named_service_host
 
 
 class Clock:
@@ -124,8 +125,8 @@ def test_close_codes_say_what_the_http_status_would() -> None:
 
 def test_twilio_names_the_agent_in_its_start_message() -> None:
     start = {"event": "start", "start": {"customParameters": {"_pipecatCloudServiceHost": "a.b"}}}
-    assert _named_service_host(json.dumps(start)) == "a.b"
+    assert named_service_host(start) == "a.b"
     exotel = {"event": "start", "start": {"custom_parameters": {"_pipecatCloudServiceHost": "c.d"}}}
-    assert _named_service_host(json.dumps(exotel)) == "c.d"
-    for other in ['{"event": "connected"}', "not json", "[1]", '{"start": "x"}', None]:
-        assert _named_service_host(other) is None
+    assert named_service_host(exotel) == "c.d"
+    for other in [{"event": "connected"}, {}, {"start": "x"}]:
+        assert named_service_host(other) is None
