@@ -123,3 +123,13 @@ class Backend(Protocol):
     async def spawn(self, spec: InstanceSpec) -> InstanceHandle: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Preparing(Protocol):
+    """A backend with work to do once per spec, ahead of its first instance (the local
+    backend loads the spec's forking parent). Optional: pools call it when it is there."""
+
+    async def prepare(self, spec: InstanceSpec) -> None:
+        """Get ready to spawn ``spec`` fast; never raises for a spec that can't be sped up."""
+        ...

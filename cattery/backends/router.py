@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from cattery.backends.base import Backend, InstanceHandle, InstanceSpec
+from cattery.backends.base import Backend, InstanceHandle, InstanceSpec, Preparing
 from cattery.errors import InvalidRequest
 
 
@@ -31,6 +31,11 @@ class BackendRouter:
 
     async def spawn(self, spec: InstanceSpec) -> InstanceHandle:
         return await self.get(spec.backend).spawn(spec)
+
+    async def prepare(self, spec: InstanceSpec) -> None:
+        backend = self.get(spec.backend)
+        if isinstance(backend, Preparing):
+            await backend.prepare(spec)
 
     async def aclose(self) -> None:
         for backend in self._backends.values():

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 from loguru import logger
 
-from cattery.backends.base import Backend, InstanceFailed, InstanceHandle, InstanceSpec
+from cattery.backends.base import Backend, InstanceFailed, InstanceHandle, InstanceSpec, Preparing
 from cattery.backends.base import InstanceStatus as Status
 from cattery.backends.tasks import OwnedTasks
 from cattery.errors import AtCapacity, ServiceUnavailable
@@ -79,7 +79,8 @@ class Pool:
     # -- public ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Begin keeping the warm target. Idempotent; the first acquire calls it too."""
+        """Begin keeping the warm target, and return once the backend is prepared for the
+        spec (its forking parent loaded). Idempotent; the first acquire calls it too."""
         async with self._lock:
             self._check_open()
             if self._started:
@@ -87,6 +88,7 @@ class Pool:
             self._started = True
             self._tasks.spawn(self._maintain_task(), "maintain_task")
             self._refill_locked()
+        await self._prepare(self.spec)
 
     async def acquire(self) -> Lease:
         """An instance for one session: warm if any, else one that is starting or new.
@@ -141,6 +143,17 @@ class Pool:
             self._failures, self._retry_at = 0, 0.0
             self._trim_locked()
             self._refill_locked()
+        await self._prepare(spec)
+
+    async def _prepare(self, spec: InstanceSpec) -> None:
+        """The backend readies itself for ``spec`` (a deploy), so even a first start is
+        fast; a backend without the hook, or one that fails at it, just spawns later."""
+        if not isinstance(self._backend, Preparing):
+            return
+        try:
+            await self._backend.prepare(spec)
+        except Exception as exc:
+            logger.bind(agent=self.key).warning(f"Preparing the backend failed: {exc!r}")
 
     def adopt_busy(self, handle: InstanceHandle) -> None:
         """Count an instance reattached after a restart as busy; ``release`` it as usual."""

@@ -79,6 +79,19 @@ class ForkServers:
             return pid, server
         return None
 
+    async def prepare(self, spec: InstanceSpec, launch: ParentLaunch) -> None:
+        """Load the parent of ``spec`` now (a deploy), so its first instance is a fork.
+        A bot that can't load in a parent is marked as such, as on a spawn."""
+        if self._closed:
+            return
+        key = spec_key(spec)
+        if key in self._unforkable:
+            return
+        try:
+            await self._server(spec.agent_key, key, launch)
+        except ParentUnavailable:
+            pass  # logged by _server; its instances will be plain processes
+
     async def _server(self, agent_key: str, key: str, launch: ParentLaunch) -> ForkServer:
         lock = self._locks.setdefault(agent_key, asyncio.Lock())
         async with lock:

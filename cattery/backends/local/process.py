@@ -210,15 +210,27 @@ class LocalBackend:
         logger.bind(**handle.log_context()).info(f"Started instance on port {port}")
         return handle
 
+    async def prepare(self, spec: InstanceSpec) -> None:
+        """Load the forking parent of ``spec`` ahead of its first instance (at deploy time),
+        so even that one is a fork: with ``minAgents`` 0 it would otherwise wait seconds
+        for the parent to import its bot. Nothing to do for plain processes."""
+        if self._forks is None or self._closed:
+            return
+        await self.start()
+        await self._forks.prepare(spec, self._parent_launch(spec))
+
     async def _fork(
         self, spec: InstanceSpec, token: str, sock: socket.socket, log_fd: int
     ) -> ProcessRef | None:
         """A child of the agent's forking parent, or None to start a plain process."""
         assert self._forks is not None
-        name = spec.agent_key.replace("/", "-")
-        launch = parent_launch(spec, self.instances_dir / f"parent-{name}-{spec_key(spec)}.log")
+        launch = self._parent_launch(spec)
         forked = await self._forks.fork(spec, launch, instance_env(spec, token), sock, log_fd)
         return None if forked is None else ForkedProcess(*forked)
+
+    def _parent_launch(self, spec: InstanceSpec) -> ParentLaunch:
+        name = spec.agent_key.replace("/", "-")
+        return parent_launch(spec, self.instances_dir / f"parent-{name}-{spec_key(spec)}.log")
 
     async def adopt(self, record: AdoptRecord) -> LocalInstanceHandle | None:
         """Reattach an instance an earlier control plane started; None if it is gone."""

@@ -422,6 +422,25 @@ async def test_a_pool_refills_with_forked_instances(backend) -> None:
         await pool.aclose()
 
 
+async def test_a_pool_with_no_warm_target_loads_its_parent_when_it_starts(backend) -> None:
+    pool = Pool("org/probe", probe_spec(), PoolOptions(min_agents=0), backend)
+    try:
+        await pool.start()  # a deploy: returns once the parent has loaded the bot
+        parent = backend.fork_servers.parent("org/probe")
+        assert parent is not None and pool.stats().total == 0
+        lease = await pool.acquire()  # the first start is a fork already
+        assert psutil.Process(lease.handle.pid).ppid() == parent.pid
+        await pool.release(lease.handle)
+    finally:
+        await pool.aclose()
+    broken = InstanceSpec("org/broken", "d1", str(TEST_BOTS / "import-error"), env=TEST_ENV)
+    await backend.prepare(broken)  # no error: its instances will be plain processes
+    assert backend.fork_servers.parent("org/broken") is None
+    handle = await backend.spawn(broken)
+    assert isinstance(handle._process, ChildProcess)
+    await handle.aclose()
+
+
 async def test_a_bot_that_cannot_load_falls_back_to_a_plain_process(backend) -> None:
     spec = InstanceSpec("org/broken", "d1", str(TEST_BOTS / "import-error"), env=TEST_ENV)
     handle = await backend.spawn(spec)

@@ -295,3 +295,33 @@ async def test_pool_manager(backend) -> None:
     assert manager.get("org/a") is None and pool.closed
     await manager.aclose()
     assert other.closed and not backend.open
+
+
+class PreparingBackend(FakeBackend):
+    """A backend with the optional ``prepare`` hook; it fails for one spec."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.prepared: list[InstanceSpec] = []
+
+    async def prepare(self, spec: InstanceSpec) -> None:
+        self.prepared.append(spec)
+        if spec.deployment_id == "d2":
+            raise RuntimeError("cannot prepare d2")
+
+
+async def test_the_backend_is_prepared_for_each_new_spec() -> None:
+    backend = PreparingBackend()
+    pool = Pool("org/agent", SPEC, PoolOptions(min_agents=0), backend)  # type: ignore[arg-type]
+    try:
+        await pool.start()
+        assert backend.prepared == [SPEC]
+        await pool.start()
+        assert backend.prepared == [SPEC]
+        await pool.update(SPEC_2, PoolOptions(min_agents=0))  # its failure is only logged
+        assert backend.prepared == [SPEC, SPEC_2]
+        lease = await pool.acquire()
+        assert lease.handle.spec == SPEC_2
+        await pool.release(lease.handle)
+    finally:
+        await pool.aclose()
