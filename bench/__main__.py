@@ -1,16 +1,19 @@
 """``python -m bench [--quick]``: cattery's start, refill, burst, density and proxy figures.
 
 Everything runs on 127.0.0.1 in one go: two control planes (the local backend forking
-instances, then starting plain ``cattery runtime`` processes: the baseline), then echo
-calls straight to instances of both kinds. It prints a table, each figure with its ratio
-to the baseline measured in the same run, and writes it as Markdown to
-``bench/results/<date>-<cores>c.md`` with the machine and the versions.
+instances, then starting plain ``cattery runtime`` processes: the baseline), Pipecat's
+own development runner (every session a task in one process: the no-isolation floor),
+then echo calls straight to instances of both kinds and into one dev-runner process. It
+prints a table, each figure with its ratio to the baseline measured in the same run, and
+writes it as Markdown to ``bench/results/<date>-<cores>c.md`` with the machine, the
+versions and the machine's load during the run.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import math
 import os
 import shutil
 import sys
@@ -21,12 +24,14 @@ from pathlib import Path
 
 from bench import report
 from bench.density import DensityRun, density
+from bench.devrunner import DEV_MODE, dev_density, dev_starts
 from bench.platform import ControlPlane
 from bench.proxy import FrameRun, frame_overhead, proxy_overhead
 from bench.starts import StartRun, burst, pool_burst, sequential_starts
 from bench.stats import Results, Row, latency_figures, ms, percentile, ratio
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
+LOAD_SAMPLE_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -36,17 +41,19 @@ class Plan:
     starts: int
     plain_starts: int
     plain_warm_starts: int
+    dev_starts: int
     burst: int
     plain_burst: bool  # 50 plain processes at once: about a minute of both cores
     density: tuple[int, ...]
     plain_density: tuple[int, ...]
+    dev_density: tuple[int, ...]
     call_seconds: float
     proxy_requests: int
     bridge_calls: int
 
 
-FULL = Plan(100, 30, 10, 50, True, (10, 20, 40), (10, 20, 40), 6.0, 300, 3)
-QUICK = Plan(20, 6, 3, 50, False, (10,), (10,), 4.0, 100, 1)
+FULL = Plan(100, 30, 10, 100, 50, True, (10, 20, 40), (10, 20, 40), (10, 20, 40), 6.0, 300, 3)
+QUICK = Plan(20, 6, 3, 20, 50, False, (10,), (10,), (10,), 4.0, 100, 1)
 
 
 def parse_args(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
@@ -56,6 +63,7 @@ def parse_args(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
     parser.add_argument("--plain-starts", type=int, help="starts of the plain baseline")
     parser.add_argument("--density", help="concurrent calls, e.g. 10,20,40")
     parser.add_argument("--plain-density", help="concurrent calls on plain instances")
+    parser.add_argument("--dev-density", help="concurrent calls in one dev-runner process")
     parser.add_argument("--no-density", action="store_true", help="skip the echo calls")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="where the .md goes")
     args = parser.parse_args(argv)
@@ -69,8 +77,10 @@ def parse_args(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
         changes["density"] = tuple(int(n) for n in args.density.split(","))
     if args.plain_density:
         changes["plain_density"] = tuple(int(n) for n in args.plain_density.split(","))
+    if args.dev_density:
+        changes["dev_density"] = tuple(int(n) for n in args.dev_density.split(","))
     if args.no_density:
-        changes["density"] = changes["plain_density"] = ()
+        changes["density"] = changes["plain_density"] = changes["dev_density"] = ()
     return Plan(**{**plan.__dict__, **changes}), args
 
 
@@ -84,7 +94,7 @@ async def forked_platform(work: Path, plan: Plan, results: dict[str, object]) ->
         cp.deploy("burst", "stamp", min_agents=0, max_agents=50)
         cp.deploy("proxy", "stamp", min_agents=1, max_agents=50)
         cp.deploy("echo", "echo-vad", min_agents=1, max_agents=50)
-        print("forked: first start of an agent (its forking parent loads)", flush=True)
+        print("forked: first start of an agent (its parent loaded at deploy)", flush=True)
         results["first"] = await sequential_starts(cp, "cold", 1, stamps, warm=0)
         print(f"forked: {plan.starts} starts on a warm pool", flush=True)
         results["warm"] = await sequential_starts(cp, "warm", plan.starts, stamps, warm=1)
@@ -123,6 +133,11 @@ async def plain_platform(work: Path, plan: Plan, results: dict[str, object]) -> 
         cp.stop()
 
 
+async def dev_runner(work: Path, plan: Plan, results: dict[str, object]) -> None:
+    print(f"dev runner: {plan.dev_starts} starts in its process (the floor)", flush=True)
+    results["dev"] = await dev_starts(work / "dev", plan.dev_starts, work / "stamps")
+
+
 async def pool_bursts(work: Path, plan: Plan, results: dict[str, object]) -> None:
     print(f"pool: burst of {plan.burst}, forked", flush=True)
     results["pool_burst"] = await pool_burst(
@@ -151,6 +166,9 @@ async def densities(work: Path, plan: Plan, results: dict[str, object]) -> None:
                 work / f"density-p{calls}", fork=False, calls=calls, seconds=plan.call_seconds
             )
         )
+    for calls in plan.dev_density:
+        print(f"density: {calls} calls in one dev-runner process", flush=True)
+        runs.append(await dev_density(work / "dev", calls=calls, seconds=plan.call_seconds))
     results["density"] = runs
 
 
@@ -179,11 +197,21 @@ def build_table(results: dict[str, object]) -> Results:
         )
 
     assert isinstance(warm, StartRun) and isinstance(cold, StartRun) and isinstance(first, StartRun)
-    start_row("warm pool (forked instances)", warm)
-    start_row("empty pool, forked", cold)
+    dev = results.get("dev")
+    floor = percentile(dev.latencies, 50) if isinstance(dev, StartRun) else math.nan
+
+    def over_floor(run: StartRun) -> str:
+        if math.isnan(floor):
+            return ""
+        return f"+{ms(percentile(run.latencies, 50) - floor)} over the dev runner at p50"
+
+    start_row("warm pool (forked instances)", warm, over_floor(warm))
+    start_row("empty pool, forked", cold, over_floor(cold))
     start_row("empty pool, plain processes", plain_cold, "baseline", baseline=True)
     start_row("warm pool, plain processes", plain_warm)
-    start_row("agent's first start (loads its forking parent)", first)
+    start_row("agent's first start after its deploy (parent loaded then)", first)
+    if isinstance(dev, StartRun):
+        start_row("Pipecat dev runner: bot() in its own process", dev, "no isolation: the floor")
 
     refill, plain_refill = warm.refills, plain_warm.refills
     out.add(
@@ -226,6 +254,7 @@ def build_table(results: dict[str, object]) -> Results:
 
     runs = results.get("density") or []
     plain_by_n = {r.calls: r for r in runs if r.mode == "plain"}  # type: ignore[attr-defined]
+    dev_by_n = {r.calls: r for r in runs if r.mode == DEV_MODE}  # type: ignore[attr-defined]
     for run in runs:  # type: ignore[assignment]
         assert isinstance(run, DensityRun)
         figures = (
@@ -235,10 +264,15 @@ def build_table(results: dict[str, object]) -> Results:
             f"PSS {run.pss_mb:.1f} MB, USS {run.uss_mb:.1f} MB per session"
         )
         versus = ""
-        base_run = plain_by_n.get(run.calls)
-        if run.mode == "forked" and base_run is not None:
-            versus = f"PSS {ratio(run.pss_mb, base_run.pss_mb)} smaller"
-        note = "baseline" if run.mode == "plain" else ""
+        base_run, dev_run = plain_by_n.get(run.calls), dev_by_n.get(run.calls)
+        if run.mode == "forked":
+            against = []
+            if base_run is not None:
+                against.append(f"PSS {ratio(run.pss_mb, base_run.pss_mb)} smaller than plain")
+            if dev_run is not None:
+                against.append(f"{ratio(run.pss_mb, dev_run.pss_mb)} vs one dev runner")
+            versus = "; ".join(against)
+        note = {"plain": "baseline", DEV_MODE: "no isolation"}.get(run.mode, "")
         if run.failed_calls:
             note = f"{run.failed_calls} calls failed; {note}".rstrip("; ")
         out.add(
@@ -356,20 +390,39 @@ async def run(plan: Plan, args: argparse.Namespace) -> None:
     for stamps in ("stamps", "stamps-plain"):
         (work / stamps).mkdir()
     results: dict[str, object] = {}
+    loads: list[float] = []
+    sampler = asyncio.create_task(sample_load(loads))
     try:
         await forked_platform(work, plan, results)
         await plain_platform(work, plan, results)
+        await dev_runner(work, plan, results)
         await pool_bursts(work, plan, results)
         await densities(work, plan, results)
     finally:
+        sampler.cancel()
         shutil.rmtree(work, ignore_errors=True)
     table = build_table(results)
     elapsed = time.monotonic() - started
-    text = report.markdown(table, plan=plan.__dict__, argv=sys.argv[1:], elapsed=elapsed, load=load)
+    text = report.markdown(
+        table,
+        plan=plan.__dict__,
+        argv=sys.argv[1:],
+        elapsed=elapsed,
+        load=load,
+        loads_during=loads,
+    )
     print()
     print(table.table())
     path = report.write(args.out, text)
     print(f"\nwrote {path} ({elapsed:.0f} s)")
+
+
+async def sample_load(into: list[float]) -> None:
+    """The machine's 1-minute load average every few seconds: the benchmark's own load is
+    at most its cores' worth, so more means others shared the machine."""
+    while True:
+        into.append(os.getloadavg()[0])
+        await asyncio.sleep(LOAD_SAMPLE_SECONDS)
 
 
 def main(argv: list[str] | None = None) -> None:

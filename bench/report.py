@@ -58,7 +58,13 @@ def versions() -> list[str]:
 
 
 def markdown(
-    table: Results, *, plan: dict, argv: list[str], elapsed: float, load: tuple[float, ...]
+    table: Results,
+    *,
+    plan: dict,
+    argv: list[str],
+    elapsed: float,
+    load: tuple[float, ...],
+    loads_during: list[float] | None = None,
 ) -> str:
     cores = os.cpu_count() or 0
     memory = psutil.virtual_memory().total / 2**30
@@ -72,6 +78,7 @@ def markdown(
         f"- plan: {', '.join(f'{k}={v}' for k, v in plan.items())}",
         f"- took {elapsed:.0f} s; everything on 127.0.0.1; load average before the run "
         f"{' '.join(f'{x:.2f}' for x in load)} (other work on the machine skews the figures)",
+        *([f"- {load_during(loads_during)}"] if loads_during else []),
         "",
         table.table(),
         "",
@@ -81,8 +88,22 @@ def markdown(
     return "\n".join(lines)
 
 
+def load_during(samples: list[float]) -> str:
+    ordered = sorted(samples)
+    median = ordered[len(ordered) // 2]
+    return (
+        f"load average (1 min) during the run, sampled every 5 s: min {ordered[0]:.1f}, "
+        f"median {median:.1f}, max {ordered[-1]:.1f} on {os.cpu_count()} cores"
+    )
+
+
 def write(folder: Path, text: str) -> Path:
+    """The results file of today, or of this minute when today's exists: runs never
+    overwrite each other."""
     folder.mkdir(parents=True, exist_ok=True)
-    path = folder / f"{datetime.now(UTC):%Y-%m-%d}-{os.cpu_count()}c.md"
+    now = datetime.now(UTC)
+    path = folder / f"{now:%Y-%m-%d}-{os.cpu_count()}c.md"
+    if path.exists():
+        path = folder / f"{now:%Y-%m-%d-%H%M}-{os.cpu_count()}c.md"
     path.write_text(text)
     return path
