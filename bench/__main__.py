@@ -270,7 +270,7 @@ def build_table(results: dict[str, object]) -> Results:
             if base_run is not None:
                 against.append(f"PSS {ratio(run.pss_mb, base_run.pss_mb)} smaller than plain")
             if dev_run is not None:
-                against.append(f"{ratio(run.pss_mb, dev_run.pss_mb)} vs one dev runner")
+                against.append(f"{run.pss_mb / dev_run.pss_mb:.1f}x the dev runner's PSS")
             versus = "; ".join(against)
         note = {"plain": "baseline", DEV_MODE: "no isolation"}.get(run.mode, "")
         if run.failed_calls:
