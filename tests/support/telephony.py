@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import json
 import shutil
 import subprocess
@@ -107,6 +108,8 @@ class MediaStreamCall:
     """One call's media stream, as its carrier speaks it; subclasses name the messages."""
 
     received: list[bytes] = field(default_factory=list)
+    #: set whenever audio comes back
+    _more: asyncio.Event = field(default_factory=asyncio.Event, repr=False)
     #: the audio encoding both ways: ``mu-law`` (1 byte a sample) or ``pcm16`` (2)
     encoding: ClassVar[str] = "mu-law"
 
@@ -150,9 +153,11 @@ class MediaStreamCall:
         headers: dict[str, str] | None = None,
         tail: float = 1.0,
         frames: list[bytes] | None = None,
+        until_echo: float | None = None,
     ) -> None:
         """Connect, stream ``frames`` (else ``seconds`` of tone) in real time, collect what
-        comes back, stop."""
+        comes back for ``tail`` seconds more (or, with ``until_echo``, until that share of
+        what was sent is back, ``tail`` at most: a loaded machine echoes late), stop."""
         if frames is None:
             frames = tone_frames(seconds)
             if self.sample_bytes == 2:
@@ -168,7 +173,13 @@ class MediaStreamCall:
                 delay = t0 + (i + 1) * FRAME_MS / 1000 - loop.time()
                 if delay > 0:
                     await asyncio.sleep(delay)
-            await asyncio.sleep(tail)
+            if until_echo is None:
+                await asyncio.sleep(tail)
+            else:
+                wanted = until_echo * len(frames) * FRAME_MS / 1000
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(tail):
+                        await self._echoed(wanted)
             await ws.send(self.stop_message())
             reader.cancel()
             await asyncio.gather(reader, return_exceptions=True)
@@ -198,6 +209,13 @@ class MediaStreamCall:
             audio = self.audio_in(json.loads(message))
             if audio is not None:
                 self.received.append(audio)
+                self._more.set()
+
+    async def _echoed(self, seconds: float) -> None:
+        """Until ``seconds`` of audio have come back."""
+        while self.received_seconds < seconds:
+            self._more.clear()
+            await self._more.wait()
 
 
 @dataclass

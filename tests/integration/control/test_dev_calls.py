@@ -31,6 +31,7 @@ from tests.integration.control.helpers import (
 from tests.support.control import ORG, ControlPlane
 from tests.support.processes import CATTERY, EXAMPLES, REPO, TEST_BOTS, base_env
 from tests.support.telephony import (
+    MIN_ECHO_SHARE,
     ExotelCall,
     MediaStreamCall,
     PlivoCall,
@@ -44,6 +45,8 @@ from tests.support.waiting import wait_for
 AGENT = "multi-transport"
 PROBE = TEST_BOTS / "probe"
 PUBLIC_HOST = "bot.example.test"
+#: how long a call waits for its echo after speaking, at most
+ECHO_WAIT = 15.0
 CALLS: dict[str, type[MediaStreamCall]] = {
     "twilio": TwilioCall,
     "telnyx": TelnyxCall,
@@ -110,7 +113,8 @@ async def test_a_carriers_webhook_streams_its_call_to_the_bot(
         assert stream.get("bidirectionalMode") == expected_mode, answer.text
 
     call = CALLS[carrier]()
-    await call.play(on_loopback(dev, url), frames=frames_for(call, speech_audio))
+    frames = frames_for(call, speech_audio)
+    await call.play(on_loopback(dev, url), frames=frames, tail=ECHO_WAIT, until_echo=MIN_ECHO_SHARE)
     assert_heard_back(call, len(speech_audio["mu-law"]) / 8000)
     (session,) = ended_sessions(dev, 1)
     assert session["transport"] == carrier and session["endState"] == "completed", session
@@ -144,7 +148,8 @@ async def test_dev_ws_takes_any_carrier_and_the_webhook_says_what_it_needs(
         (TwilioCall(), f"{ws}/ws/twilio?serviceHost={AGENT}.{ORG}"),
     ]
     for call, url in calls:
-        await call.play(url, frames=frames_for(call, speech_audio)[:50])
+        frames = frames_for(call, speech_audio)[:50]
+        await call.play(url, frames=frames, tail=ECHO_WAIT, until_echo=MIN_ECHO_SHARE)
         assert_heard_back(call, 1.0)
     ended = ended_sessions(dev, 3)
     assert sorted(s["transport"] for s in ended) == ["exotel", "telnyx", "twilio"], ended

@@ -28,6 +28,7 @@ from tests.integration.control.helpers import (
 from tests.support.control import ORG, ControlPlane
 from tests.support.processes import EXAMPLES, TEST_BOTS
 from tests.support.telephony import (
+    MIN_ECHO_SHARE,
     ExotelCall,
     MediaStreamCall,
     PlivoCall,
@@ -41,6 +42,8 @@ from tests.support.waiting import wait_for
 ECHO = EXAMPLES / "multi-transport"
 PROBE = TEST_BOTS / "probe"
 SERVICE_HOST_PARAMETER = "_pipecatCloudServiceHost"
+#: how long a call waits for its echo after speaking, at most
+ECHO_WAIT = 15.0
 
 
 def sessions(control: ControlPlane, agent: str) -> list[dict]:
@@ -74,7 +77,15 @@ async def test_every_carrier_reaches_the_bot_and_hears_it_back(
         (ExotelCall(), f"{ws}/ws/exotel?serviceHost={host}"),
     ]
     await asyncio.gather(
-        *(call.play(url, frames=frames_for(call, speech_audio)) for call, url in calls)
+        *(
+            call.play(
+                url,
+                frames=frames_for(call, speech_audio),
+                tail=ECHO_WAIT,
+                until_echo=MIN_ECHO_SHARE,
+            )
+            for call, url in calls
+        )
     )
     sent = len(speech_audio["mu-law"]) / 8000
     for call, _ in calls:
@@ -164,7 +175,8 @@ async def test_ws_auth_tokens_let_one_call_in_and_refuse_the_rest(
     # names the agent too. The call is heard back.
     call = TwilioCall()
     frames = frames_for(call, speech_audio)[:50]  # one second is enough here
-    await call.play(f"{ws}/ws/twilio/{token}", frames=frames, tail=0.5)
+    url = f"{ws}/ws/twilio/{token}"
+    await call.play(url, frames=frames, tail=ECHO_WAIT, until_echo=MIN_ECHO_SHARE)
     assert_heard_back(call, 1.0)
 
     # Used once: a replay is refused, in the path, the query or the header.
