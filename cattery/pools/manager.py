@@ -12,6 +12,7 @@ import asyncio
 from loguru import logger
 
 from cattery.backends.base import Backend, InstanceHandle, InstanceSpec
+from cattery.backends.handles import close_all
 from cattery.pools.options import PoolOptions, PoolStats
 from cattery.pools.pool import Pool
 
@@ -76,7 +77,7 @@ class PoolManager:
         pending = list(self._adopted.pop(key, {}).values())
         if pool is not None:
             await pool.aclose()
-        await _close_all(pending)
+        await close_all(pending)
 
     async def aclose(self) -> None:
         """Close every pool. Idempotent."""
@@ -85,15 +86,8 @@ class PoolManager:
         self._pools.clear()
         pending = [h for handles in self._adopted.values() for h in handles.values()]
         self._adopted.clear()
-        await _close_all(pending)
+        await close_all(pending)
         results = await asyncio.gather(*(p.aclose() for p in pools), return_exceptions=True)
         for pool, result in zip(pools, results, strict=True):
             if isinstance(result, BaseException):
                 logger.opt(exception=result).error(f"Closing pool {pool.key} failed: {result!r}")
-
-
-async def _close_all(handles: list[InstanceHandle]) -> None:
-    results = await asyncio.gather(*(h.aclose() for h in handles), return_exceptions=True)
-    for handle, result in zip(handles, results, strict=True):
-        if isinstance(result, BaseException):
-            logger.opt(exception=result).error(f"Closing {handle.id} failed: {result!r}")

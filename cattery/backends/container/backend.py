@@ -21,6 +21,7 @@ from loguru import logger
 from cattery.backends.base import InstanceFailed, InstanceSpec, LineSink, MetricsSink
 from cattery.backends.container.engine import Engine
 from cattery.backends.container.handle import ContainerInstanceHandle
+from cattery.backends.handles import close_all
 from cattery.backends.profiles import limits_for
 from cattery.errors import CatteryError
 
@@ -164,9 +165,5 @@ class ContainerBackend:
     async def aclose(self) -> None:
         """Stop and remove every container this backend still owns. Idempotent."""
         self._closed = True
-        handles = self.handles
-        results = await asyncio.gather(*(h.aclose() for h in handles), return_exceptions=True)
-        for handle, result in zip(handles, results, strict=True):
-            if isinstance(result, BaseException):
-                logger.opt(exception=result).error(f"Closing {handle.id} failed: {result!r}")
+        await close_all(self.handles)
         self.engine.close()

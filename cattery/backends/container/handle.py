@@ -12,13 +12,11 @@ import threading
 from collections import deque
 from typing import Any
 
-import httpx
 from docker.errors import DockerException, NotFound
 from docker.models.containers import Container
 from loguru import logger
 
 from cattery.backends.base import (
-    ALLOWED_TRANSITIONS,
     InstanceFailed,
     InstanceSpec,
     InstanceStartTimeout,
@@ -27,15 +25,13 @@ from cattery.backends.base import (
     MetricsSink,
 )
 from cattery.backends.container.engine import Engine
+from cattery.backends.handles import TERMINAL, Probe, StatusMachine, probe_livez
 from cattery.backends.tasks import OwnedTasks
 
-READY_POLL_SECONDS = 0.05
-LIVEZ_TIMEOUT_SECONDS = 2.0
 LAST_LINES = 20
-TERMINAL = frozenset({InstanceStatus.STOPPED, InstanceStatus.FAILED})
 
 
-class ContainerInstanceHandle:
+class ContainerInstanceHandle(StatusMachine):
     """A container on the engine. Owned by one pool (or the backend)."""
 
     def __init__(
@@ -79,10 +75,6 @@ class ContainerInstanceHandle:
     # -- the InstanceHandle protocol ---------------------------------------------------
 
     @property
-    def status(self) -> InstanceStatus:
-        return self._status
-
-    @property
     def address(self) -> str:
         return f"http://{self._host}:{self._port}"
 
@@ -107,33 +99,23 @@ class ContainerInstanceHandle:
         }
 
     async def ready(self, timeout: float) -> None:
-        """Poll ``/livez`` until it answers 200; the container exiting or ``timeout`` fails it.
+        """Poll ``/livez`` until it answers; the container exiting or ``timeout`` fails it.
 
-        A pipecat-base image has no ``/livez``: any HTTP answer from its server means it is
-        up, as Pipecat Cloud's own probe of the port does.
+        A pipecat-base image has no ``/livez``: any HTTP answer from its server below 500
+        means it is up, as Pipecat Cloud's own probe of the port does.
         """
         if self._status == InstanceStatus.READY:
             return
         if self._status != InstanceStatus.STARTING:
             raise InstanceFailed(f"instance {self.id} is {self._status}, not starting")
-        deadline = self._loop.time() + timeout
-        async with httpx.AsyncClient(trust_env=False, verify=False) as client:
-            while True:
-                if self._exited.is_set():
-                    self._fail_start(f"exited with code {self._exit_code} before it was ready")
-                budget = min(LIVEZ_TIMEOUT_SECONDS, max(0.05, deadline - self._loop.time()))
-                try:
-                    resp = await client.get(self.address + "/livez", timeout=budget)
-                    if resp.status_code < 500:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if self._loop.time() >= deadline:
-                    self.kill()
-                    self._fail_start(
-                        f"did not answer /livez within {timeout:g} s", InstanceStartTimeout
-                    )
-                await asyncio.sleep(READY_POLL_SECONDS)
+        probe = await probe_livez(
+            self.address, timeout, exited=self._exited.is_set, accept=lambda code: code < 500
+        )
+        if probe is Probe.EXITED:
+            self._fail_start(f"exited with code {self._exit_code} before it was ready")
+        if probe is Probe.TIMED_OUT:
+            self.kill()
+            self._fail_start(f"did not answer /livez within {timeout:g} s", InstanceStartTimeout)
         if self._status == InstanceStatus.STARTING:
             self._set_status(InstanceStatus.READY)
         if self._status != InstanceStatus.READY:
@@ -272,13 +254,6 @@ class ContainerInstanceHandle:
         lines = "\n".join(self._last_lines)
         message = f"instance {self.id} of {self.spec.agent_key} {reason}"
         raise error(f"{message}; last log lines:\n{lines}" if lines else message)
-
-    def _set_status(self, new: InstanceStatus) -> None:
-        if new == self._status:
-            return
-        if new not in ALLOWED_TRANSITIONS[self._status]:
-            raise RuntimeError(f"instance {self.id}: {self._status} -> {new} is not allowed")
-        self._status = new
 
     def __repr__(self) -> str:
         return f"<ContainerInstanceHandle {self.id} {self._status} {self.container.id[:12]}>"

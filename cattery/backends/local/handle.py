@@ -12,31 +12,27 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
-import httpx
 from loguru import logger
 
 from cattery.backends.base import (
-    ALLOWED_TRANSITIONS,
     InstanceFailed,
     InstanceSpec,
     InstanceStartTimeout,
     InstanceStatus,
     LineSink,
 )
+from cattery.backends.handles import TERMINAL, Probe, StatusMachine, probe_livez
 from cattery.backends.local.logtail import LogTail
 from cattery.backends.local.proc import ProcessRef
 from cattery.backends.local.record import AdoptRecord
 from cattery.backends.tasks import OwnedTasks
 
 EXIT_POLL_SECONDS = 0.1
-READY_POLL_SECONDS = 0.05
-LIVEZ_TIMEOUT_SECONDS = 2.0
 #: how long a SIGKILLed process may take to disappear before we give up waiting
 KILL_WAIT_SECONDS = 10.0
-TERMINAL = frozenset({InstanceStatus.STOPPED, InstanceStatus.FAILED})
 
 
-class LocalInstanceHandle:
+class LocalInstanceHandle(StatusMachine):
     """A ``cattery runtime`` process on this machine. Owned by one pool (or the backend).
 
     ``aclose`` is idempotent and always ends in STOPPED or FAILED with the process gone.
@@ -74,10 +70,6 @@ class LocalInstanceHandle:
         self._tasks.spawn(self._watch_exit(), "exit_watch_task")
 
     # -- the InstanceHandle protocol ---------------------------------------------------
-
-    @property
-    def status(self) -> InstanceStatus:
-        return self._status
 
     @property
     def address(self) -> str:
@@ -118,25 +110,12 @@ class LocalInstanceHandle:
             return
         if self._status != InstanceStatus.STARTING:
             raise InstanceFailed(f"instance {self.id} is {self._status}, not starting")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        # plain HTTP on loopback: no CA bundle to load (it costs ~30 ms per client)
-        async with httpx.AsyncClient(trust_env=False, verify=False) as client:
-            while True:
-                if self._check_exit():
-                    self._fail_start(f"exited with code {self._exit_code} before it was ready")
-                budget = min(LIVEZ_TIMEOUT_SECONDS, max(0.05, deadline - loop.time()))
-                try:
-                    resp = await client.get(self.address + "/livez", timeout=budget)
-                    if resp.status_code == 200:
-                        break
-                except httpx.HTTPError:
-                    pass
-                if loop.time() >= deadline:
-                    self.kill()
-                    reason = f"did not answer /livez within {timeout:g} s"
-                    self._fail_start(reason, InstanceStartTimeout)
-                await asyncio.sleep(READY_POLL_SECONDS)
+        probe = await probe_livez(self.address, timeout, exited=self._check_exit)
+        if probe is Probe.EXITED:
+            self._fail_start(f"exited with code {self._exit_code} before it was ready")
+        if probe is Probe.TIMED_OUT:
+            self.kill()
+            self._fail_start(f"did not answer /livez within {timeout:g} s", InstanceStartTimeout)
         if self._status == InstanceStatus.STARTING:
             self._set_status(InstanceStatus.READY)
         if self._status != InstanceStatus.READY:
@@ -257,13 +236,6 @@ class LocalInstanceHandle:
             clean = self._stop_requested or code is None or code == 0
             self._set_status(InstanceStatus.STOPPED if clean else InstanceStatus.FAILED)
         return True
-
-    def _set_status(self, new: InstanceStatus) -> None:
-        if new == self._status:
-            return
-        if new not in ALLOWED_TRANSITIONS[self._status]:
-            raise RuntimeError(f"instance {self.id}: {self._status} -> {new} is not allowed")
-        self._status = new
 
     def __repr__(self) -> str:
         return f"<LocalInstanceHandle {self.id} {self._status} pid={self._process.pid}>"

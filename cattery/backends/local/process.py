@@ -13,7 +13,6 @@ milliseconds instead of the second a fresh interpreter takes to import Pipecat.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import secrets
 import socket
@@ -34,6 +33,7 @@ from cattery.backends.base import (
 )
 from cattery.backends.forking.client import ParentLaunch, fork_supported, spec_key
 from cattery.backends.forking.servers import ForkServers
+from cattery.backends.handles import close_all
 from cattery.backends.local.forkserver import ForkedProcess
 from cattery.backends.local.handle import LocalInstanceHandle
 from cattery.backends.local.metrics import MetricsSampler
@@ -278,11 +278,7 @@ class LocalBackend:
         """Close every instance this backend still owns, then its forking parents.
         Idempotent."""
         self._closed = True
-        handles = self.handles
-        results = await asyncio.gather(*(h.aclose() for h in handles), return_exceptions=True)
-        for handle, result in zip(handles, results, strict=True):
-            if isinstance(result, BaseException):
-                logger.opt(exception=result).error(f"Closing {handle.id} failed: {result!r}")
+        await close_all(self.handles)
         await self._metrics.aclose()
         if self._forks is not None:
             await self._forks.aclose()

@@ -1,0 +1,78 @@
+"""What every backend's instance handle shares: its status machine, the readiness probe, and
+closing many handles at once without one failure stopping the rest."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable, Iterable
+from enum import Enum
+
+import httpx
+from loguru import logger
+
+from cattery.backends.base import ALLOWED_TRANSITIONS, InstanceHandle, InstanceStatus
+
+READY_POLL_SECONDS = 0.05
+LIVEZ_TIMEOUT_SECONDS = 2.0
+TERMINAL = frozenset({InstanceStatus.STOPPED, InstanceStatus.FAILED})
+
+
+class StatusMachine:
+    """A handle's status, changed only along ``ALLOWED_TRANSITIONS``."""
+
+    id: str
+    _status: InstanceStatus
+
+    @property
+    def status(self) -> InstanceStatus:
+        return self._status
+
+    def _set_status(self, new: InstanceStatus) -> None:
+        if new == self._status:
+            return
+        if new not in ALLOWED_TRANSITIONS[self._status]:
+            raise RuntimeError(f"instance {self.id}: {self._status} -> {new} is not allowed")
+        self._status = new
+
+
+class Probe(Enum):
+    ANSWERED = "answered"
+    EXITED = "exited"
+    TIMED_OUT = "timed out"
+
+
+async def probe_livez(
+    address: str,
+    timeout: float,
+    *,
+    exited: Callable[[], bool],
+    accept: Callable[[int], bool] = lambda status: status == 200,
+) -> Probe:
+    """Poll ``address/livez`` until an accepted answer, the instance's exit, or ``timeout``."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    # plain HTTP on loopback: no CA bundle to load (it costs ~30 ms per client)
+    async with httpx.AsyncClient(trust_env=False, verify=False) as client:
+        while True:
+            if exited():
+                return Probe.EXITED
+            budget = min(LIVEZ_TIMEOUT_SECONDS, max(0.05, deadline - loop.time()))
+            try:
+                resp = await client.get(address + "/livez", timeout=budget)
+                if accept(resp.status_code):
+                    return Probe.ANSWERED
+            except httpx.HTTPError:
+                pass
+            if loop.time() >= deadline:
+                return Probe.TIMED_OUT
+            await asyncio.sleep(READY_POLL_SECONDS)
+
+
+async def close_all(handles: Iterable[InstanceHandle], grace: float | None = None) -> None:
+    """Close every handle at once; a failure is logged and the others still close."""
+    handles = list(handles)
+    closing = (h.aclose() if grace is None else h.aclose(grace) for h in handles)
+    results = await asyncio.gather(*closing, return_exceptions=True)
+    for handle, result in zip(handles, results, strict=True):
+        if isinstance(result, BaseException):
+            logger.opt(exception=result).error(f"Closing {handle.id} failed: {result!r}")
