@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cattery.backends.base import InstanceFailed
 from cattery.control.api.private.services import agent_key, get_agent
 from cattery.control.state import ControlState
-from cattery.control.supervisor import Connect, LiveSession
+from cattery.control.supervisor import Connect, LiveSession, NewSession
 from cattery.errors import (
     AgentNotFound,
     AtCapacity,
@@ -118,7 +118,7 @@ async def place(
         await record_refused(state, target, session_id, transport)
         raise CatteryError(f"The agent's instance failed to start: {exc}") from exc
     try:
-        return await state.supervisor.bridge(
+        new = NewSession(
             organization_id=target.organization_id,
             agent_id=target.agent_id,
             agent_key=target.agent_key,
@@ -127,11 +127,11 @@ async def place(
             cold_start=lease.cold_start,
             release=target.pool.release,
             max_session_seconds=target.max_session_seconds,
-            connect=connect,
             transport=transport,
             session_id=session_id,
             requested_at=requested_at,
         )
+        return await state.supervisor.bridge(new, connect=connect)
     except BaseException:
         await target.pool.release(lease.handle)
         raise

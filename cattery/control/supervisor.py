@@ -73,6 +73,24 @@ Release = Callable[[InstanceHandle], Awaitable[None]]
 Connect = Callable[["LiveSession"], Awaitable[str | None]]
 
 
+@dataclass(frozen=True)
+class NewSession:
+    """A session about to start: whose it is and the instance it got (dispatch and bridge)."""
+
+    organization_id: str
+    agent_id: str
+    agent_key: str
+    deployment_id: str
+    handle: InstanceHandle
+    cold_start: bool
+    release: Release
+    max_session_seconds: int
+    transport: str | None = None
+    session_id: str | None = None
+    #: when the start was asked for (monotonic), so the bot's start time counts from there
+    requested_at: float | None = None
+
+
 class SessionSupervisor:
     def __init__(self, router: LogRouter, recorder: SessionRecorder) -> None:
         self._router = router
@@ -91,10 +109,21 @@ class SessionSupervisor:
     def active_count(self, agent_id: str) -> int:
         return sum(1 for live in self._live.values() if live.agent_id == agent_id)
 
-    async def _record_live(self, live: LiveSession, requested_at: float | None) -> LiveSession:
+    async def _record_live(self, new: NewSession) -> LiveSession:
         """Bind the instance's log lines to the session, record it, and track it as live."""
-        if requested_at is not None:
-            live.started_monotonic = requested_at
+        live = LiveSession(
+            id=new.session_id or str(uuid.uuid4()),
+            organization_id=new.organization_id,
+            agent_id=new.agent_id,
+            agent_key=new.agent_key,
+            deployment_id=new.deployment_id,
+            handle=new.handle,
+            cold_start=new.cold_start,
+            created_at=datetime.now(UTC),
+            transport=new.transport,
+        )
+        if new.requested_at is not None:
+            live.started_monotonic = new.requested_at
         self._router.bind(
             live.handle.id,
             InstanceContext(live.organization_id, live.agent_id, live.deployment_id, live.id),
@@ -104,49 +133,23 @@ class SessionSupervisor:
         return live
 
     async def dispatch(
-        self,
-        *,
-        organization_id: str,
-        agent_id: str,
-        agent_key: str,
-        deployment_id: str,
-        handle: InstanceHandle,
-        cold_start: bool,
-        release: Release,
-        body: Any,
-        max_session_seconds: int,
-        transport: str | None = None,
-        daily: DailyRoom | None = None,
-        session_id: str | None = None,
-        requested_at: float | None = None,
+        self, new: NewSession, *, body: Any, daily: DailyRoom | None = None
     ) -> LiveSession:
         """Record the session, then run ``POST /bot`` on the instance in an owned task."""
-        live = await self._record_live(
-            LiveSession(
-                id=session_id or str(uuid.uuid4()),
-                organization_id=organization_id,
-                agent_id=agent_id,
-                agent_key=agent_key,
-                deployment_id=deployment_id,
-                handle=handle,
-                cold_start=cold_start,
-                created_at=datetime.now(UTC),
-                transport=transport,
-            ),
-            requested_at,
-        )
+        live = await self._record_live(new)
         headers = {
-            INSTANCE_TOKEN_HEADER: handle.token,
+            INSTANCE_TOKEN_HEADER: new.handle.token,
             "x-daily-session-id": live.id,
-            "x-pcc-max-session-seconds": str(max_session_seconds),
+            "x-pcc-max-session-seconds": str(new.max_session_seconds),
         }
-        if transport:
-            headers["x-daily-transport-type"] = transport
+        if new.transport:
+            headers["x-daily-transport-type"] = new.transport
         if daily is not None:
             headers["x-daily-room-url"] = daily.room_url
             headers["x-daily-room-token"] = daily.bot_token
         live.task = asyncio.create_task(
-            self._run(live, headers, body, max_session_seconds, release), name=f"dispatch-{live.id}"
+            self._run(live, headers, body, new.max_session_seconds, new.release),
+            name=f"dispatch-{live.id}",
         )
         return live
 
@@ -186,22 +189,7 @@ class SessionSupervisor:
                     end_state = "terminated"
                 await self._finish(live, end_state, release)
 
-    async def bridge(
-        self,
-        *,
-        organization_id: str,
-        agent_id: str,
-        agent_key: str,
-        deployment_id: str,
-        handle: InstanceHandle,
-        cold_start: bool,
-        release: Release,
-        max_session_seconds: int,
-        connect: Connect,
-        transport: str | None = None,
-        session_id: str | None = None,
-        requested_at: float | None = None,
-    ) -> LiveSession:
+    async def bridge(self, new: NewSession, *, connect: Connect) -> LiveSession:
         """Record a session whose lifetime is a WebSocket joined to the instance's ``/ws``
         (a carrier's media stream, a generic client), and run ``connect(live)`` in its task.
 
@@ -209,23 +197,10 @@ class SessionSupervisor:
         one-session instance exits), with the end state the runtime logged; or with the one
         ``connect`` returns when the bot never got the connection or lost it.
         """
-        live = await self._record_live(
-            LiveSession(
-                id=session_id or str(uuid.uuid4()),
-                organization_id=organization_id,
-                agent_id=agent_id,
-                agent_key=agent_key,
-                deployment_id=deployment_id,
-                handle=handle,
-                cold_start=cold_start,
-                created_at=datetime.now(UTC),
-                transport=transport,
-            ),
-            requested_at,
-        )
-        budget = max_session_seconds + BACKSTOP_GRACE_SECONDS
+        live = await self._record_live(new)
+        budget = new.max_session_seconds + BACKSTOP_GRACE_SECONDS
         live.task = asyncio.create_task(
-            self._bridged(live, connect, budget, release), name=f"bridge-{live.id}"
+            self._bridged(live, connect, budget, new.release), name=f"bridge-{live.id}"
         )
         return live
 

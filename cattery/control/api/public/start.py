@@ -15,6 +15,7 @@ from cattery.control.api.public.telephony import WS_START_TRANSPORTS, ws_start
 from cattery.control.daily import daily_client, open_session_room
 from cattery.control.deps import DB, PublicCaller, State
 from cattery.control.state import ControlState
+from cattery.control.supervisor import NewSession
 from cattery.errors import InvalidRequest, PayloadTooLarge, ServiceUnavailable
 from cattery.store.models import Organization
 
@@ -125,7 +126,7 @@ async def start_session(
     if room is not None:
         transport = "daily"
     body = req.body if req.body is not None else {}
-    live = await state.supervisor.dispatch(
+    new = NewSession(
         organization_id=org.id,
         agent_id=agent.agent_id,
         agent_key=key,
@@ -133,12 +134,11 @@ async def start_session(
         handle=lease.handle,
         cold_start=lease.cold_start,
         release=pool.release,
-        body=body,
         max_session_seconds=max_session_seconds,
         transport=transport,
-        daily=room,
         requested_at=requested_at,
     )
+    live = await state.supervisor.dispatch(new, body=body, daily=room)
     response: dict[str, Any] = {"sessionId": live.id}
     if room is not None:
         response["dailyRoom"], response["dailyToken"] = room.room_url, room.client_token
