@@ -52,7 +52,9 @@ or write ~/.config/pipecatcloud/pipecatcloud.toml:
 def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="cattery", lifespan=_lifespan(settings))
     install_error_handlers(app)
-    for module in (services, sessions, secrets, organization, start, proxy, webhooks):
+    # the public routes first: every start and Session API call is matched against the
+    # routes ahead of its own, and these are the ones on the hot path
+    for module in (start, proxy, services, sessions, secrets, organization, webhooks):
         app.include_router(module.build_router())
     if settings.dev.agent:  # cattery dev: Pipecat's development runner's routes, no key
         app.include_router(dev.build_router())  # first: its /ws/{token} before /ws/{carrier}
