@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpx
 from fastapi import FastAPI
@@ -131,12 +132,18 @@ async def _open(settings: Settings) -> ControlState:
         router=router,
         supervisor=SessionSupervisor(router, recorder),
         deployer=Deployer(settings, pools, container_engine),
-        proxy_http=httpx.AsyncClient(),
+        proxy_http=_cookieless_client(),
         backend=backend,
         containers=containers,
         instances=instances,
         admin_token_created=boot.admin_token,
     )
+
+
+def _cookieless_client() -> httpx.AsyncClient:
+    """The client for instances' webhooks and Daily's API: it keeps no cookies, so nothing
+    one instance sets is ever sent to another."""
+    return httpx.AsyncClient(cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])))
 
 
 async def _open_containers(
