@@ -101,6 +101,8 @@ class Settings(BaseSettings):
     #: agents deployed at start: name -> folder holding bot.py
     agents: dict[str, str] = Field(default_factory=dict)
     instance_sample_interval: float = 2.0
+    #: local backend: hours an instance's log file is kept after its last line
+    instance_log_retention_hours: float = Field(24.0, gt=0)
     #: the carriers' media WebSockets (``/ws/{carrier}``): ``none`` lets any call in that names
     #: an agent; ``token`` wants a token from a start, as Pipecat's runner's ``--ws-auth token``
     ws_auth: str = Field("none", pattern="^(none|token)$")

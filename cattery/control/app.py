@@ -116,6 +116,7 @@ async def _open(settings: Settings) -> ControlState:
         metrics_sink=router.sample,
         sample_interval=settings.instance_sample_interval,
         fork=settings.backend_fork,
+        log_retention=settings.instance_log_retention_hours * 3600,
     )
     await backend.start()
     container_engine, containers = await _open_containers(settings, router)

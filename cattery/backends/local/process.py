@@ -13,11 +13,13 @@ milliseconds instead of the second a fresh interpreter takes to import Pipecat.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import secrets
 import socket
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
@@ -42,6 +44,9 @@ from cattery.backends.local.record import AdoptRecord
 
 INSTANCE_TOKEN_ENV = "CATTERY_INSTANCE_TOKEN"
 LISTEN_BACKLOG = 128
+#: an instance's log file is kept this long after its last line (its lines are in the store)
+DEFAULT_LOG_RETENTION_SECONDS = 24 * 3600.0
+PRUNE_INTERVAL_SECONDS = 3600.0
 _fork_unsupported_logged = False
 
 
@@ -143,9 +148,12 @@ class LocalBackend:
         metrics_sink: MetricsSink,
         sample_interval: float = 2.0,
         fork: bool = True,
+        log_retention: float = DEFAULT_LOG_RETENTION_SECONDS,
     ) -> None:
         self.state_dir = Path(state_dir)
         self.instances_dir = self.state_dir / "instances"
+        self._log_retention = log_retention
+        self._last_prune: float | None = None
         self._line_sink = line_sink
         self._metrics = MetricsSampler(metrics_sink, sample_interval)
         self._handles: dict[str, LocalInstanceHandle] = {}
@@ -169,11 +177,36 @@ class LocalBackend:
     async def start(self) -> None:
         self.instances_dir.mkdir(parents=True, exist_ok=True)
 
+    def prune_logs(self) -> int:
+        """Delete the log files of instances this backend doesn't own that nothing has
+        written to for ``log_retention`` seconds (their lines are in the store by then).
+        Called at most once an hour, from ``spawn``; returns how many went."""
+        self._last_prune = time.monotonic()
+        cutoff = time.time() - self._log_retention
+        owned = {f"{instance_id}.log" for instance_id in self._handles}
+        removed = 0
+        for path in self.instances_dir.glob("inst_*.log"):
+            try:
+                if path.name not in owned and path.stat().st_mtime < cutoff:
+                    path.unlink()
+                    removed += 1
+            except FileNotFoundError:
+                continue
+        if removed:
+            logger.info(f"Removed {removed} instance log file(s) older than the retention")
+        return removed
+
+    def _prune_due(self) -> bool:
+        last = self._last_prune
+        return last is None or time.monotonic() - last >= PRUNE_INTERVAL_SECONDS
+
     async def spawn(self, spec: InstanceSpec) -> LocalInstanceHandle:
         """Start a runtime for ``spec`` on a port bound here; return at once (STARTING)."""
         if self._closed:
             raise RuntimeError("the local backend is closed")
         await self.start()
+        if self._prune_due():
+            await asyncio.to_thread(self.prune_logs)
         instance_id = new_instance_id()
         token = secrets.token_urlsafe(32)
         log_path = self.instances_dir / f"{instance_id}.log"

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import textwrap
+import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -364,3 +365,25 @@ def test_record_round_trips_without_secrets(tmp_path) -> None:
     back = AdoptRecord.from_dict(data)
     assert back.pid == 123 and back.log_offset == 89 and back.spec.env == {}
     assert back.spec.image == record.spec.image and back.create_time == record.create_time
+
+
+async def test_old_logs_of_instances_we_do_not_own_are_pruned(tmp_path, sinks) -> None:
+    backend = LocalBackend(tmp_path / "state", sinks.line, sinks.metrics, log_retention=3600)
+    await backend.start()
+    try:
+        old, recent = backend.instances_dir / "inst_old.log", backend.instances_dir / "inst_new.log"
+        parent = backend.instances_dir / "parent-org-probe-1.log"
+        for path in (old, recent, parent):
+            path.write_text("a line\n")
+        day_ago = time.time() - 86400
+        for path in (old, parent):
+            os.utime(path, (day_ago, day_ago))
+        handle = await backend.spawn(probe_spec())  # the first spawn prunes
+        await handle.ready(30)
+        assert not old.exists() and recent.exists() and parent.exists()
+        assert handle.log_path.exists()
+        os.utime(handle.log_path, (day_ago, day_ago))
+        assert backend.prune_logs() == 0  # an instance we own keeps its log
+        await handle.aclose()
+    finally:
+        await backend.aclose()
