@@ -16,6 +16,7 @@ import uuid
 from pathlib import Path
 
 from docker.errors import DockerException
+from docker.models.containers import Container
 from loguru import logger
 
 from cattery.backends.base import InstanceFailed, InstanceSpec, LineSink, MetricsSink
@@ -149,11 +150,11 @@ class ContainerBackend:
         )
         return handle
 
-    async def _published_port(self, container: object) -> int:
+    async def _published_port(self, container: Container) -> int:
         """The host port the engine chose for the container's 8080."""
         for _ in range(50):
-            await self.engine.call(container.reload)  # type: ignore[attr-defined]
-            bindings = (container.ports or {}).get(f"{CONTAINER_PORT}/tcp")  # type: ignore[attr-defined]
+            await self.engine.call(container.reload)
+            bindings = (container.ports or {}).get(f"{CONTAINER_PORT}/tcp")
             if bindings:
                 return int(bindings[0]["HostPort"])
             await asyncio.sleep(0.05)
