@@ -35,6 +35,36 @@ class StatusMachine:
         self._status = new
 
 
+class HandleBase(StatusMachine):
+    """A handle's shared lifecycle: ``aclose`` runs ``_close`` once, however many call it,
+    and a caller cancelled meanwhile doesn't cut the close short."""
+
+    _close_task: asyncio.Task[None] | None = None
+
+    async def wait(self) -> int | None:
+        raise NotImplementedError
+
+    async def _close(self, grace: float) -> None:
+        raise NotImplementedError
+
+    async def aclose(self, grace: float = 5.0) -> None:
+        if self._close_task is None:
+            self._close_task = asyncio.create_task(self._close(grace), name=f"close {self.id}")
+        await asyncio.shield(self._close_task)
+
+    def _mark_draining(self) -> None:
+        if self._status == InstanceStatus.READY:
+            self._set_status(InstanceStatus.DRAINING)
+
+    async def _wait_exit(self, timeout: float) -> bool:
+        """Whether the instance exited within ``timeout`` seconds."""
+        try:
+            await asyncio.wait_for(self.wait(), timeout)
+        except TimeoutError:
+            return False
+        return True
+
+
 class Probe(Enum):
     ANSWERED = "answered"
     EXITED = "exited"

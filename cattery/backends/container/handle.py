@@ -25,13 +25,13 @@ from cattery.backends.base import (
     MetricsSink,
 )
 from cattery.backends.container.engine import Engine
-from cattery.backends.handles import TERMINAL, Probe, StatusMachine, probe_livez
+from cattery.backends.handles import TERMINAL, HandleBase, Probe, probe_livez
 from cattery.backends.tasks import OwnedTasks
 
 LAST_LINES = 20
 
 
-class ContainerInstanceHandle(StatusMachine):
+class ContainerInstanceHandle(HandleBase):
     """A container on the engine. Owned by one pool (or the backend)."""
 
     def __init__(
@@ -63,7 +63,6 @@ class ContainerInstanceHandle(StatusMachine):
         self._stop_requested = False
         self._last_lines: deque[str] = deque(maxlen=LAST_LINES)
         self._on_closed = on_closed
-        self._close_task: asyncio.Task[None] | None = None
         self._loop = asyncio.get_running_loop()
         self._tasks = OwnedTasks(f"instance {instance_id}")
         self._tasks.spawn(self._sample(metrics_sink, sample_interval), "metrics_task")
@@ -127,15 +126,8 @@ class ContainerInstanceHandle(StatusMachine):
             return
         self._stop_requested = True
         await self._signal("SIGTERM")
-        if self._status == InstanceStatus.READY:
-            self._set_status(InstanceStatus.DRAINING)
+        self._mark_draining()
         await self._wait_exit(timeout)
-
-    async def aclose(self, grace: float = 5.0) -> None:
-        """Stop (SIGTERM, SIGKILL after ``grace`` s), then remove the container."""
-        if self._close_task is None:
-            self._close_task = asyncio.create_task(self._close(grace), name=f"close {self.id}")
-        await asyncio.shield(self._close_task)
 
     def kill(self) -> None:
         """SIGKILL the container, without grace (the kill runs in the background)."""
@@ -154,8 +146,7 @@ class ContainerInstanceHandle(StatusMachine):
             try:
                 if not self._exited.is_set():
                     self._stop_requested = True
-                    if self._status == InstanceStatus.READY:
-                        self._set_status(InstanceStatus.DRAINING)
+                    self._mark_draining()
                     try:
                         await self._engine.call(self.container.stop, timeout=max(1, int(grace)))
                     except DockerException as exc:
@@ -184,13 +175,6 @@ class ContainerInstanceHandle(StatusMachine):
             await self._engine.call(self.container.kill, signal=name)
         except DockerException as exc:  # already gone, most likely
             logger.debug(f"{name} to the container: {exc}")
-
-    async def _wait_exit(self, timeout: float) -> bool:
-        try:
-            await asyncio.wait_for(self._exited.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
 
     def _follow(self) -> None:
         """Thread: hand each log line to the sink, then record the exit code."""

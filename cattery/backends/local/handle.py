@@ -21,7 +21,7 @@ from cattery.backends.base import (
     InstanceStatus,
     LineSink,
 )
-from cattery.backends.handles import TERMINAL, Probe, StatusMachine, probe_livez
+from cattery.backends.handles import TERMINAL, HandleBase, Probe, probe_livez
 from cattery.backends.local.logtail import LogTail
 from cattery.backends.local.proc import ProcessRef
 from cattery.backends.local.record import AdoptRecord
@@ -32,7 +32,7 @@ EXIT_POLL_SECONDS = 0.1
 KILL_WAIT_SECONDS = 10.0
 
 
-class LocalInstanceHandle(StatusMachine):
+class LocalInstanceHandle(HandleBase):
     """A ``cattery runtime`` process on this machine. Owned by one pool (or the backend).
 
     ``aclose`` is idempotent and always ends in STOPPED or FAILED with the process gone.
@@ -63,7 +63,6 @@ class LocalInstanceHandle(StatusMachine):
         self._exited = asyncio.Event()
         self._stop_requested = False
         self._on_closed = on_closed
-        self._close_task: asyncio.Task[None] | None = None
         self._tail = LogTail(instance_id, log_path, line_sink, offset=log_offset)
         self._tasks = OwnedTasks(f"instance {instance_id}")
         self._tasks.spawn(self._tail.follow(), "log_tail_task")
@@ -138,15 +137,8 @@ class LocalInstanceHandle(StatusMachine):
             return
         self._stop_requested = True
         self._process.signal(signal.SIGTERM)
-        if self._status == InstanceStatus.READY:
-            self._set_status(InstanceStatus.DRAINING)
+        self._mark_draining()
         await self._wait_exit(timeout)
-
-    async def aclose(self, grace: float = 5.0) -> None:
-        """SIGTERM, SIGKILL after ``grace`` s, wait for the exit, read the log to its end."""
-        if self._close_task is None:
-            self._close_task = asyncio.create_task(self._close(grace), name=f"close {self.id}")
-        await asyncio.shield(self._close_task)
 
     def kill(self) -> None:
         """SIGKILL the instance's process group, without grace."""
@@ -197,8 +189,7 @@ class LocalInstanceHandle(StatusMachine):
                 if not self._check_exit():
                     self._stop_requested = True
                     self._process.signal(signal.SIGTERM)
-                    if self._status == InstanceStatus.READY:
-                        self._set_status(InstanceStatus.DRAINING)
+                    self._mark_draining()
                     if not await self._wait_exit(grace):
                         logger.warning(f"Instance still running {grace:g} s after SIGTERM; killing")
                         self._process.signal_group(signal.SIGKILL)
@@ -215,13 +206,6 @@ class LocalInstanceHandle(StatusMachine):
     async def _watch_exit(self) -> None:
         await self.wait()
         logger.bind(**self.log_context()).debug(f"Instance exited with code {self._exit_code}")
-
-    async def _wait_exit(self, timeout: float) -> bool:
-        try:
-            await asyncio.wait_for(self.wait(), timeout)
-        except TimeoutError:
-            return False
-        return True
 
     def _check_exit(self) -> bool:
         """Poll the process; on its exit record the code and the terminal status."""
