@@ -91,6 +91,11 @@ class NewSession:
     requested_at: float | None = None
 
 
+async def _already_connected(live: LiveSession) -> None:
+    """A reattached session's connection was made by the control plane before: there is
+    nothing left to join, only the instance to watch until it exits."""
+
+
 class SessionSupervisor:
     def __init__(self, router: LogRouter, recorder: SessionRecorder) -> None:
         self._router = router
@@ -274,34 +279,10 @@ class SessionSupervisor:
         budget = max(0.0, max_session_seconds + BACKSTOP_GRACE_SECONDS - elapsed)
         self._live[live.id] = live
         live.task = asyncio.create_task(
-            self._watch(live, budget, release), name=f"reattached-{live.id}"
+            self._bridged(live, _already_connected, budget, release),
+            name=f"reattached-{live.id}",
         )
         return live
-
-    async def _watch(self, live: LiveSession, budget: float, release: Release) -> None:
-        end_state = EndState.AGENT_ERROR.value
-        with logger.contextualize(session_id=live.id):
-            try:
-                try:
-                    async with asyncio.timeout(budget):
-                        await live.handle.wait()
-                except TimeoutError:
-                    logger.error("Session outlived its max duration; killing its instance")
-                    live.handle.kill()
-                    live.stop_requested = True
-                # The process is gone: closing reads its log to the end, last line included.
-                await live.handle.aclose(grace=KILL_GRACE_SECONDS)
-                if live.logged_end_state is not None:
-                    end_state = live.logged_end_state
-                elif not live.stop_requested:
-                    logger.error("Instance of the session exited without recording an end state")
-            except asyncio.CancelledError:
-                end_state = EndState.TERMINATED.value
-                raise
-            finally:
-                if live.stop_requested:
-                    end_state = EndState.TERMINATED.value
-                await self._finish(live, end_state, release)
 
     async def _finish(self, live: LiveSession, end_state: str, release: Release) -> None:
         self._live.pop(live.id, None)
