@@ -23,6 +23,8 @@ from cattery.runtime.options import PUBLIC_STUN
 
 class PoolDefaults(BaseModel):
     max_agents: int = 50
+    #: the most ``maxAgents`` a deploy may ask for (``CATTERY_POOLS__MAX_AGENTS_LIMIT``)
+    max_agents_limit: int = Field(500, ge=1)
     cooldown_seconds: float = 300.0
     start_timeout: float = 60.0
     max_session_duration: int = 7200

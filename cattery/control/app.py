@@ -197,6 +197,7 @@ async def _activate_deployed_agents(state: ControlState) -> None:
                     profile=dep.agent_profile,
                     secrets=secrets_env,
                     pull_auth=pull_auth,
+                    session_cookies=dep.session_cookies,
                 )
             )
 

@@ -41,6 +41,8 @@ class DeployPlan:
     profile: str
     secrets: Mapping[str, str] = field(repr=False)
     pull_auth: PullAuth | None = field(default=None, repr=False)
+    #: the Session API passes cookies both ways for this deployment (off by default)
+    session_cookies: bool = False
 
 
 SecretsLoader = Callable[[], Awaitable[Mapping[str, str]]]
@@ -54,12 +56,17 @@ class Deployer:
         self._pools = pools
         self._engine = engine
         self._status: dict[str, DeployStatus] = {}
+        self._cookie_deployments: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
 
     def status(self, deployment_id: str | None) -> DeployStatus:
         if deployment_id is None:
             return DeployStatus()
         return self._status.setdefault(deployment_id, DeployStatus())
+
+    def passes_cookies(self, deployment_id: str) -> bool:
+        """Whether the Session API passes cookies both ways for this deployment's sessions."""
+        return deployment_id in self._cookie_deployments
 
     def resolve(self, image: str) -> ImageSource:
         """What ``image`` names, or a 400 before anything is written."""
@@ -84,6 +91,8 @@ class Deployer:
     def activate(self, plan: DeployPlan) -> None:
         """Build the environment and (re)configure the agent's pool in the background."""
         self._status[plan.deployment_id] = DeployStatus()
+        if plan.session_cookies:
+            self._cookie_deployments.add(plan.deployment_id)
         task = asyncio.create_task(self._activate(plan), name=f"deploy-{plan.deployment_id}")
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)

@@ -152,6 +152,8 @@ class Deployment(Base):
     backend: Mapped[str] = mapped_column(String(32), default="local")
     # the agent's own venv interpreter, when the local backend built one
     environment_python: Mapped[str | None] = mapped_column(String(4096))
+    #: the Session API passes cookies both ways for its sessions (the agent opted in)
+    session_cookies: Mapped[bool] = mapped_column(default=False)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -25,7 +25,7 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cattery.control.api.public.proxy import METHODS, forward
+from cattery.control.api.public.proxy import METHODS, forward, session_path
 from cattery.control.api.public.start import StartRequest, answer_start, read_start_request
 from cattery.control.api.public.telephony import CARRIERS
 from cattery.control.deps import DB, State
@@ -85,6 +85,7 @@ def build_router() -> APIRouter:
         live = state.supervisor.get(session_id)
         if live is None or live.agent_key != _dev_agent_key(state):
             raise SessionNotFound()
+        path = session_path(path)
         response = await forward(state, live, request, path)
         if path == OFFER_PATH and request.method == "POST":
             peers.remember(response, live)

@@ -93,6 +93,7 @@ async def create_deployment(
     build_id: str | None = None,
     backend: str = "local",
     environment_python: str | None = None,
+    session_cookies: bool = False,
 ) -> Deployment:
     """A new deployment record; making it the active one is a separate step."""
     if not 0 <= min_agents <= max_agents:
@@ -109,6 +110,7 @@ async def create_deployment(
         max_session_duration=max_session_duration,
         secret_set=secret_set,
         image_pull_secret_set=image_pull_secret_set,
+        session_cookies=session_cookies,
         build_id=build_id,
         backend=backend,
         environment_python=environment_python,

@@ -47,7 +47,9 @@ def test_session_routes_example(control: ControlPlane) -> None:
 
 
 def test_every_method_and_header_reaches_the_instance(control: ControlPlane) -> None:
-    control.deploy("echo", TEST_BOTS / "session-echo", autoScaling={"minAgents": 1})
+    control.deploy(
+        "echo", TEST_BOTS / "session-echo", autoScaling={"minAgents": 1}, sessionCookies=True
+    )
     key = control.public_key()
     session_id = start_session(control, key, "echo", {})
     path = f"/v1/public/echo/sessions/{session_id}/echo/some/path?x=1&y=two"

@@ -42,6 +42,8 @@ class DeployRequest(BaseModel):
     maxSessionDuration: int | None = None
     buildId: str | None = None
     forceRedeploy: bool | None = None
+    #: cattery's own: the Session API passes cookies both ways for this agent's sessions
+    sessionCookies: bool | None = None
 
 
 async def get_agent(db: DB, org: Organization, name: str) -> Agent:
@@ -107,6 +109,16 @@ async def deploy_agent(
     )
     if min_agents > max_agents:
         raise InvalidRequest(f"minAgents ({min_agents}) is more than maxAgents ({max_agents})")
+    ceiling = state.settings.pools.max_agents_limit
+    if max_agents > ceiling:
+        raise InvalidRequest(
+            f"maxAgents ({max_agents}) is more than this server allows ({ceiling})"
+        )
+    session_cookies = (
+        req.sessionCookies
+        if req.sessionCookies is not None
+        else (previous.session_cookies if previous else False)
+    )
     max_session = req.maxSessionDuration or (
         previous.max_session_duration if previous else state.settings.pools.max_session_duration
     )
@@ -145,6 +157,7 @@ async def deploy_agent(
         max_agents=max_agents,
         max_session_duration=max_session,
         build_id=req.buildId,
+        session_cookies=session_cookies,
     )
     await repo.set_active_deployment(db, agent, dep.id)
     await db.commit()
@@ -159,6 +172,7 @@ async def deploy_agent(
             profile=dep.agent_profile,
             secrets=secrets,
             pull_auth=pull_auth,
+            session_cookies=session_cookies,
         )
     )
     return await details(state, db, org, agent)

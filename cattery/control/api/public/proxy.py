@@ -1,5 +1,11 @@
 """The Session API: ``/v1/public/{agent}/sessions/{id}/{path}`` reaches the session's instance.
 
+The boundary: the runtime's own routes (``/bot``, ``/ws``, ``/readyz``, ``/livez``,
+``/whatsapp``) are the control plane's to call, never a caller's; headers in the platform's
+namespaces (``x-daily-*``, ``x-pcc-*``, ``x-cattery-*``) are set by us alone; cookies don't
+cross unless the agent's deployment opts in (``sessionCookies``): the Session API shares
+the control plane's origin, so one agent's cookies would otherwise reach every other's.
+
 Bodies are passed on whole when small and of a known length (the common case, and the
 cheapest); any other body is streamed as it comes, both ways: a chunked or large request
 reaches the bot while the caller still sends it, and a bot's streamed answer (server-sent
@@ -8,6 +14,7 @@ events, a ``StreamingResponse``) reaches the caller chunk by chunk.
 
 from __future__ import annotations
 
+import posixpath
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from collections.abc import Set as AbstractSet
 from contextlib import asynccontextmanager
@@ -22,10 +29,15 @@ from cattery.control.api.private.services import agent_key
 from cattery.control.deps import PublicCaller, State
 from cattery.control.state import ControlState
 from cattery.control.supervisor import LiveSession
-from cattery.errors import SessionNotFound
+from cattery.errors import NotFound, SessionNotFound
 from cattery.runtime.options import INSTANCE_TOKEN_HEADER
 
 SESSION_ID_HEADER = "x-daily-session-id"
+#: the runtime's contract routes: reached by the control plane only, never through here
+CONTRACT_ROUTES = frozenset({"bot", "ws", "readyz", "livez", "whatsapp"})
+#: header namespaces only the platform sets; a caller's are dropped
+PLATFORM_HEADER_PREFIXES = (b"x-daily-", b"x-pcc-", b"x-cattery-")
+_COOKIE, _SET_COOKIE = b"cookie", b"set-cookie"
 #: hop-by-hop headers (RFC 9110 7.6.1) belong to one connection and are never forwarded
 HOP_BY_HOP = frozenset(
     {
@@ -125,9 +137,21 @@ def build_router() -> APIRouter:
             or live.agent_key != agent_key(caller.organization, name)
         ):
             raise SessionNotFound()
-        return await forward(state, live, request, path)
+        return await forward(state, live, request, session_path(path))
 
     return router
+
+
+def session_path(path: str) -> str:
+    """``path`` with ``.``/``..`` and repeated slashes resolved, as the instance would see it;
+    a 404 when it names one of the runtime's contract routes."""
+    clean = posixpath.normpath("/" + path).lstrip("/")
+    if clean == ".":
+        clean = ""
+    first = clean.split("/", 1)[0]
+    if first.lower() in CONTRACT_ROUTES:
+        raise NotFound(f"/{first} is not reachable through the Session API")
+    return clean + ("/" if path.endswith("/") and clean else "")
 
 
 async def forward(state: ControlState, live: LiveSession, request: Request, path: str) -> Response:
@@ -138,19 +162,23 @@ async def forward(state: ControlState, live: LiveSession, request: Request, path
         url += "?" + query.decode("latin-1")
     proxy: SessionProxy = request.state.session_proxy
     headers = _request_headers(request, live)
+    cookies = state.deployer.passes_cookies(live.deployment_id)
+    if not cookies:
+        headers = [(k, v) for k, v in headers if k != _COOKIE]
     content = await _request_content(request, headers)
     head = request.method == "HEAD"
     try:
         upstream = await proxy.send(request.method, url, headers, content)
         if not head and _streams(upstream):
-            return _StreamedResponse(upstream, _response_headers(upstream, keep_length=True))
+            kept = _response_headers(upstream, keep_length=True, cookies=cookies)
+            return _StreamedResponse(upstream, kept)
         try:
             body = await upstream.read()
         finally:
             upstream.release()
     except UPSTREAM_ERRORS as exc:
         raise SessionNotFound(f"Session {live.id} is not reachable: {exc!r}") from exc
-    return _response(upstream, body, head=head)
+    return _response(upstream, body, head=head, cookies=cookies)
 
 
 async def _request_content(request: Request, headers: RawHeaders) -> bytes | AsyncIterable[bytes]:
@@ -199,23 +227,33 @@ class _StreamedResponse(StreamingResponse):
 
 
 def _request_headers(request: Request, live: LiveSession) -> RawHeaders:
-    headers = _forwarded(request.scope["headers"], _DROPPED_REQUEST)  # ASGI: lowercase names
+    headers = [  # ASGI: lowercase names
+        (k, v)
+        for k, v in _forwarded(request.scope["headers"], _DROPPED_REQUEST)
+        if not k.startswith(PLATFORM_HEADER_PREFIXES)
+    ]
     headers.append((INSTANCE_TOKEN_HEADER.encode("latin-1"), live.handle.token.encode("latin-1")))
     headers.append((SESSION_ID_HEADER.encode("latin-1"), live.id.encode("latin-1")))
     return headers
 
 
-def _response_headers(upstream: aiohttp.ClientResponse, *, keep_length: bool) -> RawHeaders:
+def _response_headers(
+    upstream: aiohttp.ClientResponse, *, keep_length: bool, cookies: bool
+) -> RawHeaders:
     """The instance's headers to pass on; repeated ones (Set-Cookie) stay separate."""
     dropped = _DROPPED_RESPONSE - {_CONTENT_LENGTH} if keep_length else _DROPPED_RESPONSE
+    if not cookies:
+        dropped = dropped | {_SET_COOKIE}
     lowered = [(k.lower(), v) for k, v in upstream.raw_headers]
     return _forwarded(lowered, dropped)
 
 
-def _response(upstream: aiohttp.ClientResponse, content: bytes, *, head: bool) -> Response:
+def _response(
+    upstream: aiohttp.ClientResponse, content: bytes, *, head: bool, cookies: bool
+) -> Response:
     """The instance's answer as it sent it, read whole."""
     # HEAD has no body: the length is the one a GET would have
-    kept = _response_headers(upstream, keep_length=head)
+    kept = _response_headers(upstream, keep_length=head, cookies=cookies)
     response = Response(content=content, status_code=upstream.status)
     names = {k for k, _ in kept}
     response.raw_headers = [(k, v) for k, v in response.raw_headers if k not in names] + kept
