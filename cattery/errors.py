@@ -23,6 +23,17 @@ class CatteryError(Exception):
     def to_body(self) -> dict[str, str]:
         return {"code": self.code, "error": self.message}
 
+    @property
+    def public_message(self) -> str:
+        """A sentence for a caller who sees only a short text (a WebSocket close reason):
+        what was wrong with their request, or else the kind of failure, never the
+        platform's own details (instance ids, log lines, pool keys)."""
+        return self.message if self.status_code in _ABOUT_THE_REQUEST else self.default_message
+
+
+#: statuses whose messages speak of the caller's own request
+_ABOUT_THE_REQUEST = frozenset({400, 401, 403, 404, 413})
+
 
 class InvalidRequest(CatteryError):
     status_code = 400

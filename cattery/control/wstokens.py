@@ -1,7 +1,8 @@
 """WebSocket auth tokens: HMAC-signed, bound to one agent, valid 300 s, good for one connection.
 
 A token is ``<payload>.<signature>``, both base64url without padding: the payload is JSON
-``{"sh": "AGENT.ORG", "use": "generic" | "telephony", "exp": unix seconds, "nonce": ...}``
+``{"sh": "AGENT.ORG", "use": "generic" | "telephony:CARRIER", "exp": unix seconds,
+"nonce": ...}``
 (plus ``"sid"``, the session id a generic client's connection will get), the signature
 HMAC-SHA256 of the payload's text. It is the shape of Pipecat Cloud's ``token`` and
 carries what Pipecat's development runner's ``--ws-auth token`` tokens do (an expiry and a
@@ -24,9 +25,19 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 TOKEN_TTL_SECONDS = 300
-#: what a token opens: a generic client's ``/ws/generic/...`` or a carrier's ``/ws/{carrier}``
+#: what a token opens: a generic client's ``/ws/generic/...``, or one carrier's
+#: ``/ws/{carrier}`` (``telephony_use(carrier)``): a token for Twilio opens no other's route
 GENERIC, TELEPHONY = "generic", "telephony"
-USES = frozenset({GENERIC, TELEPHONY})
+
+
+def telephony_use(carrier: str) -> str:
+    """The ``use`` of a token that opens ``carrier``'s media WebSocket, and no other's."""
+    return f"{TELEPHONY}:{carrier}"
+
+
+def _valid_use(use: str) -> bool:
+    kind, sep, carrier = use.partition(":")
+    return use == GENERIC or (kind == TELEPHONY and bool(sep) and bool(carrier))
 
 
 @dataclass(frozen=True)
@@ -57,8 +68,8 @@ class WsTokens:
         self._used: dict[str, int] = {}  # nonce -> expiry
 
     def issue(self, service_host: str, use: str, *, session_id: str | None = None) -> str:
-        if use not in USES:
-            raise ValueError(f"a token opens one of {sorted(USES)}, not {use!r}")
+        if not _valid_use(use):
+            raise ValueError(f"a token opens {GENERIC!r} or telephony_use(carrier), not {use!r}")
         claims: dict[str, object] = {
             "sh": service_host,
             "use": use,

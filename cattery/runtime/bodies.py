@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import Request
 from loguru import logger
 
+from cattery import jsonlimits
 from cattery.errors import InvalidRequest
 
 
@@ -19,7 +20,7 @@ async def json_object(request: Request, *, empty_ok: bool = False) -> dict[str, 
     if not raw.strip() and empty_ok:
         return {}
     try:
-        data = json.loads(raw)
+        data = jsonlimits.loads(raw)
     except (ValueError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"Body must be a JSON object: {exc}") from exc
     if not isinstance(data, dict):
@@ -32,7 +33,7 @@ def decode_ws_body(value: str | None) -> Any:
     if not value:
         return None
     try:
-        return json.loads(base64.b64decode(value, validate=False).decode("utf-8"))
+        return jsonlimits.loads(base64.b64decode(value, validate=False).decode("utf-8"))
     except (binascii.Error, UnicodeDecodeError, ValueError) as exc:
         logger.error(f"Failed to decode body parameter: {exc}")
         return None

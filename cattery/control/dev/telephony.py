@@ -17,7 +17,7 @@ from fastapi import APIRouter, Response, WebSocket
 from cattery.control.api.public.telephony import ANY_CARRIER, CARRIERS, serve_websocket
 from cattery.control.deps import State
 from cattery.control.state import ControlState
-from cattery.control.wstokens import TELEPHONY
+from cattery.control.wstokens import telephony_use
 from cattery.errors import InvalidRequest
 from cattery.integrations.telephony import XML_CARRIERS, stream_xml
 
@@ -64,5 +64,5 @@ def _webhook_answer(state: ControlState) -> str:
         )
     url = f"wss://{proxy}/ws"
     if state.settings.ws_auth == "token":
-        url += "/" + state.ws_tokens.issue(service_host(state), TELEPHONY)
+        url += "/" + state.ws_tokens.issue(service_host(state), telephony_use(carrier))
     return stream_xml(carrier, url)

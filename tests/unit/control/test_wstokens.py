@@ -8,7 +8,7 @@ import json
 import pytest
 
 from cattery.control.api.public.telephony import close_code
-from cattery.control.wstokens import GENERIC, TELEPHONY, TOKEN_TTL_SECONDS, WsTokens
+from cattery.control.wstokens import GENERIC, TOKEN_TTL_SECONDS, WsTokens, telephony_use
 from cattery.errors import (
     AgentNotFound,
     AtCapacity,
@@ -19,6 +19,8 @@ from cattery.errors import (
     ServiceUnavailable,
 )
 from cattery.integrations.telephony import named_service_host
+
+TELEPHONY = telephony_use("twilio")
 
 
 class Clock:

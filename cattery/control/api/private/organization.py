@@ -6,6 +6,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, Field
 
 from cattery.control import wire
+from cattery.control.api.routing import BoundedJSONRoute
 from cattery.control.deps import DB, Org, PrivateCaller, State
 from cattery.errors import InvalidRequest, NotFound
 from cattery.store import repositories as repo
@@ -22,7 +23,7 @@ def _regions(state: State) -> list[dict[str, str]]:
 
 
 def build_router() -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(route_class=BoundedJSONRoute)
 
     @router.get("/v1/organizations")
     async def list_organizations(caller: PrivateCaller) -> dict:

@@ -5,7 +5,13 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict
 
-from cattery.control.api.private.validation import check_secret_key, check_set_name
+from cattery.control.api.private.validation import (
+    check_secret_key,
+    check_secret_sizes,
+    check_set_name,
+    check_text,
+)
+from cattery.control.api.routing import BoundedJSONRoute
 from cattery.control.deps import DB, Org, State
 from cattery.control.images import PULL_CREDENTIALS_KEY, PULL_HOST_KEY, parse_credentials
 from cattery.errors import InvalidRequest, NotFound
@@ -56,7 +62,7 @@ def _pairs(req: PutSecretRequest) -> list[tuple[str, str]]:
 
 
 def build_router() -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(route_class=BoundedJSONRoute)
     for base in ("/v1/secrets", "/v1/organizations/{org}/secrets"):
         _add_routes(router, base)
     return router
@@ -102,7 +108,10 @@ def _add_routes(router: APIRouter, base: str) -> None:
         kind = (
             SecretSetKind.IMAGE_PULL_SECRET if req.isImagePullSecret else SecretSetKind.SECRET_SET
         )
-        region = req.region or state.settings.default_region
+        region = check_text("region", req.region or state.settings.default_region, max_chars=64)
+        existing = await repo.get_secret_set(db, org.id, set_name)
+        values = await repo.get_secret_values(db, state.box, existing) if existing else {}
+        check_secret_sizes({**values, **dict(pairs)})
         for key, value in pairs:
             await repo.upsert_secret(
                 db, state.box, org.id, set_name, key, value, region=region, kind=kind

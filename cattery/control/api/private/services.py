@@ -13,7 +13,13 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from cattery.backends.profiles import DEFAULT_PROFILE, limits_for
 from cattery.control import wire
-from cattery.control.api.private.validation import check_agent_name
+from cattery.control.api.private.validation import (
+    check_agent_name,
+    check_image,
+    check_set_name,
+    check_text,
+)
+from cattery.control.api.routing import BoundedJSONRoute
 from cattery.control.deployer import DeployPlan
 from cattery.control.deps import DB, Org, State
 from cattery.control.images import load_pull_auth
@@ -93,6 +99,7 @@ async def deploy_agent(
     image = req.image or (previous.image if previous else None)
     if not image:
         raise InvalidRequest("image is required")
+    check_image(image)
     state.deployer.resolve(image)  # a 400 naming the problem, before anything is written
     profile = req.agentProfile or (previous.agent_profile if previous else DEFAULT_PROFILE)
     limits_for(profile)
@@ -131,6 +138,7 @@ async def deploy_agent(
     )
     secrets: dict[str, str] = {}
     if secret_set:
+        check_set_name(secret_set)
         found = await repo.get_secret_set(db, org.id, secret_set)
         if found is None:
             raise NotFound(f"Secret set {secret_set!r} not found")
@@ -140,10 +148,15 @@ async def deploy_agent(
         if req.imagePullSecretSet is not None
         else (previous.image_pull_secret_set if previous else None)
     )
+    if pull_secret_set:
+        check_set_name(pull_secret_set)
+    if req.buildId is not None:
+        check_text("buildId", req.buildId, max_chars=255)
     pull_auth = await load_pull_auth(db, state.box, org.id, pull_secret_set)
     # The engine must hold (or pull) the image before the agent exists: no half-made agent.
     await state.deployer.check_image(image, pull_auth)
     region = req.region or (existing.region if existing else state.settings.default_region)
+    check_text("region", region, max_chars=64)
     agent = existing or await repo.create_agent(db, org.id, name, region)
     dep = await repo.create_deployment(
         db,
@@ -179,7 +192,7 @@ async def deploy_agent(
 
 
 def build_router() -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(route_class=BoundedJSONRoute)
     for base, wrap in (("/v1/agents", False), ("/v1/organizations/{org}/services", True)):
         _add_routes(router, base, wrap)
     return router

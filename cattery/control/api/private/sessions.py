@@ -6,6 +6,7 @@ from fastapi import APIRouter, Query
 
 from cattery.control import wire
 from cattery.control.api.private.services import get_agent
+from cattery.control.api.routing import BoundedJSONRoute
 from cattery.control.deps import DB, Org, State
 from cattery.errors import InvalidRequest, SessionNotFound
 from cattery.store import repositories as repo
@@ -23,7 +24,7 @@ MAX_LOG_LINES = 10_000
 
 
 def build_router() -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(route_class=BoundedJSONRoute)
     for base in ("/v1/agents/{name}", "/v1/organizations/{org}/services/{name}"):
         _add_routes(router, base)
     return router

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import time
 from typing import Any
 
@@ -10,8 +9,9 @@ from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cattery import jsonlimits
 from cattery.control.api.private.services import agent_key
-from cattery.control.api.public.telephony import WS_START_TRANSPORTS, ws_start
+from cattery.control.api.public.telephony import CARRIERS, WS_START_TRANSPORTS, ws_start
 from cattery.control.daily import daily_client, open_session_room
 from cattery.control.deps import DB, PublicCaller, State
 from cattery.control.state import ControlState
@@ -20,6 +20,8 @@ from cattery.errors import InvalidRequest, PayloadTooLarge, ServiceUnavailable
 from cattery.store.models import Organization
 
 MAX_START_BODY_BYTES = 1_000_000
+#: Pipecat Cloud's documented ``transport`` values, and the carriers' (a WebSocket start)
+START_TRANSPORTS = ("daily", "webrtc", "websocket", *CARRIERS)
 
 
 class StartRequest(BaseModel):
@@ -39,15 +41,20 @@ async def read_start_request(request: Request) -> StartRequest:
     if not raw.strip():
         return StartRequest()
     try:
-        data = json.loads(raw)
+        data = jsonlimits.loads(raw)
     except ValueError as exc:
         raise InvalidRequest(f"Body must be a JSON object: {exc}") from exc
     if not isinstance(data, dict):
         raise InvalidRequest("Body must be a JSON object")
     try:
-        return StartRequest.model_validate(data)
+        req = StartRequest.model_validate(data)
     except ValidationError as exc:
         raise InvalidRequest(f"Invalid start request: {exc.errors()[0]['msg']}") from exc
+    if req.transport is not None and req.transport not in START_TRANSPORTS:
+        raise InvalidRequest(
+            f"Unknown transport {req.transport!r}: use one of {', '.join(START_TRANSPORTS)}"
+        )
+    return req
 
 
 def build_router() -> APIRouter:

@@ -38,6 +38,7 @@ from fastapi import APIRouter, Request, WebSocket
 from loguru import logger
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cattery import jsonlimits
 from cattery.control.api.private.services import get_agent
 from cattery.control.placement import Target, place, resolve
 from cattery.control.state import ControlState
@@ -50,7 +51,7 @@ from cattery.control.wsbridge import (
     close_reason,
     close_websocket,
 )
-from cattery.control.wstokens import GENERIC, TELEPHONY, WsClaims
+from cattery.control.wstokens import GENERIC, WsClaims, telephony_use
 from cattery.errors import (
     AtCapacity,
     CatteryError,
@@ -136,7 +137,7 @@ async def ws_start(
     if transport in CARRIERS:
         return {
             "wsUrl": f"{base}/ws/{transport}?serviceHost={service_host}",
-            "token": state.ws_tokens.issue(service_host, TELEPHONY),
+            "token": state.ws_tokens.issue(service_host, telephony_use(transport)),
         }
     response: dict[str, Any] = {}
     if body is not None:
@@ -197,7 +198,7 @@ async def serve_websocket(
         return
     except CatteryError as exc:
         logger.warning(f"{route} WebSocket refused: {exc.code}: {exc.message}")
-        reason = close_reason(f"{exc.code}: {exc.message}")
+        reason = close_reason(f"{exc.code}: {exc.public_message}")
         await close_websocket(websocket, close_code(exc), reason)
         return
     # The session's task owns the bridge; this handler keeps the socket until it ends.
@@ -243,7 +244,7 @@ async def _admit(
 def _use_token(state: ControlState, claims: WsClaims, route: str, service_host: str) -> None:
     if claims.service_host != service_host:
         raise Forbidden("The WebSocket token is for another agent")
-    if claims.use != (GENERIC if route == GENERIC else TELEPHONY):
+    if claims.use != (GENERIC if route == GENERIC else telephony_use(route)):
         raise Forbidden(f"The WebSocket token is not for /ws/{route}")
     if not state.ws_tokens.consume(claims):
         raise Forbidden("Invalid, expired or already used WebSocket token")
@@ -331,7 +332,7 @@ def _json_of(message: Message) -> dict[str, Any]:
     if not text:
         return {}
     try:
-        data = json.loads(text)
+        data = jsonlimits.loads(text)
     except ValueError:
         return {}
     return data if isinstance(data, dict) else {}

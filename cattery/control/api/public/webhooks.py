@@ -7,7 +7,8 @@
     ``callDomain`` as UUIDs, optional ``sipHeaders``), and never answers with a meeting
     token. When the agent's secret set holds ``PINLESS_HMAC_SECRET`` (the base64 ``hmac`` of
     the number's dial-in config), every request must carry Daily's signature:
-    ``X-Pinless-Signature`` = base64 HMAC-SHA256 of ``"{X-Pinless-Timestamp}.{raw body}"``.
+    ``X-Pinless-Signature`` = base64 HMAC-SHA256 of ``"{X-Pinless-Timestamp}.{raw body}"``,
+    with a timestamp (Unix seconds) within 5 minutes of now: an older one is a replay.
     A ``test``/``Test`` payload (Daily's check of a new config) answers 200 and starts nothing.
     Otherwise a SIP dial-in room is made and a session starts, exactly as a ``createDailyRoom``
     start would, with a ``DailyDialinRequest`` as its body. A full pool answers 429
@@ -35,7 +36,6 @@ import base64
 import binascii
 import hashlib
 import hmac
-import json
 import time
 import uuid
 from typing import Any
@@ -46,6 +46,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cattery import jsonlimits
 from cattery.control.api.private.services import get_agent
 from cattery.control.api.public.start import StartRequest, start_session
 from cattery.control.daily import daily_client
@@ -67,6 +68,8 @@ from cattery.store.models import Agent, ApiKeyKind, Organization
 
 MAX_WEBHOOK_BYTES = 256 * 1024
 PINLESS_HMAC_SECRET = "PINLESS_HMAC_SECRET"
+#: a pinless signature older (or newer) than this is refused: a replay
+PINLESS_MAX_AGE_SECONDS = 300.0
 WHATSAPP_APP_SECRET = "WHATSAPP_APP_SECRET"
 WHATSAPP_VERIFY_TOKEN = "WHATSAPP_WEBHOOK_VERIFICATION_TOKEN"
 BUSINESS_ACCOUNT = "whatsapp_business_account"
@@ -241,7 +244,7 @@ async def _read_body(request: Request) -> bytes:
 
 def _json_object(raw: bytes) -> dict[str, Any]:
     try:
-        data = json.loads(raw)
+        data = jsonlimits.loads(raw)
     except ValueError as exc:
         raise InvalidRequest(f"Webhook body must be a JSON object: {exc}") from exc
     if not isinstance(data, dict):
@@ -255,10 +258,22 @@ def _first_error(exc: ValidationError) -> str:
     return f"{where}: {err.get('msg', 'invalid')}"
 
 
+def _pinless_fresh(timestamp: str, now: float) -> bool:
+    """A signature's timestamp (Unix seconds, or milliseconds) is within 5 minutes of now:
+    an older request is a replay, however good its signature."""
+    try:
+        when = float(timestamp)
+    except ValueError:
+        return False
+    if when > 1e12:  # milliseconds
+        when /= 1000
+    return abs(now - when) <= PINLESS_MAX_AGE_SECONDS
+
+
 def _pinless_signature_ok(secret: str, raw: bytes, request: Request) -> bool:
     timestamp = request.headers.get("x-pinless-timestamp")
     signature = request.headers.get("x-pinless-signature")
-    if not timestamp or not signature:
+    if not timestamp or not signature or not _pinless_fresh(timestamp, time.time()):
         return False
     try:
         key = base64.b64decode(secret, validate=True)
