@@ -29,12 +29,16 @@ from cattery.control.state import ControlState
 from cattery.control.supervisor import SessionSupervisor
 from cattery.error_handlers import install_error_handlers
 from cattery.errors import CatteryError
+from cattery.files import private_dir, private_file
 from cattery.pools import PoolManager
 from cattery.settings import Settings
 from cattery.store import repositories as repo
 from cattery.store.crypto import SecretBox, load_or_create_key_file
 from cattery.store.db import create_engine, sessionmaker
 from cattery.store.migrate import migrate
+
+#: SQLite's files beside the database, in WAL mode
+WAL_FILES = ("-wal", "-shm")
 
 ANNOUNCE = """
 cattery is running on {url}
@@ -93,7 +97,7 @@ def _lifespan(settings: Settings):
 
 
 async def _open(settings: Settings) -> ControlState:
-    settings.state_dir.mkdir(parents=True, exist_ok=True)
+    private_dir(settings.state_dir)
     key = (
         settings.secret_key.get_secret_value()
         if settings.secret_key
@@ -101,6 +105,11 @@ async def _open(settings: Settings) -> ControlState:
     )
     box = SecretBox(key)
     url = settings.resolved_database_url
+    if settings.database_url is None:  # our own SQLite file (new WAL files take its mode)
+        database = settings.state_dir / "cattery.db"
+        for path in (database, *(database.with_name(database.name + s) for s in WAL_FILES)):
+            if path == database or path.exists():
+                private_file(path)
     await migrate(url)
     engine = create_engine(url)
     maker = sessionmaker(engine)

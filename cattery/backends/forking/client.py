@@ -30,6 +30,7 @@ from loguru import logger
 from cattery.backends.base import InstanceSpec
 from cattery.backends.forking import wire
 from cattery.backends.tasks import OwnedTasks
+from cattery.files import open_private_append
 
 PARENT_MODULE = "cattery.backends.forking.parent"
 #: how long a parent may take to import its bot before it is given up on
@@ -126,7 +127,7 @@ class ForkServer:
             raise ParentUnavailable(f"exited with code {code} while loading its bot") from exc
 
     def _launch(self, theirs: socket.socket) -> subprocess.Popen[bytes]:
-        with self.launch.log_path.open("ab") as log:
+        with open_private_append(self.launch.log_path) as log:
             return subprocess.Popen(
                 [
                     self.launch.python,

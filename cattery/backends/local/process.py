@@ -41,6 +41,7 @@ from cattery.backends.local.handle import LocalInstanceHandle
 from cattery.backends.local.metrics import MetricsSampler
 from cattery.backends.local.proc import AdoptedProcess, ChildProcess, ProcessRef
 from cattery.backends.local.record import AdoptRecord
+from cattery.files import open_private_append, private_dir
 
 INSTANCE_TOKEN_ENV = "CATTERY_INSTANCE_TOKEN"
 LISTEN_BACKLOG = 128
@@ -175,7 +176,7 @@ class LocalBackend:
         return list(self._handles.values())
 
     async def start(self) -> None:
-        self.instances_dir.mkdir(parents=True, exist_ok=True)
+        private_dir(self.instances_dir)
 
     def prune_logs(self) -> int:
         """Delete the log files of instances this backend doesn't own that nothing has
@@ -213,7 +214,7 @@ class LocalBackend:
         sock = bind_loopback()
         try:
             port = sock.getsockname()[1]
-            with log_path.open("ab") as log:
+            with open_private_append(log_path) as log:
                 process: ProcessRef | None = None
                 if self._forks is not None:
                     process = await self._fork(spec, token, sock, log.fileno())
