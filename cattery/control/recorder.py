@@ -21,6 +21,7 @@ from loguru import logger
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cattery.backends.base import InstanceHandle, InstanceStatus
+from cattery.control import latency
 from cattery.control.logrouter import LogRecord, Sample
 from cattery.control.supervisor import LiveSession
 from cattery.store import repositories as repo
@@ -251,6 +252,9 @@ class StoreRecorder:
                     for r in lines
                 ],
             )
+            updates = latency.collect((r.session_id, r.line) for r in lines)
+            for session_id, update in updates.items():
+                await repo.add_latency(db, session_id, update)
             for s in samples:
                 await repo.add_resource_sample(
                     db,

@@ -11,6 +11,8 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
+from cattery.control.latency import latency_metrics
+
 
 def iso(value: datetime | None) -> str | None:
     if value is None:
@@ -135,11 +137,14 @@ def resource_metrics(samples: Sequence[Any]) -> dict[str, Any]:
     }
 
 
-def session_detail(session: Any, samples: Sequence[Any]) -> dict[str, Any]:
+def session_detail(
+    session: Any, samples: Sequence[Any], latency_row: Any | None = None
+) -> dict[str, Any]:
     return {
         **session_item(session),
         "events": list(session.events or []),
         "resourceMetrics": resource_metrics(samples),
+        "latencyMetrics": latency_metrics(latency_row),
     }
 
 

@@ -4,10 +4,21 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from enum import StrEnum
 
 from loguru import logger
 
 from cattery.runtime.options import RuntimeOptions
+
+
+class FeatureKey(StrEnum):
+    """Features an agent can turn off by naming them in ``DISABLED_FEATURES``."""
+
+    OBSERVABILITY_OBSERVERS = "OBSERVABILITY_OBSERVERS"
+
+
+def enabled(options: RuntimeOptions, key: FeatureKey) -> bool:
+    return key.value not in options.disabled_features
 
 
 @dataclass(frozen=True)
@@ -27,6 +38,8 @@ def _importable(module: str, attr: str | None = None) -> bool:
 
 def detect_features(options: RuntimeOptions) -> list[Feature]:
     whatsapp_code = _importable("pipecat.transports.whatsapp.client")
+    observers_code = _importable("pipecat.observers.startup_timing_observer")
+    observers_on = observers_code and enabled(options, FeatureKey.OBSERVABILITY_OBSERVERS)
     return [
         Feature(
             "Daily session arguments", _importable("pipecatcloud.agent", "DailySessionArguments")
@@ -56,8 +69,12 @@ def detect_features(options: RuntimeOptions) -> list[Feature]:
         ),
         Feature(
             "Observability observers",
-            False,
-            "cattery does not install Pipecat Cloud's [pcc-observability] observers",
+            observers_on,
+            ""
+            if observers_on
+            else f"{FeatureKey.OBSERVABILITY_OBSERVERS} is in DISABLED_FEATURES"
+            if observers_code
+            else "this Pipecat has no StartupTimingObserver",
         ),
         Feature("ICE config URL", options.ice_config_url is not None, options.ice_config_url or ""),
     ]

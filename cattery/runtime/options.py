@@ -14,6 +14,8 @@ DEFAULT_SHUTDOWN_TIMEOUT = 7200.0
 WEBRTC_OFFER_TIMEOUT = 120.0
 PUBLIC_STUN = "stun:stun.l.google.com:19302"
 INSTANCE_TOKEN_HEADER = "x-cattery-instance-token"
+#: comma-separated feature keys (``cattery.runtime.features.FeatureKey``) an agent turns off
+DISABLED_FEATURES_ENV = "DISABLED_FEATURES"
 END_STATE_HEADER = "x-cattery-end-state"
 
 
@@ -41,6 +43,7 @@ class RuntimeOptions:
     instance_token: str | None = field(default=None, repr=False)
     whatsapp: WhatsAppOptions | None = None
     esp32_host: str | None = None
+    disabled_features: frozenset[str] = frozenset()
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Self:
@@ -68,6 +71,11 @@ class RuntimeOptions:
             "instance_token": env.get("CATTERY_INSTANCE_TOKEN") or None,
             "whatsapp": whatsapp,
             "esp32_host": env.get("ESP32_HOST") if _flag(env.get("ESP32_ENABLED")) else None,
+            "disabled_features": frozenset(
+                key.strip().upper()
+                for key in env.get(DISABLED_FEATURES_ENV, "").split(",")
+                if key.strip()
+            ),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

@@ -209,6 +209,22 @@ class Session(Base):
     events: Mapped[list[Any]] = mapped_column(default=list)
 
 
+class SessionLatency(Base):
+    """What a session's ``[pcc-observability]`` lines said: startup timing (seconds from
+    the pipeline starting to set up) and each user-to-bot latency, in order."""
+
+    __tablename__ = "session_latency"
+
+    session_id: Mapped[str] = mapped_column(
+        ForeignKey("sessions.id", ondelete="CASCADE"), primary_key=True
+    )
+    pipeline_startup_seconds: Mapped[float | None] = mapped_column(Double)
+    transport_connected_seconds: Mapped[float | None] = mapped_column(Double)
+    first_bot_speech_seconds: Mapped[float | None] = mapped_column(Double)
+    # replaced whole on change (no in-place mutation)
+    user_bot_latencies: Mapped[list[Any]] = mapped_column(default=list)
+
+
 class ResourceSample(Base):
     __tablename__ = "resource_samples"
 

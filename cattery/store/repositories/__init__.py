@@ -36,6 +36,7 @@ from cattery.store.repositories.instances import (
     update_instance,
     upsert_instance,
 )
+from cattery.store.repositories.latency import LatencyUpdate, add_latency, get_latency
 from cattery.store.repositories.logs import NewLogLine, append_log_lines, list_log_lines
 from cattery.store.repositories.organizations import (
     DEFAULT_ORGANIZATION,
@@ -80,7 +81,9 @@ __all__ = [
     "DEFAULT_MAX_SESSION_DURATION",
     "DEFAULT_ORGANIZATION",
     "KEEP",
+    "LatencyUpdate",
     "NewLogLine",
+    "add_latency",
     "add_resource_sample",
     "add_session_event",
     "append_log_lines",
@@ -103,6 +106,7 @@ __all__ = [
     "get_api_key",
     "get_deployment",
     "get_instance",
+    "get_latency",
     "get_organization",
     "get_organization_by_name",
     "get_secret_set",

@@ -83,3 +83,13 @@ def test_no_summary_unless_asked(start_runtime) -> None:
     rt = start_runtime(PROBE)
     assert "Serving " in wait_for(lambda: "Serving " in rt.logs() and rt.logs(), what="startup")
     assert "Features summary" not in rt.logs()
+
+
+def test_observability_observers_are_on_unless_disabled(start_runtime) -> None:
+    rt = start_runtime(PROBE, PCC_LOG_FEATURES_SUMMARY="true")
+    assert summary(rt.logs())["Observability observers"] == ("enabled", "")
+    off = start_runtime(
+        PROBE, PCC_LOG_FEATURES_SUMMARY="true", DISABLED_FEATURES="observability_observers"
+    )
+    status, detail = summary(off.logs())["Observability observers"]
+    assert status == "disabled" and "DISABLED_FEATURES" in detail

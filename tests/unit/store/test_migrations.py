@@ -35,6 +35,7 @@ TABLES = {
     "secrets",
     "sessions",
     "resource_samples",
+    "session_latency",
     "log_lines",
     "instances",
 }

@@ -52,7 +52,8 @@ def _add_routes(router: APIRouter, base: str) -> None:
         if session is None:
             raise SessionNotFound(f"Session {session_id} not found")
         samples = await repo.list_resource_samples(db, session.id)
-        return wire.session_detail(session, samples)
+        latency_row = await repo.get_latency(db, session.id)
+        return wire.session_detail(session, samples, latency_row)
 
     @router.delete(base + "/sessions/{session_id}")
     async def stop_session(state: State, db: DB, org: Org, name: str, session_id: str) -> dict:
