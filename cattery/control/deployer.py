@@ -45,6 +45,9 @@ class DeployPlan:
     session_cookies: bool = False
 
 
+#: what Pipecat's development runner (``python bot.py``) puts in its bots' environment
+DEV_RUNNER_ENV = {"ENV": "local"}
+
 SecretsLoader = Callable[[], Awaitable[Mapping[str, str]]]
 
 
@@ -152,8 +155,14 @@ class Deployer:
         return InstanceSpec(**common, image=str(source.folder), env={**env, **extra_env})
 
     def _instance_env(self) -> dict[str, str]:
-        """What every instance gets from the control plane's settings (an agent's own wins)."""
-        return {"CATTERY_ICE_FALLBACK_URLS": ",".join(self._settings.ice_urls)}
+        """What every instance gets from the control plane's settings (an agent's own wins).
+
+        Under ``cattery dev`` that includes ``ENV=local``, which Pipecat's development
+        runner sets for its bots (they skip cloud-only parts, such as Krisp, on it)."""
+        env = {"CATTERY_ICE_FALLBACK_URLS": ",".join(self._settings.ice_urls)}
+        if self._settings.dev.agent is not None:
+            env.update(DEV_RUNNER_ENV)
+        return env
 
     async def wait(self, deployment_id: str) -> DeployStatus:
         """For callers that need the pool (a start right after boot): wait for activation."""

@@ -21,7 +21,12 @@ from cattery.errors import InvalidRequest
 from cattery.runtime.bodies import decode_ws_body, json_object
 from cattery.runtime.guard import InstanceGuard
 from cattery.runtime.loader import LoadedBot
-from cattery.runtime.options import END_STATE_HEADER, RuntimeOptions
+from cattery.runtime.options import (
+    END_STATE_HEADER,
+    PLAIN_WEBSOCKET,
+    TRANSPORT_TYPE_HEADER,
+    RuntimeOptions,
+)
 from cattery.runtime.sessions import SessionRunner
 from cattery.runtime.system import get_app
 from cattery.runtime.webrtc import WebRTCSessions, add_webrtc_routes
@@ -59,6 +64,12 @@ async def check_ready(readyz: Any) -> tuple[int, dict[str, Any]]:
         return (200 if result.get("ready", False) else 503), result
     logger.warning(f"readyz() returned unexpected type: {type(result).__name__}")
     return 503, {"status": "error", "error": "invalid readyz return type"}
+
+
+def ws_transport_type(header: str | None) -> str | None:
+    """``websocket`` for a plain WebSocket client, as Pipecat's runner marks its sessions;
+    None for a carrier's stream, so ``create_transport`` detects the carrier."""
+    return PLAIN_WEBSOCKET if (header or "").strip().lower() == PLAIN_WEBSOCKET else None
 
 
 def build_app(loaded: LoadedBot, options: RuntimeOptions) -> tuple[FastAPI, SessionRunner]:
@@ -114,7 +125,10 @@ def build_app(loaded: LoadedBot, options: RuntimeOptions) -> tuple[FastAPI, Sess
         max_seconds = parse_max_seconds(websocket.headers.get(MAX_SESSION_HEADER))
         await websocket.accept()
         args = WebSocketSessionArguments(
-            session_id=session_id, websocket=websocket, body=decode_ws_body(body)
+            session_id=session_id,
+            websocket=websocket,
+            body=decode_ws_body(body),
+            transport_type=ws_transport_type(websocket.headers.get(TRANSPORT_TYPE_HEADER)),
         )
         await runner.run(args, max_seconds=max_seconds)
         if websocket.client_state == WebSocketState.CONNECTED:

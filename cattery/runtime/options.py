@@ -17,6 +17,11 @@ INSTANCE_TOKEN_HEADER = "x-cattery-instance-token"
 #: comma-separated feature keys (``cattery.runtime.features.FeatureKey``) an agent turns off
 DISABLED_FEATURES_ENV = "DISABLED_FEATURES"
 END_STATE_HEADER = "x-cattery-end-state"
+#: how the session came in (``/bot``: ``webrtc``, ...; ``/ws``: ``websocket`` for a plain
+#: WebSocket client, absent for a phone carrier's stream, whose first messages tell)
+TRANSPORT_TYPE_HEADER = "x-daily-transport-type"
+#: the ``transport_type`` of a plain WebSocket session, as Pipecat's runner sets it
+PLAIN_WEBSOCKET = "websocket"
 
 
 def _flag(value: str | None) -> bool:

@@ -149,7 +149,7 @@ class WebRTCSessions:
 
         async def on_connection(connection: Any) -> None:
             body = request.request_data
-            if body is None and pending is not None:
+            if not body and pending is not None:  # an empty requestData too, as the runner
                 body = pending.body
             args = SmallWebRTCSessionArguments(
                 session_id=session_id or str(uuid.uuid4()),

@@ -3,14 +3,15 @@
 The child leaves the parent's session (``setsid``: it outlives the parent and the control
 plane, and its process group is its own to signal), restores default signal handling,
 points stdin at ``/dev/null`` and stdout/stderr at its log file, closes the parent's
-descriptors, takes the instance's environment (``CATTERY_INSTANCE_TOKEN``, the agent's
-secrets, ...), re-seeds its random generators and enables the garbage collector. Then it
-serves the runtime contract on the inherited socket, as ``cattery runtime --fd
---one-session`` would, and exits with ``os._exit`` so nothing of the parent's loop runs.
+descriptors, takes the instance's environment (``instance_environ``: what a fresh process
+would have once the bot is imported), re-seeds its random generators and enables the
+garbage collector. Then it serves the runtime contract on the inherited socket, as
+``cattery runtime --fd --one-session`` would, and exits with ``os._exit`` so nothing of the
+parent's loop runs.
 
-One limit: the environment is set *after* ``bot.py`` was imported in the parent, so a value
-a bot reads at import time is the parent's (the agent's environment, without the instance's
-token); anything read when ``bot()`` runs is the instance's own.
+One limit: ``bot.py`` was imported in the parent, so a value a bot reads at import time is
+the parent's (the agent's environment, without the instance's token); anything read when
+``bot()`` runs is the instance's own.
 """
 
 from __future__ import annotations
@@ -32,6 +33,27 @@ FRESH_HANDLERS = (
     (signal.SIGHUP, signal.SIG_DFL),
     (signal.SIGINT, signal.default_int_handler),
 )
+
+
+def instance_environ(
+    launched: Mapping[str, str], imported: Mapping[str, str], given: Mapping[str, str]
+) -> dict[str, str]:
+    """A child's environment, as a fresh process would have it after importing the bot.
+
+    ``launched`` is what the parent started with (the deployment's environment),
+    ``imported`` the parent's environment after the bot's import (what ``load_dotenv``, or
+    any other import-time write, made of it), and ``given`` the instance's own. The child
+    gets ``imported`` with the instance's own values on top: those ``given`` sets
+    differently from ``launched`` (its token, ...), and the removal of those it lacks.
+    Every child starts from the parent's, so nothing one child sets reaches another.
+    """
+    env = dict(imported)
+    for key, value in given.items():
+        if launched.get(key) != value:
+            env[key] = value
+    for key in launched.keys() - given.keys():
+        env.pop(key, None)
+    return env
 
 
 def run_child(

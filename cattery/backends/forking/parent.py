@@ -6,11 +6,14 @@ Run by the local backend as ``python -m cattery.backends.forking.parent BOT --co
 1. runs the runtime's ``prepare`` (Pipecat, ``pipecatcloud`` and ``bot.py`` imported; a bot
    that can't load exits 2 here, as ``cattery runtime`` would) and imports what a serving
    instance needs next (the app, uvicorn's protocols), so a child starts with all of it;
-2. refuses to fork if importing started a Python thread (a forked child would hold only
+2. remembers what importing the bot did to its environment (``load_dotenv`` of the
+   folder's ``.env``, say), so each child starts as a fresh process would: the
+   deployment's environment, then the import's changes, then the instance's own values;
+3. refuses to fork if importing started a Python thread (a forked child would hold only
    the calling thread; the backend then uses plain processes for this agent);
-3. disables the garbage collector and freezes every object before forking, so the
+4. disables the garbage collector and freezes every object before forking, so the
    children's collections never write to the pages they share with it;
-4. serves fork requests (``wire.py``) until the backend's end of the control socket closes,
+5. serves fork requests (``wire.py``) until the backend's end of the control socket closes,
    reaping children on ``SIGCHLD`` and reporting each exit code.
 
 It has no threads and no event loop. Its children live in their own sessions: killing the
@@ -30,6 +33,7 @@ import sys
 import threading
 
 from cattery.backends.forking import wire
+from cattery.backends.forking.child import instance_environ
 
 #: modules a serving child would import on its first steps; loaded here once for all
 SERVING_MODULES = (
@@ -65,8 +69,16 @@ class ForkingParent:
     """Owns the control socket, the ``SIGCHLD`` wake-up pipe and every child it forked
     until that child is reaped. Owned by the process that runs ``main``."""
 
-    def __init__(self, loaded: object, control: socket.socket, lifeline_fd: int) -> None:
+    def __init__(
+        self,
+        loaded: object,
+        control: socket.socket,
+        lifeline_fd: int,
+        launched_env: dict[str, str] | None = None,
+    ) -> None:
         self.loaded = loaded
+        #: the environment this process started with, before the bot's import touched it
+        self.launched_env = dict(os.environ) if launched_env is None else launched_env
         self.control = control
         self.lifeline_fd = lifeline_fd
         self.children: set[int] = set()
@@ -119,6 +131,7 @@ class ForkingParent:
         sys.stdout.flush()
         sys.stderr.flush()
         gc.freeze()  # whatever this loop allocated since the last fork joins the shared set
+        env = instance_environ(self.launched_env, os.environ, request.get("env") or {})
         started_r, started_w = os.pipe()
         pid = os.fork()
         if pid == 0:
@@ -129,7 +142,7 @@ class ForkingParent:
                 listen_fd=fds[0],
                 log_fd=fds[1],
                 started_fd=started_w,
-                env=request.get("env") or {},
+                env=env,
                 one_session=bool(request.get("one_session", True)),
                 owner_fd=self.lifeline_fd,
                 parent_fds=[self.control.fileno(), self._wake_r, self._wake_w, started_r],
@@ -204,6 +217,7 @@ def main(argv: list[str] | None = None) -> None:
     from cattery.runtime.options import RuntimeOptions
 
     control = socket.socket(fileno=args.control_fd)
+    launched_env = dict(os.environ)
     loaded = prepare(args.path, RuntimeOptions.from_env(host="127.0.0.1"))
     preload_serving_modules()
     if threading.active_count() > 1:
@@ -211,7 +225,7 @@ def main(argv: list[str] | None = None) -> None:
         print(f"cattery forking parent: threads running after import: {names}", file=sys.stderr)
         raise SystemExit(EXIT_THREADS)
     gc.freeze()
-    ForkingParent(loaded, control, args.lifeline_fd).run()
+    ForkingParent(loaded, control, args.lifeline_fd, launched_env).run()
 
 
 if __name__ == "__main__":

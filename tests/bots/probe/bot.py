@@ -50,8 +50,10 @@ def _report(runner_args, path: str) -> None:
         "room_url": getattr(runner_args, "room_url", None),
         "token": getattr(runner_args, "token", None),
         "has_websocket": getattr(runner_args, "websocket", None) is not None,
+        "transport_type": getattr(runner_args, "transport_type", None),
         "module_calls": calls,
         "env": {k: v for k, v in os.environ.items() if k.startswith("PROBE_")},
+        "ENV": os.environ.get("ENV"),
     }
     with open(path, "w") as f:
         json.dump(record, f)

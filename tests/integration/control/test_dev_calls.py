@@ -184,6 +184,8 @@ async def test_dev_start_answers_websocket_and_carrier_starts_as_the_public_api(
             await ws.recv()  # the probe reports and returns: its close comes through
     got = wait_for(lambda: report.exists() and json.loads(report.read_text()), what="report")
     assert got["has_websocket"] and got["body"] == body, got
+    assert got["transport_type"] == "websocket", got
+    assert got["ENV"] == "local", got  # as Pipecat's runner sets it
     assert got["session_id"] == answer["sessionId"]
     assert wait_ended(dev, "probe", answer["sessionId"])["endState"] == "completed"
     assert get_session(dev, "probe", answer["sessionId"])["transport"] == "websocket"

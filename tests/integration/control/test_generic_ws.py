@@ -69,6 +69,7 @@ async def test_a_generic_client_reaches_the_bot_with_its_body(
 
     got = wait_for(lambda: report.exists() and json.loads(report.read_text()), what="report")
     assert got["has_websocket"] is True
+    assert got["transport_type"] == "websocket"  # as Pipecat's runner marks a plain client
     assert got["body"] == body
     assert got["session_id"] == started["sessionId"]
     session = wait_ended(control, "probe", started["sessionId"])

@@ -63,7 +63,7 @@ from cattery.errors import (
     Unauthorized,
 )
 from cattery.integrations.telephony import SERVICE_HOST_PARAMETER, carrier_of, named_service_host
-from cattery.runtime.options import INSTANCE_TOKEN_HEADER
+from cattery.runtime.options import INSTANCE_TOKEN_HEADER, PLAIN_WEBSOCKET, TRANSPORT_TYPE_HEADER
 from cattery.store.models import Organization
 
 CARRIERS = ("twilio", "telnyx", "plivo", "exotel")
@@ -311,6 +311,8 @@ async def _place(
             SESSION_ID_HEADER: live.id,
             MAX_SESSION_HEADER: str(target.max_session_seconds),
         }
+        if call.route == GENERIC:  # a carrier's stream says who it is; a client does not
+            headers[TRANSPORT_TYPE_HEADER] = PLAIN_WEBSOCKET
         url = live.handle.address.replace("http", "ws", 1) + "/ws"
         if call.body:
             url += "?body=" + quote(call.body, safe="")
