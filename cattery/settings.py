@@ -6,6 +6,7 @@ receives a ``Settings`` object.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from pathlib import Path
 from typing import Any
@@ -63,6 +64,22 @@ class ContainerSettings(BaseModel):
     base_image: str = "localhost/cattery-base:latest"
 
 
+class MetricsSettings(BaseModel):
+    """``GET /metrics``: who may scrape it without a key."""
+
+    #: comma-separated addresses or networks (``10.0.0.5``, ``10.0.0.0/24``) whose requests
+    #: need no key (``CATTERY_METRICS__SCRAPE_ADDRESSES``); empty: a key is always needed
+    scrape_addresses: str = ""
+
+    @property
+    def scrape_networks(self) -> list[ipaddress.IPv4Network | ipaddress.IPv6Network]:
+        return [
+            ipaddress.ip_network(item.strip(), strict=False)
+            for item in self.scrape_addresses.split(",")
+            if item.strip()
+        ]
+
+
 class DevSettings(BaseModel):
     """``cattery dev``: the development runner's routes over one agent."""
 
@@ -114,6 +131,7 @@ class Settings(BaseSettings):
     #: clients get them when their start asks ``enableDefaultIceServers``
     ice_fallback_urls: str = PUBLIC_STUN
     dev: DevSettings = Field(default_factory=DevSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
     @classmethod
     def settings_customise_sources(

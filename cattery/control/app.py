@@ -15,6 +15,7 @@ from cattery.backends.container import ContainerBackend, Engine
 from cattery.backends.local import LocalBackend
 from cattery.backends.router import BackendRouter
 from cattery.control import dev
+from cattery.control.api.private import metrics as metrics_route
 from cattery.control.api.private import organization, secrets, services, sessions
 from cattery.control.api.public import proxy, start, webhooks
 from cattery.control.api.public.telephony import build_router as media_websockets
@@ -23,6 +24,7 @@ from cattery.control.bundled import deploy_bundled_agents
 from cattery.control.deployer import Deployer, DeployPlan
 from cattery.control.images import load_pull_auth
 from cattery.control.logrouter import LogRouter
+from cattery.control.metrics import ControlMetrics
 from cattery.control.recorder import InstanceRecorder, StoreRecorder
 from cattery.control.recovery import recover
 from cattery.control.state import ControlState
@@ -59,7 +61,8 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     # the public routes first: every start and Session API call is matched against the
     # routes ahead of its own, and these are the ones on the hot path
-    for module in (start, proxy, services, sessions, secrets, organization, webhooks):
+    modules = (start, proxy, services, sessions, secrets, organization, webhooks, metrics_route)
+    for module in modules:
         app.include_router(module.build_router())
     if settings.dev.agent:  # cattery dev: Pipecat's development runner's routes, no key
         app.include_router(dev.build_router())  # first: its /ws/{token} before /ws/{carrier}
@@ -116,7 +119,8 @@ async def _open(settings: Settings) -> ControlState:
     async with maker.begin() as db:
         boot = await bootstrap(db, settings)
     instances = InstanceRecorder(maker, box)
-    recorder = StoreRecorder(maker, instances)
+    metrics = ControlMetrics()
+    recorder = StoreRecorder(maker, instances, metrics)
     router = LogRouter(writer=recorder.write_logs)
     router.start()
     backend = LocalBackend(
@@ -133,6 +137,8 @@ async def _open(settings: Settings) -> ControlState:
     if containers is not None:
         backends["container"] = containers
     pools = PoolManager(BackendRouter(backends))
+    supervisor = SessionSupervisor(router, recorder, metrics)
+    metrics.watch(pools, supervisor.active_agent_keys)
     return ControlState(
         settings=settings,
         engine=engine,
@@ -140,13 +146,14 @@ async def _open(settings: Settings) -> ControlState:
         box=box,
         pools=pools,
         router=router,
-        supervisor=SessionSupervisor(router, recorder),
+        supervisor=supervisor,
         deployer=Deployer(settings, pools, container_engine),
         proxy_http=_cookieless_client(),
         backend=backend,
         containers=containers,
         instances=instances,
         admin_token_created=boot.admin_token,
+        metrics=metrics,
     )
 
 

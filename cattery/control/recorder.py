@@ -23,6 +23,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from cattery.backends.base import InstanceHandle, InstanceStatus
 from cattery.control import latency
 from cattery.control.logrouter import LogRecord, Sample
+from cattery.control.metrics import ControlMetrics
 from cattery.control.supervisor import LiveSession
 from cattery.store import repositories as repo
 from cattery.store.crypto import SecretBox
@@ -199,10 +200,14 @@ def _status(handle: InstanceHandle) -> str:
 
 class StoreRecorder:
     def __init__(
-        self, sessionmaker: async_sessionmaker[AsyncSession], instances: InstanceRecorder
+        self,
+        sessionmaker: async_sessionmaker[AsyncSession],
+        instances: InstanceRecorder,
+        metrics: ControlMetrics | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._instances = instances
+        self._metrics = metrics
 
     async def created(self, live: LiveSession) -> None:
         """The session and its instance's record, in one transaction: no session is
@@ -236,6 +241,7 @@ class StoreRecorder:
             await repo.end_session(db, session_id, end_state, at=when)
 
     async def write_logs(self, lines: list[LogRecord], samples: list[Sample]) -> None:
+        updates = latency.collect((r.session_id, r.line) for r in lines)
         async with self._sessionmaker.begin() as db:
             await repo.append_log_lines(
                 db,
@@ -252,7 +258,6 @@ class StoreRecorder:
                     for r in lines
                 ],
             )
-            updates = latency.collect((r.session_id, r.line) for r in lines)
             for session_id, update in updates.items():
                 await repo.add_latency(db, session_id, update)
             for s in samples:
@@ -263,3 +268,7 @@ class StoreRecorder:
                     memory_bytes=s.memory_bytes,
                     t=s.t,
                 )
+        if updates and self._metrics is not None:  # once stored: a retried batch counts once
+            agents = {r.session_id: r.agent_id for r in lines if r.session_id in updates}
+            for session_id, update in updates.items():
+                self._metrics.user_bot_latencies(agents[session_id], update.user_bot_latencies)

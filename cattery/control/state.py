@@ -12,6 +12,7 @@ from cattery.backends.local import LocalBackend
 from cattery.control.deployer import Deployer
 from cattery.control.logrouter import LogRouter
 from cattery.control.lookups import Lookups
+from cattery.control.metrics import ControlMetrics
 from cattery.control.recorder import InstanceRecorder
 from cattery.control.supervisor import SessionSupervisor
 from cattery.control.wstokens import WsTokens
@@ -37,3 +38,4 @@ class ControlState:
     admin_token_created: str | None = field(default=None, repr=False)
     ws_tokens: WsTokens = field(default_factory=WsTokens, repr=False)
     lookups: Lookups = field(default_factory=Lookups, repr=False)
+    metrics: ControlMetrics = field(default_factory=ControlMetrics, repr=False)

@@ -24,6 +24,7 @@ from loguru import logger
 
 from cattery.backends.base import InstanceHandle
 from cattery.control.logrouter import InstanceContext, LogRouter
+from cattery.control.metrics import ControlMetrics
 from cattery.runtime.options import END_STATE_HEADER, INSTANCE_TOKEN_HEADER
 from cattery.runtime.sessions import EndState
 
@@ -97,9 +98,15 @@ async def _already_connected(live: LiveSession) -> None:
 
 
 class SessionSupervisor:
-    def __init__(self, router: LogRouter, recorder: SessionRecorder) -> None:
+    def __init__(
+        self,
+        router: LogRouter,
+        recorder: SessionRecorder,
+        metrics: ControlMetrics | None = None,
+    ) -> None:
         self._router = router
         self._recorder = recorder
+        self._metrics = metrics or ControlMetrics()
         self._live: dict[str, LiveSession] = {}
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0))
         self._background: set[asyncio.Task[None]] = set()
@@ -135,6 +142,7 @@ class SessionSupervisor:
         )
         await self._recorder.created(live)
         self._live[live.id] = live
+        self._metrics.session_started(live.agent_id, live.agent_key)
         return live
 
     async def dispatch(
@@ -186,6 +194,7 @@ class SessionSupervisor:
                 end_state = "terminated" if live.stop_requested else "agent_error"
                 if not live.stop_requested:
                     logger.error(f"Instance of the session died: {exc!r}")
+                    self._metrics.session_instance_died(live.agent_key)
             except asyncio.CancelledError:
                 end_state = "terminated"
                 raise
@@ -232,6 +241,7 @@ class SessionSupervisor:
                     end_state = EndState.AGENT_ERROR.value
                     if not live.stop_requested:
                         logger.error("Instance of the session exited without an end state")
+                        self._metrics.session_instance_died(live.agent_key)
             except asyncio.CancelledError:
                 end_state = EndState.TERMINATED.value
                 raise
@@ -286,6 +296,7 @@ class SessionSupervisor:
 
     async def _finish(self, live: LiveSession, end_state: str, release: Release) -> None:
         self._live.pop(live.id, None)
+        self._metrics.session_ended(live.agent_key, end_state)
         try:
             await self._recorder.ended(live.id, end_state, datetime.now(UTC))
         except Exception as exc:
@@ -318,11 +329,16 @@ class SessionSupervisor:
         if kind != "bot_started" or live.reattached:
             return
         seconds = max(0.0, time.monotonic() - live.started_monotonic)
+        self._metrics.bot_started(live.agent_key, _start_kind(live), seconds)
         task = asyncio.get_running_loop().create_task(
             self._recorder.bot_started(session_id, seconds)
         )
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    def active_agent_keys(self) -> list[str]:
+        """One agent key per live session (the metrics' active sessions)."""
+        return [live.agent_key for live in self._live.values()]
 
     async def aclose(self) -> None:
         tasks = [live.task for live in self._live.values() if live.task is not None]
@@ -331,3 +347,10 @@ class SessionSupervisor:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await self._http.aclose()
+
+
+def _start_kind(live: LiveSession) -> str:
+    """How the session's instance came to be: warm, forked on demand, or started cold."""
+    if not live.cold_start:
+        return "warm"
+    return "forked" if getattr(live.handle, "forked", False) else "cold"

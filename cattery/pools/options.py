@@ -25,6 +25,18 @@ class PoolOptions:
             raise ValueError("cooldown_seconds must be >= 0 and start_timeout > 0")
 
 
+@dataclass
+class PoolCounts:
+    """Running totals a pool keeps for the metrics: never reset while the pool lives."""
+
+    #: acquires refused because ``max_agents`` instances were in use
+    capacity_refusals: int = 0
+    #: instances that failed to start
+    start_failures: int = 0
+    #: warm instances found dead while idle
+    idle_deaths: int = 0
+
+
 @dataclass(frozen=True)
 class Lease:
     """One instance, handed to one session; give it back with ``Pool.release(handle)``."""

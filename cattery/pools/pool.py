@@ -22,7 +22,7 @@ from cattery.backends.base import Backend, InstanceFailed, InstanceHandle, Insta
 from cattery.backends.base import InstanceStatus as Status
 from cattery.backends.tasks import OwnedTasks
 from cattery.errors import AtCapacity, ServiceUnavailable
-from cattery.pools.options import Lease, PoolOptions, PoolStats
+from cattery.pools.options import Lease, PoolCounts, PoolOptions, PoolStats
 
 #: after this many failed starts in a row, refills wait up to ``MAX_BACKOFF_SECONDS``
 BACKOFF_BASE_SECONDS = 0.5
@@ -75,6 +75,7 @@ class Pool:
         self._closed = False
         self._tasks = OwnedTasks(f"pool {key}")  # maintenance and starting instances
         self._closing = OwnedTasks(f"pool {key} closes")  # awaited, never cancelled
+        self.counts = PoolCounts()
 
     # -- public ----------------------------------------------------------------------
 
@@ -107,6 +108,7 @@ class Pool:
             slot = next((s for s in self._starting if self._claimable(s)), None)
             if slot is None:
                 if self._total() >= self.options.max_agents:
+                    self.counts.capacity_refusals += 1
                     raise AtCapacity(
                         f"Agent {self.key} is at capacity: all {self.options.max_agents} "
                         "instances (maxAgents) are in use"
@@ -226,6 +228,7 @@ class Pool:
         alive = [e for e in self._idle if e.handle.status == Status.READY]
         for entry in self._idle:
             if entry.handle.status != Status.READY:
+                self.counts.idle_deaths += 1
                 logger.bind(agent=self.key, instance_id=entry.handle.id).warning(
                     f"Idle instance is {entry.handle.status}; replacing it"
                 )
@@ -322,6 +325,7 @@ class Pool:
             failure = InstanceFailed(f"an instance of {self.key} failed to start: {error!r}")
             failure.__cause__ = error
         self._failures += 1
+        self.counts.start_failures += 1
         delay = min(MAX_BACKOFF_SECONDS, BACKOFF_BASE_SECONDS * 2 ** (self._failures - 1))
         self._retry_at = time.monotonic() + delay
         if not _fail(slot, failure):

@@ -79,6 +79,13 @@ class LocalInstanceHandle(HandleBase):
         return self._token
 
     @property
+    def forked(self) -> bool:
+        """Whether the instance was forked from its agent's pre-imported parent."""
+        from cattery.backends.local.forkserver import ForkedProcess
+
+        return isinstance(self._process, ForkedProcess)
+
+    @property
     def pid(self) -> int | None:
         return self._process.pid
 

@@ -15,6 +15,7 @@ events, a ``StreamingResponse``) reaches the caller chunk by chunk.
 from __future__ import annotations
 
 import posixpath
+import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterable
 from collections.abc import Set as AbstractSet
 from contextlib import asynccontextmanager
@@ -167,8 +168,10 @@ async def forward(state: ControlState, live: LiveSession, request: Request, path
         headers = [(k, v) for k, v in headers if k != _COOKIE]
     content = await _request_content(request, headers)
     head = request.method == "HEAD"
+    sent_at = time.perf_counter()
     try:
         upstream = await proxy.send(request.method, url, headers, content)
+        state.metrics.proxied(live.agent_key, time.perf_counter() - sent_at)
         if not head and _streams(upstream):
             kept = _response_headers(upstream, keep_length=True, cookies=cookies)
             return _StreamedResponse(upstream, kept)
