@@ -62,6 +62,17 @@ class ContainerSettings(BaseModel):
     publish_host: str = "127.0.0.1"
     #: the image folders run in when ``backend`` is "container"
     base_image: str = "localhost/cattery-base:latest"
+    #: builds: the image that stands in for ``dailyco/pipecat-base`` in a Dockerfile's
+    #: ``FROM`` (e.g. ``localhost/cattery-base:latest`` on a machine that can't pull it);
+    #: unset, the Dockerfile's base is used as written
+    pipecat_base_image: str | None = None
+
+
+class BuildSettings(BaseModel):
+    """Builds of uploaded contexts (``pipecat cloud deploy`` with no image)."""
+
+    #: a build running longer ends with status ``timeout``
+    timeout_seconds: float = Field(600.0, gt=0)
 
 
 class MetricsSettings(BaseModel):
@@ -114,6 +125,7 @@ class Settings(BaseSettings):
     #: references always run on the container backend (``container.engine_url`` set).
     backend: str = Field("local", pattern="^(local|container)$")
     container: ContainerSettings = Field(default_factory=ContainerSettings)
+    builds: BuildSettings = Field(default_factory=BuildSettings)
     #: local backend: fork instances from a per-agent parent that has imported the bot
     #: (Linux only; ``CATTERY_BACKEND_FORK=0`` starts each instance as a fresh process)
     backend_fork: bool = True

@@ -15,11 +15,12 @@ from cattery.backends.container import ContainerBackend, Engine
 from cattery.backends.local import LocalBackend
 from cattery.backends.router import BackendRouter
 from cattery.control import dev
+from cattery.control.api.private import builds, organization, secrets, services, sessions
 from cattery.control.api.private import metrics as metrics_route
-from cattery.control.api.private import organization, secrets, services, sessions
 from cattery.control.api.public import proxy, start, webhooks
 from cattery.control.api.public.telephony import build_router as media_websockets
 from cattery.control.bootstrap import bootstrap
+from cattery.control.builds import BuildService
 from cattery.control.bundled import deploy_bundled_agents
 from cattery.control.deployer import Deployer, DeployPlan
 from cattery.control.images import load_pull_auth
@@ -61,7 +62,17 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     # the public routes first: every start and Session API call is matched against the
     # routes ahead of its own, and these are the ones on the hot path
-    modules = (start, proxy, services, sessions, secrets, organization, webhooks, metrics_route)
+    modules = (
+        start,
+        proxy,
+        services,
+        sessions,
+        secrets,
+        organization,
+        builds,
+        webhooks,
+        metrics_route,
+    )
     for module in modules:
         app.include_router(module.build_router())
     if settings.dev.agent:  # cattery dev: Pipecat's development runner's routes, no key
@@ -139,6 +150,8 @@ async def _open(settings: Settings) -> ControlState:
     pools = PoolManager(BackendRouter(backends))
     supervisor = SessionSupervisor(router, recorder, metrics)
     metrics.watch(pools, supervisor.active_agent_keys)
+    build_service = BuildService(settings, maker, settings.container.engine_url)
+    await build_service.start()
     return ControlState(
         settings=settings,
         engine=engine,
@@ -152,6 +165,7 @@ async def _open(settings: Settings) -> ControlState:
         backend=backend,
         containers=containers,
         instances=instances,
+        builds=build_service,
         admin_token_created=boot.admin_token,
         metrics=metrics,
     )
@@ -232,6 +246,7 @@ async def _recover(state: ControlState) -> None:
 async def _close(state: ControlState) -> None:
     """Graceful shutdown: sessions end as terminated, every instance is closed and forgotten."""
     await state.supervisor.aclose()
+    await state.builds.aclose()
     await state.deployer.aclose()
     await state.pools.aclose()
     await state.backend.aclose()

@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from cattery.backends.container import ContainerBackend
 from cattery.backends.local import LocalBackend
+from cattery.control.builds import BuildService
 from cattery.control.deployer import Deployer
 from cattery.control.logrouter import LogRouter
 from cattery.control.lookups import Lookups
@@ -35,6 +36,7 @@ class ControlState:
     backend: LocalBackend
     containers: ContainerBackend | None
     instances: InstanceRecorder
+    builds: BuildService
     admin_token_created: str | None = field(default=None, repr=False)
     ws_tokens: WsTokens = field(default_factory=WsTokens, repr=False)
     lookups: Lookups = field(default_factory=Lookups, repr=False)

@@ -150,3 +150,25 @@ def session_detail(
 
 def log_entry(line: Any) -> dict[str, Any]:
     return {"log": line.line, "timestamp": iso(line.ts), "sessionId": line.session_id}
+
+
+def build_item(build: Any) -> dict[str, Any]:
+    """A build as Pipecat Cloud's ``Build`` schema has it (no ``imageUri`` until success)."""
+    body = {
+        "id": build.id,
+        "organizationId": build.organization_id,
+        "status": build.status,
+        "region": build.region,
+        "contextHash": build.context_hash,
+        "dockerfilePath": build.dockerfile_path,
+        "imageUri": build.image if build.status == "success" else None,
+        "errorMessage": build.error_message,
+        "contextSizeBytes": build.context_size_bytes,
+        "imageSizeBytes": build.image_size_bytes,
+        "buildDurationSeconds": build.build_duration_seconds,
+        "startedAt": iso(build.started_at),
+        "completedAt": iso(build.completed_at),
+        "createdAt": iso(build.created_at),
+        "updatedAt": iso(build.updated_at),
+    }
+    return {k: v for k, v in body.items() if v is not None}

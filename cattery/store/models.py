@@ -83,6 +83,8 @@ class Organization(Base):
     id: Mapped[str] = mapped_column(String(64), primary_key=True, default=lambda: new_id("org"))
     name: Mapped[str] = mapped_column(String(63), unique=True)
     verbose_name: Mapped[str] = mapped_column(String(255))
+    #: the ``defaultRegion`` property; unset, the control plane's default region
+    default_region: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
@@ -154,6 +156,13 @@ class Deployment(Base):
     environment_python: Mapped[str | None] = mapped_column(String(4096))
     #: the Session API passes cookies both ways for its sessions (the agent opted in)
     session_cookies: Mapped[bool] = mapped_column(default=False)
+    #: ``{"cpu": "500m", "memory": "1Gi"}`` given at deploy instead of a profile
+    resources: Mapped[dict[str, Any] | None]
+    architecture: Mapped[str | None] = mapped_column(String(16))
+    #: ``token`` or ``none``: this agent's carriers' WebSockets; unset, ``CATTERY_WS_AUTH``
+    websocket_auth: Mapped[str | None] = mapped_column(String(16))
+    #: Krisp VIVA's ``audioFilter`` (``tel``, ``pro``), passed to the bot; unset, off
+    krisp_viva_audio_filter: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -274,5 +283,62 @@ class Instance(Base):
     process_started_at: Mapped[float | None] = mapped_column(Double)
     session_id: Mapped[str | None] = mapped_column(String(64))
     status: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Build(Base):
+    """A build of an uploaded context: its status, where its result is, and its sizes.
+
+    ``image`` is what a deployment of the build runs: a folder agent's absolute path, or
+    the tag of the image the container engine built.
+    """
+
+    __tablename__ = "builds"
+    __table_args__ = (
+        Index("ix_builds_organization_id_context_hash", "organization_id", "context_hash"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=new_uuid)
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    status: Mapped[str] = mapped_column(String(16))
+    region: Mapped[str] = mapped_column(String(64))
+    context_hash: Mapped[str] = mapped_column(String(64))
+    dockerfile_path: Mapped[str] = mapped_column(String(1024))
+    image: Mapped[str | None] = mapped_column(String(4096))
+    error_message: Mapped[str | None] = mapped_column(Text)
+    context_size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    image_size_bytes: Mapped[int | None] = mapped_column(BigInteger)
+    build_duration_seconds: Mapped[int | None]
+    started_at: Mapped[datetime | None]
+    completed_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class BuildLogLine(Base):
+    __tablename__ = "build_log_lines"
+    __table_args__ = (Index("ix_build_log_lines_build_id_id", "build_id", "id"),)
+
+    id: Mapped[int] = mapped_column(BigIntKey, primary_key=True, autoincrement=True)
+    build_id: Mapped[str] = mapped_column(ForeignKey("builds.id", ondelete="CASCADE"))
+    ts: Mapped[datetime]
+    line: Mapped[str] = mapped_column(Text)
+
+
+class AgentProfile(Base):
+    """An organization's own profile; the built-in ones live in code."""
+
+    __tablename__ = "agent_profiles"
+    __table_args__ = (UniqueConstraint("organization_id", "name"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=lambda: new_id("prf"))
+    organization_id: Mapped[str] = mapped_column(ForeignKey("organizations.id"))
+    name: Mapped[str] = mapped_column(String(63))
+    display_name: Mapped[str] = mapped_column(String(255))
+    #: Kubernetes quantities, as given: ``"500m"``, ``"2"``; ``"256Mi"``, ``"4Gi"``
+    cpu: Mapped[str] = mapped_column(String(32))
+    memory: Mapped[str] = mapped_column(String(32))
+    enabled: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -93,15 +93,17 @@ class CloudCLI:
         )
         return env
 
-    def run(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    def run(
+        self, *args: str, check: bool = True, cwd: Path | None = None
+    ) -> subprocess.CompletedProcess[str]:
         pipecat = Path(sys.executable).with_name("pipecat")
         done = subprocess.run(
             [str(pipecat), "cloud", *args],
             capture_output=True,
             text=True,
             env=self.env(),
-            cwd=REPO,
-            timeout=120,
+            cwd=cwd or REPO,
+            timeout=180,
             stdin=subprocess.DEVNULL,
         )
         if check:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Callable
-from typing import TypeVar
+from typing import BinaryIO, TypeVar
 
 import docker
 from docker.errors import APIError, DockerException, ImageNotFound, NotFound
@@ -146,3 +146,46 @@ def _image_error(ref: str, exc: DockerException) -> CatteryError:
     if "invalid reference" in lowered or "invalid reference format" in lowered:
         return ImageReferenceInvalid(f"{ref!r} is not a valid image reference: {text}")
     return ImageNotFoundError(f"Image {ref} was not found locally or in its registry: {text}")
+
+
+def build_image(
+    url: str,
+    context: BinaryIO,
+    *,
+    tag: str,
+    dockerfile: str,
+    on_line: Callable[[str], None],
+    timeout: float,
+) -> int:
+    """Build ``context`` (a gzip tar) into ``tag`` through the Engine API, passing each
+    output line to ``on_line``; returns the image's size in bytes. Blocking: run it in a
+    thread. A failed step raises ``BuildFailed`` with the engine's message."""
+    client = docker.APIClient(base_url=url, timeout=int(timeout))
+    try:
+        stream = client.build(
+            fileobj=context,
+            custom_context=True,
+            encoding="gzip",
+            tag=tag,
+            dockerfile=dockerfile,
+            rm=True,
+            forcerm=True,
+            decode=True,
+        )
+        for chunk in stream:
+            if "error" in chunk:
+                message = str(chunk.get("error") or "").strip()
+                for line in message.splitlines():
+                    on_line(line)
+                raise BuildFailed(message or "The image build failed")
+            text = chunk.get("stream") or chunk.get("status") or ""
+            for line in str(text).splitlines():
+                if line.strip():
+                    on_line(line.rstrip())
+        return int(client.inspect_image(tag).get("Size") or 0)
+    finally:
+        client.close()
+
+
+class BuildFailed(Exception):
+    """The engine ran the Dockerfile and a step failed; the message is the engine's."""

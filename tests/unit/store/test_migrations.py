@@ -38,6 +38,9 @@ TABLES = {
     "session_latency",
     "log_lines",
     "instances",
+    "builds",
+    "build_log_lines",
+    "agent_profiles",
 }
 
 

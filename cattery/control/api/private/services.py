@@ -96,9 +96,15 @@ async def deploy_agent(
         if existing is not None and existing.active_deployment_id
         else None
     )
-    image = req.image or (previous.image if previous else None)
+    if req.image and req.buildId:
+        raise InvalidRequest("Give image or buildId, not both")
+    build_id = req.buildId or (previous.build_id if previous and not req.image else None)
+    if req.buildId:
+        image: str | None = await state.builds.image_for_deploy(db, org, req.buildId)
+    else:
+        image = req.image or (previous.image if previous else None)
     if not image:
-        raise InvalidRequest("image is required")
+        raise InvalidRequest("image (or buildId) is required")
     check_image(image)
     state.deployer.resolve(image)  # a 400 naming the problem, before anything is written
     profile = req.agentProfile or (previous.agent_profile if previous else DEFAULT_PROFILE)
@@ -169,7 +175,7 @@ async def deploy_agent(
         min_agents=min_agents,
         max_agents=max_agents,
         max_session_duration=max_session,
-        build_id=req.buildId,
+        build_id=build_id,
         session_cookies=session_cookies,
     )
     await repo.set_active_deployment(db, agent, dep.id)
