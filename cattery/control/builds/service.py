@@ -25,6 +25,7 @@ from cattery.backends.tasks import OwnedTasks
 from cattery.control.builds import runner
 from cattery.control.builds.uploads import (
     HASH_LENGTH,
+    MAX_CONTEXT_BYTES,
     Upload,
     UploadTokens,
     receive_upload,
@@ -57,6 +58,7 @@ class BuildService:
         self._maker = maker
         self._engine_url = engine_url
         self.tokens = UploadTokens()
+        self.max_upload_bytes = MAX_CONTEXT_BYTES
         self._tasks = OwnedTasks("builds")
         state = settings.state_dir
         self.uploads_dir = state / "uploads"
@@ -103,6 +105,7 @@ class BuildService:
             upload_id=_check_uuid(upload_id, "upload"),
             tokens=self.tokens,
             uploads_dir=self.uploads_dir,
+            max_bytes=self.max_upload_bytes,
         )
 
     async def create(

@@ -18,7 +18,7 @@ import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import BinaryIO
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
@@ -55,6 +55,10 @@ def context_hash(data_hash: hashlib._Hash) -> str:
     return data_hash.hexdigest()[:HASH_LENGTH]
 
 
+class UploadTokenRefused(Forbidden):
+    code = "BUILD_UPLOAD_TOKEN_INVALID"
+
+
 class UploadTokens:
     """Issues and checks upload tokens; the key is random per control-plane process."""
 
@@ -72,15 +76,19 @@ class UploadTokens:
     def check(self, token: str | None, upload_id: str) -> dict[str, str | None]:
         """The claims of a valid, unexpired token for ``upload_id``; 403 otherwise."""
         if not token:
-            raise Forbidden("The upload has no token: use the fields the upload URL came with")
+            raise UploadTokenRefused(
+                "The upload has no token: use the fields the upload URL came with"
+            )
         try:
             claims = self._signer.loads(token, max_age=self._ttl)
         except SignatureExpired:
-            raise Forbidden("The upload token has expired: ask for a new upload URL") from None
+            raise UploadTokenRefused(
+                "The upload token has expired: ask for a new upload URL"
+            ) from None
         except BadSignature:
-            raise Forbidden("The upload token is not valid for this upload URL") from None
+            raise UploadTokenRefused("The upload token is not valid for this upload URL") from None
         if claims.get("u") != upload_id:
-            raise Forbidden("The upload token is not valid for this upload URL")
+            raise UploadTokenRefused("The upload token is not valid for this upload URL")
         return claims
 
 
@@ -156,7 +164,7 @@ def _keep_once(source: BinaryIO, target: Path, max_bytes: int) -> Upload:
     try:
         fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except FileExistsError:
-        raise Forbidden("This upload URL has been used: ask for a new one") from None
+        raise UploadTokenRefused("This upload URL has been used: ask for a new one") from None
     digest = hashlib.md5(usedforsecurity=False)
     size = 0
     with os.fdopen(fd, "wb") as out:
@@ -184,6 +192,9 @@ def check_archive(path: Path, max_bytes: int = MAX_CONTEXT_BYTES) -> int:
     try:
         with tarfile.open(path, mode="r:gz") as archive:
             for member in archive:
+                parts = PurePosixPath(member.name).parts
+                if member.name.startswith("/") or ".." in parts:
+                    raise tarfile.FilterError(f"{member.name!r} is outside the context")
                 tarfile.data_filter(member, dest)
                 total += member.size
                 if total > max_bytes:
