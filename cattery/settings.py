@@ -91,6 +91,18 @@ class MetricsSettings(BaseModel):
         ]
 
 
+class HttpSettings(BaseModel):
+    """The API's connections (``CATTERY_HTTP__*``): the API may face the internet (carriers
+    and webhooks call it), so a slow or idle client is let go."""
+
+    #: seconds a request's headers may take to arrive whole; then the connection is closed
+    header_timeout: float = Field(10.0, gt=0)
+    #: seconds an idle kept-alive connection stays open
+    keep_alive_timeout: float = Field(5.0, gt=0)
+    #: open connections (WebSockets included) beyond which requests get a 503
+    max_connections: int = Field(1000, ge=1)
+
+
 class DevSettings(BaseModel):
     """``cattery dev``: the development runner's routes over one agent."""
 
@@ -144,6 +156,7 @@ class Settings(BaseSettings):
     ice_fallback_urls: str = PUBLIC_STUN
     dev: DevSettings = Field(default_factory=DevSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    http: HttpSettings = Field(default_factory=HttpSettings)
 
     @classmethod
     def settings_customise_sources(

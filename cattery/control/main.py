@@ -41,7 +41,10 @@ def serve(settings: Settings, *, fd: int | None) -> None:
         http=CoalescingHttpProtocol,
         log_level="info",
         timeout_graceful_shutdown=10,
+        timeout_keep_alive=settings.http.keep_alive_timeout,  # type: ignore[arg-type]
+        limit_concurrency=settings.http.max_connections,
     )
+    config.header_timeout = settings.http.header_timeout  # type: ignore[attr-defined]
     # An inherited socket is opened as TCP here (uvicorn's --fd assumes a unix socket, which
     # leaves Nagle's algorithm on and delays small responses by a delayed ACK).
     sockets = [socket.socket(fileno=fd)] if fd is not None else None
