@@ -144,6 +144,11 @@ class Settings(BaseSettings):
     #: agents deployed at start: name -> folder holding bot.py
     agents: dict[str, str] = Field(default_factory=dict)
     instance_sample_interval: float = 2.0
+    #: days a stored log line is kept (``CATTERY_LOG_RETENTION_DAYS``; Pipecat Cloud's 30)
+    log_retention_days: float = Field(30.0, gt=0)
+    #: what one session may store of its logs; beyond, lines are counted and summarised
+    log_max_session_lines: int = Field(20_000, ge=1)
+    log_max_session_bytes: int = Field(4 * 1024 * 1024, ge=1024)
     #: local backend: hours an instance's log file is kept after its last line
     instance_log_retention_hours: float = Field(24.0, gt=0)
     #: the carriers' media WebSockets (``/ws/{carrier}``): ``none`` lets any call in that names

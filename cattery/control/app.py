@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 
 import httpx
@@ -132,7 +133,12 @@ async def _open(settings: Settings) -> ControlState:
     instances = InstanceRecorder(maker, box)
     metrics = ControlMetrics()
     recorder = StoreRecorder(maker, instances, metrics)
-    router = LogRouter(writer=recorder.write_logs)
+    router = LogRouter(
+        writer=recorder.write_logs,
+        max_session_lines=settings.log_max_session_lines,
+        max_session_bytes=settings.log_max_session_bytes,
+        pruner=lambda: recorder.prune_logs(timedelta(days=settings.log_retention_days)),
+    )
     router.start()
     backend = LocalBackend(
         settings.state_dir,

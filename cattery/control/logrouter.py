@@ -3,6 +3,10 @@
 Backends hand over raw lines per instance; the router knows which agent, deployment and
 session each instance serves, reads the session id the runtime puts on every line, and
 writes in batches so a chatty bot never holds up a request.
+
+Storage is bounded: a session stores at most ``max_session_lines`` lines and
+``max_session_bytes`` bytes; what it prints beyond is counted, and summarised in one
+stored line when the session ends. Stored lines older than the retention are pruned.
 """
 
 from __future__ import annotations
@@ -10,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
 from loguru import logger
@@ -23,6 +27,15 @@ BOT_STARTED = "Starting bot session"
 END_STATE = re.compile(re.escape(SESSION_ENDED) + r" (\w+)")
 FLUSH_INTERVAL = 0.25
 MAX_LINE_CHARS = 16_000
+#: lines written per transaction: other writers get the database between batches
+FLUSH_BATCH = 2000
+#: how often stored lines past their retention are pruned
+PRUNE_INTERVAL = 3600.0
+DEFAULT_MAX_SESSION_LINES = 20_000
+DEFAULT_MAX_SESSION_BYTES = 4 * 1024 * 1024
+#: what a stored line costs beyond its text (its ids and index entries), counted in the
+#: byte cap so that the cap bounds the storage a session takes, not only its text
+ROW_OVERHEAD_BYTES = 300
 
 
 @dataclass(frozen=True)
@@ -57,7 +70,20 @@ UNBOUND_BACKLOG = 500
 MAX_BINDINGS = 20_000
 
 
+@dataclass
+class _Quota:
+    """What one session (or an instance's session-less lines) has stored, and dropped."""
+
+    lines: int = 0
+    size: int = 0
+    dropped_lines: int = 0
+    dropped_size: int = 0
+    #: the last dropped line's record: who the summary line is about
+    last: LogRecord | None = None
+
+
 Writer = Callable[[list[LogRecord], list[Sample]], Awaitable[None]]
+Pruner = Callable[[], Awaitable[object]]
 SessionEvent = Callable[[str, str, datetime], None]  # (session_id, event, when)
 
 
@@ -67,6 +93,11 @@ class LogRouter:
 
     writer: Writer
     on_session_event: SessionEvent | None = None
+    max_session_lines: int = DEFAULT_MAX_SESSION_LINES
+    max_session_bytes: int = DEFAULT_MAX_SESSION_BYTES
+    #: deletes stored lines past their retention; run at start, then every hour
+    pruner: Pruner | None = None
+    _quotas: dict[str, _Quota] = field(default_factory=dict)
     _instances: dict[str, InstanceContext] = field(default_factory=dict)
     _unbound: dict[str, list[tuple[datetime, str]]] = field(default_factory=dict)
     _lines: list[LogRecord] = field(default_factory=list)
@@ -88,8 +119,11 @@ class LogRouter:
             self._record(instance_id, context, when, text)
 
     def unbind(self, instance_id: str) -> None:
-        self._instances.pop(instance_id, None)
+        context = self._instances.pop(instance_id, None)
         self._unbound.pop(instance_id, None)
+        self._summarise(_instance_key(instance_id))
+        if context is not None and context.session_id:
+            self._summarise(context.session_id)
 
     def line(self, instance_id: str, text: str) -> None:
         text = text.rstrip("\n")[:MAX_LINE_CHARS]
@@ -104,17 +138,52 @@ class LogRouter:
 
     def _record(self, instance_id: str, ctx: InstanceContext, now: datetime, text: str) -> None:
         """One instance serves one session: untagged lines belong to that session."""
-        tag = SESSION_TAG.search(text) if LINE_START.match(text) else None
+        formatted = LINE_START.match(text) is not None  # the runtime's own lines
+        tag = SESSION_TAG.search(text) if formatted else None
         session_id = tag.group(1) if tag else ctx.session_id
         record = LogRecord(
             ctx.organization_id, ctx.agent_id, ctx.deployment_id, session_id, instance_id, now, text
         )
-        self._lines.append(record)
-        if session_id and self.on_session_event is not None:
+        self._store(session_id or _instance_key(instance_id), record)
+        if not (session_id and formatted):  # a bot's own print marks no session event
+            return
+        ended = END_STATE.search(text)
+        if self.on_session_event is not None:
             if BOT_STARTED in text:
                 self.on_session_event(session_id, "bot_started", now)
-            elif (match := END_STATE.search(text)) is not None:
-                self.on_session_event(session_id, f"ended:{match.group(1)}", now)
+            elif ended is not None:
+                self.on_session_event(session_id, f"ended:{ended.group(1)}", now)
+        if ended is not None:
+            self._summarise(session_id)
+
+    def _store(self, key: str, record: LogRecord) -> None:
+        """Buffer ``record`` unless its session has used up its share; then count it."""
+        quota = self._quotas.get(key)
+        if quota is None:
+            quota = self._quotas[key] = _Quota()
+            while len(self._quotas) > MAX_BINDINGS:
+                self._summarise(next(iter(self._quotas)))
+        size = len(record.line) + ROW_OVERHEAD_BYTES
+        if quota.lines >= self.max_session_lines or quota.size + size > self.max_session_bytes:
+            quota.dropped_lines += 1
+            quota.dropped_size += size
+            quota.last = record
+            return
+        quota.lines += 1
+        quota.size += size
+        self._lines.append(record)
+
+    def _summarise(self, key: str) -> None:
+        """The session is done: one stored line for what it printed beyond its share."""
+        quota = self._quotas.pop(key, None)
+        if quota is None or quota.last is None:
+            return
+        line = (
+            f"{quota.dropped_lines} more line(s) were not stored: a session stores at most "
+            f"{self.max_session_lines} lines and {self.max_session_bytes} bytes of logs "
+            f"(each line counts {ROW_OVERHEAD_BYTES} bytes beyond its text)"
+        )
+        self._lines.append(replace(quota.last, ts=datetime.now(UTC), line=line))
 
     def sample(self, instance_id: str, cpu_millicores: float, memory_bytes: int) -> None:
         context = self._instances.get(instance_id)
@@ -125,25 +194,44 @@ class LogRouter:
         )
 
     async def flush(self) -> None:
-        lines, self._lines = self._lines, []
-        samples, self._samples = self._samples, []
-        if not lines and not samples:
-            return
-        try:
-            await self.writer(lines, samples)
-        except Exception as exc:
-            logger.opt(exception=exc).error(f"Failed to store {len(lines)} log line(s); retrying")
-            self._lines[:0] = lines
-            self._samples[:0] = samples
+        """Write what is buffered, ``FLUSH_BATCH`` lines per transaction."""
+        while self._lines or self._samples:
+            lines, self._lines = self._lines[:FLUSH_BATCH], self._lines[FLUSH_BATCH:]
+            samples, self._samples = self._samples, []
+            try:
+                await self.writer(lines, samples)
+            except Exception as exc:
+                logger.opt(exception=exc).error(
+                    f"Failed to store {len(lines)} log line(s); retrying"
+                )
+                self._lines[:0] = lines
+                self._samples[:0] = samples
+                return
+            await asyncio.sleep(0)  # requests waiting for the database go first
 
     async def _flush_loop(self) -> None:
+        next_prune = 0.0
+        loop = asyncio.get_running_loop()
         while True:
             await asyncio.sleep(FLUSH_INTERVAL)
             await self.flush()
+            if self.pruner is not None and loop.time() >= next_prune:
+                next_prune = loop.time() + PRUNE_INTERVAL
+                try:
+                    await self.pruner()
+                except Exception as exc:
+                    logger.opt(exception=exc).error("Failed to prune old log lines")
 
     async def aclose(self) -> None:
+        for key in list(self._quotas):
+            self._summarise(key)
         if self._flush_task is not None:
             self._flush_task.cancel()
             await asyncio.gather(self._flush_task, return_exceptions=True)
             self._flush_task = None
         await self.flush()
+
+
+def _instance_key(instance_id: str) -> str:
+    """The quota key of an instance's lines that name no session."""
+    return f"instance:{instance_id}"

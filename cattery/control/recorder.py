@@ -13,7 +13,7 @@ import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -32,6 +32,8 @@ from cattery.store.repositories.logs import NewLogLine
 #: how often the instance records follow the instances (status, log offset, deletion)
 INSTANCE_SYNC_SECONDS = 2.0
 BACKEND_NAME = "local"
+#: log lines deleted per transaction when pruning
+PRUNE_BATCH = 5000
 #: statuses a record never takes: a record is deleted when its instance is let go instead
 _TERMINAL = frozenset({InstanceStatus.STOPPED, InstanceStatus.FAILED})
 
@@ -239,6 +241,18 @@ class StoreRecorder:
     async def ended(self, session_id: str, end_state: str, when: datetime) -> None:
         async with self._sessionmaker.begin() as db:
             await repo.end_session(db, session_id, end_state, at=when)
+
+    async def prune_logs(self, retention: timedelta) -> int:
+        """Delete stored log lines older than ``retention``, in short transactions."""
+        cutoff = datetime.now(UTC) - retention
+        total = 0
+        while True:
+            async with self._sessionmaker.begin() as db:
+                deleted = await repo.delete_log_lines_before(db, cutoff, limit=PRUNE_BATCH)
+            total += deleted
+            if deleted < PRUNE_BATCH:
+                return total
+            await asyncio.sleep(0)
 
     async def write_logs(self, lines: list[LogRecord], samples: list[Sample]) -> None:
         updates = latency.collect((r.session_id, r.line) for r in lines)

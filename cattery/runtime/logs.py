@@ -12,15 +12,16 @@ LOG_FORMAT = (
     "{extra[session_id]} - {message}"
 )
 NO_SESSION = "NONE"
-PROBE_PATHS = ("/livez", "/readyz")
 
 
-class _ProbeFilter(logging.Filter):
-    """Leaves health probes out of the access log."""
+class _AccessFilter(logging.Filter):
+    """The access log keeps only server errors: health probes and Session API requests
+    would otherwise store a line each, and any caller with a public key could grow the
+    platform's log storage by making requests."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        message = record.getMessage()
-        return not any(path in message for path in PROBE_PATHS)
+        status = record.args[-1] if isinstance(record.args, tuple) and record.args else None
+        return isinstance(status, int) and status >= 500
 
 
 class _InterceptHandler(logging.Handler):
@@ -45,4 +46,4 @@ def configure_logging(level: str) -> None:
         std.handlers = [handler]
         std.propagate = False
         std.setLevel(logging.INFO)
-    logging.getLogger("uvicorn.access").addFilter(_ProbeFilter())
+    logging.getLogger("uvicorn.access").addFilter(_AccessFilter())

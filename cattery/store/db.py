@@ -38,6 +38,10 @@ def _sqlite_file(url: URL) -> Path | None:
     return Path(database)
 
 
+#: the size the WAL file is cut back to after a checkpoint
+SQLITE_WAL_LIMIT_BYTES = 4 * 1024 * 1024
+
+
 def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
     """Per-connection settings SQLite does not remember: WAL, foreign keys, busy timeout."""
     cursor = dbapi_connection.cursor()
@@ -46,6 +50,9 @@ def _on_sqlite_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute(f"PRAGMA busy_timeout={SQLITE_BUSY_TIMEOUT_MS}")
+        # after a checkpoint the WAL shrinks back to this: a burst of writes (a log flood)
+        # doesn't leave the file at its largest
+        cursor.execute(f"PRAGMA journal_size_limit={SQLITE_WAL_LIMIT_BYTES}")
     finally:
         cursor.close()
 

@@ -3,11 +3,19 @@
 The instance writes its stdout and stderr to a file, not a pipe, so it keeps running (and
 logging) while no control plane reads it. ``offset`` always sits just after the last line
 handed to the sink, so a partial line is read again once it is complete.
+
+What has been read is freed on disk (a hole is punched in the file, on Linux): a bot that
+prints without end fills no disk, while the file keeps its length and so every offset
+stays valid. A hole reads back as NUL bytes, which are never handed over as lines.
 """
 
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import ctypes.util
+import os
+import sys
 from collections import deque
 from pathlib import Path
 
@@ -20,6 +28,44 @@ READ_CHUNK = 1 << 20
 #: a "line" this long without a newline is handed over anyway
 MAX_LINE_BYTES = 64 * 1024
 RECENT_LINES = 50
+#: read bytes are freed once this many have piled up
+FREE_EVERY_BYTES = 1 << 20
+_BLOCK = 4096
+_FALLOC_FL_KEEP_SIZE, _FALLOC_FL_PUNCH_HOLE = 0x01, 0x02
+
+
+def _load_fallocate() -> object | None:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        fallocate = libc.fallocate
+    except (OSError, AttributeError):
+        return None
+    fallocate.argtypes = [ctypes.c_int, ctypes.c_int, ctypes.c_int64, ctypes.c_int64]
+    fallocate.restype = ctypes.c_int
+    return fallocate
+
+
+_fallocate = _load_fallocate()
+
+
+def free_range(path: Path, start: int, end: int) -> bool:
+    """Free the disk blocks of ``path`` between ``start`` and ``end`` (whole blocks only),
+    keeping its length; False where the OS or file system can't."""
+    start = -(-start // _BLOCK) * _BLOCK
+    end = end // _BLOCK * _BLOCK
+    if _fallocate is None or end <= start:
+        return False
+    try:
+        fd = os.open(path, os.O_WRONLY)
+    except OSError:
+        return False
+    try:
+        mode = _FALLOC_FL_PUNCH_HOLE | _FALLOC_FL_KEEP_SIZE
+        return _fallocate(fd, mode, start, end - start) == 0  # type: ignore[operator]
+    finally:
+        os.close(fd)
 
 
 class LogTail:
@@ -35,22 +81,32 @@ class LogTail:
         self.offset = offset
         self._sink = sink
         self.recent: deque[str] = deque(maxlen=RECENT_LINES)
+        self._freed = offset
+        self._behind = False
 
     async def follow(self, interval: float = POLL_SECONDS) -> None:
-        """Read what was appended every ``interval`` seconds, until cancelled."""
+        """Read what was appended every ``interval`` seconds, until cancelled; a flood is
+        read a chunk per loop turn, so the event loop (and the API) never waits on it."""
         while True:
-            self.read_available()
-            await asyncio.sleep(interval)
+            self.read_available(max_chunks=1)
+            await asyncio.sleep(0 if self._behind else interval)
 
-    def read_available(self, *, final: bool = False) -> int:
+    def read_available(self, *, final: bool = False, max_chunks: int | None = None) -> int:
         """Hand every complete line up to the end of the file to the sink; return how many.
 
         ``final``: the writer is gone, so a last line without a newline is complete too.
+        ``max_chunks``: read at most this many chunks now (``_behind`` says if more wait).
         """
         count = 0
+        chunks = 0
+        self._behind = False
         try:
             with self.path.open("rb") as f:
                 while True:
+                    if max_chunks is not None and chunks >= max_chunks:
+                        self._behind = True
+                        return count
+                    chunks += 1
                     f.seek(self.offset)
                     data = f.read(READ_CHUNK)
                     if not data:
@@ -63,6 +119,11 @@ class LogTail:
                     for line in lines:
                         self._deliver(line)
                     count += len(lines)
+                    if self.offset - self._freed >= FREE_EVERY_BYTES:
+                        if free_range(self.path, self._freed, self.offset):
+                            self._freed = self.offset
+                        else:
+                            self._freed = 1 << 62  # the file system can't: stop trying
         except FileNotFoundError:
             return count
 
@@ -92,5 +153,9 @@ def _split_lines(data: bytes, *, flush_rest: bool) -> tuple[int, list[str]]:
     chunk = data[:end]
     if chunk.endswith(b"\n"):
         chunk = chunk[:-1]
-    lines = [raw.rstrip(b"\r").decode("utf-8", errors="replace") for raw in chunk.split(b"\n")]
+    lines = [
+        raw.rstrip(b"\r").decode("utf-8", errors="replace")
+        for raw in chunk.split(b"\n")
+        if not raw.startswith(b"\0") or raw.strip(b"\0")  # a freed range reads as NULs
+    ]
     return end, lines

@@ -46,7 +46,12 @@ from cattery.store.repositories.instances import (
     upsert_instance,
 )
 from cattery.store.repositories.latency import LatencyUpdate, add_latency, get_latency
-from cattery.store.repositories.logs import NewLogLine, append_log_lines, list_log_lines
+from cattery.store.repositories.logs import (
+    NewLogLine,
+    append_log_lines,
+    delete_log_lines_before,
+    list_log_lines,
+)
 from cattery.store.repositories.organizations import (
     DEFAULT_ORGANIZATION,
     create_organization,
@@ -106,6 +111,7 @@ __all__ = [
     "create_session",
     "create_user",
     "delete_instance",
+    "delete_log_lines_before",
     "delete_secret",
     "delete_secret_set",
     "end_session",

@@ -6,7 +6,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 
-from sqlalchemy import insert, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cattery.store.models import LogLine
@@ -50,3 +50,11 @@ async def list_log_lines(
         query = query.where(LogLine.deployment_id == deployment_id)
     newest_first = await db.scalars(query.order_by(LogLine.id.desc()).limit(limit))
     return list(newest_first)[::-1]
+
+
+async def delete_log_lines_before(db: AsyncSession, cutoff: datetime, *, limit: int = 5000) -> int:
+    """Delete up to ``limit`` of the oldest lines stored before ``cutoff``; returns how many
+    (call again while it returns ``limit``: each call is one short transaction)."""
+    oldest = select(LogLine.id).where(LogLine.ts < cutoff).order_by(LogLine.id).limit(limit)
+    result = await db.execute(delete(LogLine).where(LogLine.id.in_(oldest)))
+    return int(result.rowcount or 0)  # type: ignore[attr-defined]
