@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import platform
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,12 @@ from pydantic_settings import (
 )
 
 from cattery.runtime.options import PUBLIC_STUN
+
+
+def host_architecture() -> str:
+    """This machine's CPU architecture in the words of ``--architecture``."""
+    machine = platform.machine().lower()
+    return {"x86_64": "amd64", "aarch64": "arm64"}.get(machine, machine)
 
 
 class PoolDefaults(BaseModel):
@@ -132,6 +139,11 @@ class Settings(BaseSettings):
     admin_email: str = "admin@localhost"
     default_region: str = "local"
     regions: list[str] = Field(default_factory=lambda: ["local"])
+    #: the CPU architectures agents may ask for (``--architecture``); this machine's
+    architectures: list[str] = Field(default_factory=lambda: [host_architecture()])
+    #: Krisp VIVA models by ``audioFilter`` (``{"tel": "/models/tel.kef", "pro": ...}``):
+    #: an agent deployed with ``krispViva`` gets its model as ``KRISP_VIVA_FILTER_MODEL_PATH``
+    krisp_viva_models: dict[str, str] = Field(default_factory=dict)
     #: where agents whose image is a folder run: "local" processes (the default), or
     #: "container": ``container.base_image`` with the folder mounted at /app. Image
     #: references always run on the container backend (``container.engine_url`` set).

@@ -11,6 +11,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
+from cattery.backends.profiles import Limits
+
 
 class InstanceStatus(StrEnum):
     STARTING = "starting"
@@ -58,6 +60,9 @@ class InstanceSpec:
     env: Mapping[str, str] = field(default_factory=dict, repr=False)  # secrets included
     python: Path | None = None  # the agent's own interpreter, or None for cattery's
     profile: str = "agent-1x"
+    #: the CPU and memory the profile (or the deploy's own ``resources``) allows; every
+    #: backend enforces them. None: the built-in ``profile``'s
+    limits: Limits | None = None
     #: which backend runs it: "local" (a folder holding bot.py) or "container" (an image)
     backend: str = "local"
     pull_auth: PullAuth | None = field(default=None, repr=False)

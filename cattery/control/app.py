@@ -16,7 +16,7 @@ from cattery.backends.container import ContainerBackend, Engine
 from cattery.backends.local import LocalBackend
 from cattery.backends.router import BackendRouter
 from cattery.control import dev
-from cattery.control.api.private import builds, organization, secrets, services, sessions
+from cattery.control.api.private import builds, organization, profiles, secrets, services, sessions
 from cattery.control.api.private import metrics as metrics_route
 from cattery.control.api.public import proxy, start, webhooks
 from cattery.control.api.public.telephony import build_router as media_websockets
@@ -27,6 +27,7 @@ from cattery.control.deployer import Deployer, DeployPlan
 from cattery.control.images import load_pull_auth
 from cattery.control.logrouter import LogRouter
 from cattery.control.metrics import ControlMetrics
+from cattery.control.profiles import stored_resources
 from cattery.control.recorder import InstanceRecorder, StoreRecorder
 from cattery.control.recovery import recover
 from cattery.control.state import ControlState
@@ -71,6 +72,7 @@ def create_app(settings: Settings) -> FastAPI:
         secrets,
         organization,
         builds,
+        profiles,
         webhooks,
         metrics_route,
     )
@@ -231,6 +233,8 @@ async def _activate_deployed_agents(state: ControlState) -> None:
                     min_agents=dep.min_agents,
                     max_agents=dep.max_agents,
                     profile=dep.agent_profile,
+                    limits=stored_resources(dep.resources, dep.agent_profile).limits,
+                    krisp_viva_audio_filter=dep.krisp_viva_audio_filter,
                     secrets=secrets_env,
                     pull_auth=pull_auth,
                     session_cookies=dep.session_cookies,

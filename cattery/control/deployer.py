@@ -14,6 +14,7 @@ from loguru import logger
 
 from cattery.backends.base import InstanceSpec, PullAuth
 from cattery.backends.container import Engine
+from cattery.backends.profiles import Limits
 from cattery.control.images import (
     ImageSource,
     dependency_file,
@@ -43,6 +44,10 @@ class DeployPlan:
     pull_auth: PullAuth | None = field(default=None, repr=False)
     #: the Session API passes cookies both ways for this deployment (off by default)
     session_cookies: bool = False
+    #: the resources the deployment resolved (its profile's, or its own)
+    limits: Limits | None = None
+    #: Krisp VIVA's model family (``tel``, ``pro``) the bot's ``KrispVivaFilter`` loads
+    krisp_viva_audio_filter: str | None = None
 
 
 #: what Pipecat's development runner (``python bot.py``) puts in its bots' environment
@@ -123,11 +128,12 @@ class Deployer:
     async def _spec(self, plan: DeployPlan) -> InstanceSpec:
         """Where and how the deployment's instances run."""
         source = self.resolve(plan.image)
-        env = {**self._instance_env(), **plan.secrets}
+        env = {**self._instance_env(), **self._krisp_env(plan), **plan.secrets}
         common = {
             "agent_key": plan.agent_key,
             "deployment_id": plan.deployment_id,
             "profile": plan.profile,
+            "limits": plan.limits,
         }
         if source.reference is not None:
             return InstanceSpec(
@@ -153,6 +159,21 @@ class Deployer:
             )
         extra_env = await prepare_environment(source.folder, self._settings.state_dir / "envs")
         return InstanceSpec(**common, image=str(source.folder), env={**env, **extra_env})
+
+    def _krisp_env(self, plan: DeployPlan) -> dict[str, str]:
+        """Krisp VIVA, as the Pipecat Cloud base image offers it: ``KrispVivaFilter()``
+        reads its model from ``KRISP_VIVA_FILTER_MODEL_PATH``; here the models are the
+        operator's (``CATTERY_KRISP_VIVA_MODELS``)."""
+        if not plan.krisp_viva_audio_filter:
+            return {}
+        model = self._settings.krisp_viva_models.get(plan.krisp_viva_audio_filter)
+        if model is None:
+            logger.warning(
+                f"{plan.agent_key} asks for Krisp VIVA {plan.krisp_viva_audio_filter!r} and "
+                "CATTERY_KRISP_VIVA_MODELS names no model for it"
+            )
+            return {}
+        return {"KRISP_VIVA_FILTER_MODEL_PATH": model}
 
     def _instance_env(self) -> dict[str, str]:
         """What every instance gets from the control plane's settings (an agent's own wins).

@@ -29,6 +29,7 @@ def deployment_manifest(dep: Any) -> dict[str, Any]:
                 "maxSessionDurationSeconds": dep.max_session_duration,
                 "secretSet": dep.secret_set,
                 "agentProfile": dep.agent_profile,
+                "resources": dep.resources,
             }
         }
     }
@@ -65,7 +66,15 @@ def service_details(
             "minAgents": dep.min_agents if dep is not None else 0,
             "maxAgents": dep.max_agents if dep is not None else 0,
         },
-        "krispViva": {},
+        "krispViva": (
+            {"audioFilter": dep.krisp_viva_audio_filter}
+            if dep is not None and dep.krisp_viva_audio_filter
+            else {}
+        ),
+        "resources": dep.resources if dep is not None else None,
+        "architecture": dep.architecture if dep is not None else None,
+        "websocketAuth": dep.websocket_auth if dep is not None else None,
+        "buildId": dep.build_id if dep is not None else None,
         "deployment": (
             {"id": deployment_id, **deployment_manifest(dep)} if dep is not None else None
         ),

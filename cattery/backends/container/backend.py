@@ -102,7 +102,7 @@ class ContainerBackend:
             raise RuntimeError("the container backend is closed")
         instance_id = "inst_" + uuid.uuid4().hex
         token = secrets.token_urlsafe(32)
-        limits = limits_for(spec.profile)
+        limits = spec.limits or limits_for(spec.profile)
         try:
             await self.engine.ensure_image(spec.image, spec.pull_auth)
             container = await self.engine.call(

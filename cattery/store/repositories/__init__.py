@@ -65,6 +65,12 @@ from cattery.store.repositories.organizations import (
     list_organizations,
     list_users,
 )
+from cattery.store.repositories.profiles import (
+    create_agent_profile,
+    get_agent_profile,
+    list_agent_profiles,
+    update_agent_profile,
+)
 from cattery.store.repositories.secrets import (
     delete_secret,
     delete_secret_set,
@@ -104,6 +110,7 @@ __all__ = [
     "append_log_lines",
     "count_active_sessions",
     "create_agent",
+    "create_agent_profile",
     "create_api_key",
     "create_build",
     "create_deployment",
@@ -120,6 +127,7 @@ __all__ = [
     "find_active_api_key",
     "get_agent",
     "get_agent_by_id",
+    "get_agent_profile",
     "get_api_key",
     "get_build",
     "get_deployment",
@@ -134,6 +142,7 @@ __all__ = [
     "get_user",
     "get_user_by_email",
     "instance_token",
+    "list_agent_profiles",
     "list_agents",
     "list_all_live_agents",
     "list_api_keys",
@@ -156,6 +165,7 @@ __all__ = [
     "set_active_deployment",
     "set_deployment_environment",
     "soft_delete_agent",
+    "update_agent_profile",
     "update_build",
     "update_instance",
     "upsert_instance",

@@ -94,6 +94,10 @@ async def create_deployment(
     backend: str = "local",
     environment_python: str | None = None,
     session_cookies: bool = False,
+    resources: dict[str, str] | None = None,
+    architecture: str | None = None,
+    websocket_auth: str | None = None,
+    krisp_viva_audio_filter: str | None = None,
 ) -> Deployment:
     """A new deployment record; making it the active one is a separate step."""
     if not 0 <= min_agents <= max_agents:
@@ -114,6 +118,10 @@ async def create_deployment(
         build_id=build_id,
         backend=backend,
         environment_python=environment_python,
+        resources=resources,
+        architecture=architecture,
+        websocket_auth=websocket_auth,
+        krisp_viva_audio_filter=krisp_viva_audio_filter,
     )
     db.add(deployment)
     await db.flush()

@@ -19,7 +19,16 @@ class CreateKeyRequest(BaseModel):
 
 
 def _regions(state: State) -> list[dict[str, str]]:
-    return [{"code": r, "display_name": f"{r} (this cattery)"} for r in state.settings.regions]
+    archs = state.settings.architectures
+    return [
+        {
+            "code": r,
+            "display_name": f"{r} (this cattery)",
+            "supported_architectures": archs,
+            "default_architecture": archs[0] if archs else None,
+        }
+        for r in state.settings.regions
+    ]
 
 
 def build_router() -> APIRouter:

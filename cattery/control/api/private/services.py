@@ -11,8 +11,7 @@ from typing import Any
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
 
-from cattery.backends.profiles import DEFAULT_PROFILE, limits_for
-from cattery.control import wire
+from cattery.control import profiles, wire
 from cattery.control.api.private.validation import (
     check_agent_name,
     check_image,
@@ -20,6 +19,7 @@ from cattery.control.api.private.validation import (
     check_text,
 )
 from cattery.control.api.routing import BoundedJSONRoute
+from cattery.control.deploy_fields import deploy_fields
 from cattery.control.deployer import DeployPlan
 from cattery.control.deps import DB, Org, State
 from cattery.control.images import load_pull_auth
@@ -48,6 +48,10 @@ class DeployRequest(BaseModel):
     maxSessionDuration: int | None = None
     buildId: str | None = None
     forceRedeploy: bool | None = None
+    resources: dict[str, Any] | None = None
+    architecture: str | None = None
+    websocketAuth: str | None = None
+    krispViva: dict[str, Any] | None = None
     #: cattery's own: the Session API passes cookies both ways for this agent's sessions
     sessionCookies: bool | None = None
 
@@ -107,8 +111,10 @@ async def deploy_agent(
         raise InvalidRequest("image (or buildId) is required")
     check_image(image)
     state.deployer.resolve(image)  # a 400 naming the problem, before anything is written
-    profile = req.agentProfile or (previous.agent_profile if previous else DEFAULT_PROFILE)
-    limits_for(profile)
+    profile, resources = await profiles.for_deploy(
+        db, org, req.agentProfile, req.resources, previous
+    )
+    fields = deploy_fields(state.settings, req, previous)
     scaling = req.autoScaling or AutoScaling()
     min_agents = (
         scaling.minAgents
@@ -177,6 +183,8 @@ async def deploy_agent(
         max_session_duration=max_session,
         build_id=build_id,
         session_cookies=session_cookies,
+        resources=resources.as_dict(),
+        **fields,
     )
     await repo.set_active_deployment(db, agent, dep.id)
     await db.commit()
@@ -189,6 +197,8 @@ async def deploy_agent(
             min_agents=min_agents,
             max_agents=max_agents,
             profile=dep.agent_profile,
+            limits=resources.limits,
+            krisp_viva_audio_filter=dep.krisp_viva_audio_filter,
             secrets=secrets,
             pull_auth=pull_auth,
             session_cookies=session_cookies,

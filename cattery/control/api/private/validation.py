@@ -13,6 +13,7 @@ SECRET_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
 SET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")
 NAME_RULES = {
     "agent name": (AGENT_NAME, "lowercase letters, digits and '-', at most 63"),
+    "agent profile name": (AGENT_NAME, "lowercase letters, digits and '-', at most 63"),
     "secret set name": (
         SET_NAME,
         "letters, digits, '_', '-' and '.', starting with a letter or digit, at most 255",
