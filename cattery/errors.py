@@ -100,3 +100,12 @@ class StartTimeout(CatteryError):
 class ImageNotFound(InvalidRequest):
     code = "PCC_IMAGE_NOT_FOUND"
     default_message = "Image not found"
+
+
+class NotAvailableSelfHosted(CatteryError):
+    """A Pipecat Cloud feature with no meaning on a self-hosted platform; the message says
+    what to do instead."""
+
+    status_code = 501
+    code = "NOT_AVAILABLE_SELF_HOSTED"
+    default_message = "Not available on a self-hosted cattery"

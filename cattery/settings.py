@@ -75,6 +75,15 @@ class ContainerSettings(BaseModel):
     pipecat_base_image: str | None = None
 
 
+class OidcSettings(BaseModel):
+    """An OIDC provider for ``pipecat cloud auth login`` (``GET /auth/config`` answers it);
+    unset, the CLI signs in with ``auth use-pat`` instead."""
+
+    issuer: str | None = None
+    client_id: str | None = None
+    scopes: list[str] = Field(default_factory=lambda: ["openid", "profile", "email"])
+
+
 class BuildSettings(BaseModel):
     """Builds of uploaded contexts (``pipecat cloud deploy`` with no image)."""
 
@@ -150,6 +159,7 @@ class Settings(BaseSettings):
     backend: str = Field("local", pattern="^(local|container)$")
     container: ContainerSettings = Field(default_factory=ContainerSettings)
     builds: BuildSettings = Field(default_factory=BuildSettings)
+    oidc: OidcSettings = Field(default_factory=OidcSettings)
     #: local backend: fork instances from a per-agent parent that has imported the bot
     #: (Linux only; ``CATTERY_BACKEND_FORK=0`` starts each instance as a fresh process)
     backend_fork: bool = True

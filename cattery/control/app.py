@@ -16,7 +16,15 @@ from cattery.backends.container import ContainerBackend, Engine
 from cattery.backends.local import LocalBackend
 from cattery.backends.router import BackendRouter
 from cattery.control import dev
-from cattery.control.api.private import builds, organization, profiles, secrets, services, sessions
+from cattery.control.api.private import (
+    builds,
+    organization,
+    profiles,
+    secrets,
+    self_hosted,
+    services,
+    sessions,
+)
 from cattery.control.api.private import metrics as metrics_route
 from cattery.control.api.public import proxy, start, webhooks
 from cattery.control.api.public.telephony import build_router as media_websockets
@@ -73,6 +81,7 @@ def create_app(settings: Settings) -> FastAPI:
         organization,
         builds,
         profiles,
+        self_hosted,
         webhooks,
         metrics_route,
     )

@@ -176,5 +176,9 @@ def _detached(org: Organization) -> Organization:
     """A copy no database session knows: a rollback in one request expires the rows of
     its session, and a cached row shared with later requests must not be one of them."""
     return Organization(
-        id=org.id, name=org.name, verbose_name=org.verbose_name, created_at=org.created_at
+        id=org.id,
+        name=org.name,
+        verbose_name=org.verbose_name,
+        default_region=org.default_region,
+        created_at=org.created_at,
     )

@@ -64,6 +64,7 @@ from cattery.store.repositories.organizations import (
     get_user_by_email,
     list_organizations,
     list_users,
+    set_default_region,
 )
 from cattery.store.repositories.profiles import (
     create_agent_profile,
@@ -163,6 +164,7 @@ __all__ = [
     "mark_bot_started",
     "revoke_api_key",
     "set_active_deployment",
+    "set_default_region",
     "set_deployment_environment",
     "soft_delete_agent",
     "update_agent_profile",

@@ -73,3 +73,11 @@ async def create_user(db: AsyncSession, email: str) -> User:
 async def ensure_user(db: AsyncSession, email: str) -> User:
     """The user with ``email``, created if missing (the admin of a fresh install)."""
     return await get_user_by_email(db, email) or await create_user(db, email)
+
+
+async def set_default_region(db: AsyncSession, organization_id: str, region: str) -> None:
+    """The organization's ``defaultRegion`` property."""
+    org = await db.get(Organization, organization_id)
+    if org is not None:
+        org.default_region = region
+        await db.flush()

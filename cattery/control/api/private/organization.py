@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from fastapi import APIRouter
+from typing import Any
+
+from fastapi import APIRouter, Body
 from pydantic import BaseModel, Field
 
 from cattery.control import wire
@@ -10,12 +12,17 @@ from cattery.control.api.routing import BoundedJSONRoute
 from cattery.control.deps import DB, Org, PrivateCaller, State
 from cattery.errors import InvalidRequest, NotFound
 from cattery.store import repositories as repo
-from cattery.store.models import ApiKeyKind
+from cattery.store.models import ApiKeyKind, Organization
 
 
 class CreateKeyRequest(BaseModel):
     name: str = Field(min_length=1, max_length=255)
     type: str = "public"
+
+
+def default_region(state: State, org: Organization) -> str:
+    """The organization's ``defaultRegion`` property, else the platform's."""
+    return org.default_region or state.settings.default_region
 
 
 def _regions(state: State) -> list[dict[str, str]]:
@@ -57,7 +64,42 @@ def _add_org_routes(router: APIRouter, base: str) -> None:
 
     @router.get(base + "/properties")
     async def properties(state: State, org: Org) -> dict:
-        return {"properties": {"defaultRegion": state.settings.default_region}}
+        return {"properties": {"defaultRegion": default_region(state, org)}}
+
+    @router.get(base + "/properties/schema")
+    async def properties_schema(state: State, org: Org) -> dict:
+        return {
+            "properties": {
+                "defaultRegion": {
+                    "type": "string",
+                    "description": "Default region for new agents",
+                    "default": state.settings.default_region,
+                    "currentValue": default_region(state, org),
+                    "readOnly": False,
+                    "availableValues": list(state.settings.regions),
+                }
+            }
+        }
+
+    @router.patch(base + "/properties")
+    async def update_properties(
+        state: State, db: DB, org: Org, req: dict[str, Any] = Body(...)
+    ) -> dict:
+        unknown = set(req) - {"defaultRegion"}
+        if unknown:
+            raise InvalidRequest(
+                f"Unknown properties: {', '.join(sorted(unknown))}; this cattery has defaultRegion"
+            )
+        region = req.get("defaultRegion")
+        if region not in state.settings.regions:
+            raise InvalidRequest(
+                f"Unknown region {region!r}; use one of {', '.join(state.settings.regions)}",
+                code="INVALID_REGION",
+            )
+        await repo.set_default_region(db, org.id, region)
+        await db.commit()  # then forgotten: callers' cached organization holds the old one
+        state.lookups.forget_keys(org.id)
+        return {"properties": {"defaultRegion": region}}
 
     @router.get(base + "/daily")
     async def daily(state: State, org: Org) -> dict:

@@ -167,7 +167,9 @@ async def deploy_agent(
     pull_auth = await load_pull_auth(db, state.box, org.id, pull_secret_set)
     # The engine must hold (or pull) the image before the agent exists: no half-made agent.
     await state.deployer.check_image(image, pull_auth)
-    region = req.region or (existing.region if existing else state.settings.default_region)
+    region = req.region or (
+        existing.region if existing else (org.default_region or state.settings.default_region)
+    )
     check_text("region", region, max_chars=64)
     agent = existing or await repo.create_agent(db, org.id, name, region)
     dep = await repo.create_deployment(
