@@ -119,6 +119,24 @@ class HttpSettings(BaseModel):
     max_connections: int = Field(1000, ge=1)
 
 
+class WebhookSettings(BaseModel):
+    """Session webhooks' tries (``CATTERY_WEBHOOKS__*``)."""
+
+    #: seconds to wait before each retry, comma-separated; the last repeats
+    retry_schedule: str = "10,30,60,300,900,1800,3600"
+    #: a delivery still failing this long after its event gives up
+    max_age_hours: float = Field(24.0, gt=0)
+    #: how long one try waits for the receiver's answer
+    timeout_seconds: float = Field(10.0, gt=0)
+    #: how often the sender looks for due deliveries when nothing wakes it
+    poll_seconds: float = Field(1.0, gt=0)
+
+    def delay(self, attempts: int) -> float:
+        """Seconds before the try after ``attempts + 1`` failed ones."""
+        steps = [float(s) for s in self.retry_schedule.split(",") if s.strip()] or [60.0]
+        return steps[min(attempts, len(steps) - 1)]
+
+
 class DevSettings(BaseModel):
     """``cattery dev``: the development runner's routes over one agent."""
 
@@ -184,6 +202,7 @@ class Settings(BaseSettings):
     dev: DevSettings = Field(default_factory=DevSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
+    webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -38,6 +38,7 @@ from cattery.control.metrics import ControlMetrics
 from cattery.control.profiles import stored_resources
 from cattery.control.recorder import InstanceRecorder, StoreRecorder
 from cattery.control.recovery import recover
+from cattery.control.session_webhooks import SessionWebhooks
 from cattery.control.state import ControlState
 from cattery.control.supervisor import SessionSupervisor
 from cattery.error_handlers import install_error_handlers
@@ -165,7 +166,9 @@ async def _open(settings: Settings) -> ControlState:
     if containers is not None:
         backends["container"] = containers
     pools = PoolManager(BackendRouter(backends))
-    supervisor = SessionSupervisor(router, recorder, metrics)
+    webhooks = SessionWebhooks(maker, box, settings.webhooks, flush_logs=router.flush)
+    webhooks.start()
+    supervisor = SessionSupervisor(router, recorder, metrics, webhooks)
     metrics.watch(pools, supervisor.active_agent_keys)
     build_service = BuildService(settings, maker, settings.container.engine_url)
     await build_service.start()
@@ -183,6 +186,7 @@ async def _open(settings: Settings) -> ControlState:
         containers=containers,
         instances=instances,
         builds=build_service,
+        webhooks=webhooks,
         admin_token_created=boot.admin_token,
         metrics=metrics,
     )
@@ -272,6 +276,7 @@ async def _close(state: ControlState) -> None:
     if state.containers is not None:
         await state.containers.aclose()
     await state.instances.aclose()
+    await state.webhooks.aclose()
     await state.router.aclose()
     await state.proxy_http.aclose()
     await state.engine.dispose()

@@ -15,6 +15,7 @@ from cattery.control.logrouter import LogRouter
 from cattery.control.lookups import Lookups
 from cattery.control.metrics import ControlMetrics
 from cattery.control.recorder import InstanceRecorder
+from cattery.control.session_webhooks import SessionWebhooks
 from cattery.control.supervisor import SessionSupervisor
 from cattery.control.wstokens import WsTokens
 from cattery.pools import PoolManager
@@ -37,6 +38,7 @@ class ControlState:
     containers: ContainerBackend | None
     instances: InstanceRecorder
     builds: BuildService
+    webhooks: SessionWebhooks
     admin_token_created: str | None = field(default=None, repr=False)
     ws_tokens: WsTokens = field(default_factory=WsTokens, repr=False)
     lookups: Lookups = field(default_factory=Lookups, repr=False)

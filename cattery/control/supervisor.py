@@ -25,6 +25,7 @@ from loguru import logger
 from cattery.backends.base import InstanceHandle
 from cattery.control.logrouter import InstanceContext, LogRouter
 from cattery.control.metrics import ControlMetrics
+from cattery.control.session_webhooks import SessionWebhooks
 from cattery.runtime.options import END_STATE_HEADER, INSTANCE_TOKEN_HEADER
 from cattery.runtime.sessions import EndState
 
@@ -103,10 +104,12 @@ class SessionSupervisor:
         router: LogRouter,
         recorder: SessionRecorder,
         metrics: ControlMetrics | None = None,
+        webhooks: SessionWebhooks | None = None,
     ) -> None:
         self._router = router
         self._recorder = recorder
         self._metrics = metrics or ControlMetrics()
+        self._webhooks = webhooks
         self._live: dict[str, LiveSession] = {}
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0))
         self._background: set[asyncio.Task[None]] = set()
@@ -301,6 +304,8 @@ class SessionSupervisor:
             await self._recorder.ended(live.id, end_state, datetime.now(UTC))
         except Exception as exc:
             logger.opt(exception=exc).error("Failed to record the end of a session")
+        if self._webhooks is not None:
+            self._webhooks.session_ended(live.id)
         try:
             await release(live.handle)
         except Exception as exc:
@@ -330,11 +335,14 @@ class SessionSupervisor:
             return
         seconds = max(0.0, time.monotonic() - live.started_monotonic)
         self._metrics.bot_started(live.agent_key, _start_kind(live), seconds)
-        task = asyncio.get_running_loop().create_task(
-            self._recorder.bot_started(session_id, seconds)
-        )
+        task = asyncio.get_running_loop().create_task(self._bot_started(session_id, seconds))
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    async def _bot_started(self, session_id: str, seconds: float) -> None:
+        await self._recorder.bot_started(session_id, seconds)
+        if self._webhooks is not None:
+            self._webhooks.session_started(session_id)
 
     def active_agent_keys(self) -> list[str]:
         """One agent key per live session (the metrics' active sessions)."""

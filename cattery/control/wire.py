@@ -181,3 +181,18 @@ def build_item(build: Any) -> dict[str, Any]:
         "updatedAt": iso(build.updated_at),
     }
     return {k: v for k, v in body.items() if v is not None}
+
+
+def webhook_delivery(delivery: Any) -> dict[str, Any]:
+    return {
+        "id": delivery.id,
+        "event": delivery.event,
+        "url": delivery.url,
+        "status": delivery.status,
+        "attempts": delivery.attempts,
+        "lastStatusCode": delivery.last_status_code,
+        "lastError": delivery.last_error,
+        "createdAt": iso(delivery.created_at),
+        "nextAttemptAt": iso(delivery.next_attempt_at) if delivery.status == "pending" else None,
+        "deliveredAt": iso(delivery.delivered_at),
+    }

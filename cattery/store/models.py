@@ -163,6 +163,8 @@ class Deployment(Base):
     websocket_auth: Mapped[str | None] = mapped_column(String(16))
     #: Krisp VIVA's ``audioFilter`` (``tel``, ``pro``), passed to the bot; unset, off
     krisp_viva_audio_filter: Mapped[str | None] = mapped_column(String(16))
+    #: where ``session.started`` and ``session.ended`` are posted (the agent's choice)
+    session_webhook_url: Mapped[str | None] = mapped_column(String(2048))
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -232,6 +234,30 @@ class SessionLatency(Base):
     first_bot_speech_seconds: Mapped[float | None] = mapped_column(Double)
     # replaced whole on change (no in-place mutation)
     user_bot_latencies: Mapped[list[Any]] = mapped_column(default=list)
+
+
+class WebhookDelivery(Base):
+    """One event for a session webhook, kept until it lands or gives up (a restart resumes
+    what is pending). ``body`` is fixed when the event happens; each try signs it anew."""
+
+    __tablename__ = "webhook_deliveries"
+    __table_args__ = (Index("ix_webhook_deliveries_status_next", "status", "next_attempt_at"),)
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=lambda: new_id("whd"))
+    session_id: Mapped[str] = mapped_column(
+        ForeignKey("sessions.id", ondelete="CASCADE"), index=True
+    )
+    event: Mapped[str] = mapped_column(String(32))
+    url: Mapped[str] = mapped_column(String(2048))
+    body: Mapped[str] = mapped_column(Text)
+    #: pending, delivered, failed (gave up)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    attempts: Mapped[int] = mapped_column(default=0)
+    next_attempt_at: Mapped[datetime] = mapped_column(default=utcnow)
+    last_status_code: Mapped[int | None]
+    last_error: Mapped[str | None] = mapped_column(String(1024))
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    delivered_at: Mapped[datetime | None]
 
 
 class ResourceSample(Base):

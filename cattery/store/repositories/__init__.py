@@ -95,6 +95,13 @@ from cattery.store.repositories.sessions import (
     list_unended_sessions,
     mark_bot_started,
 )
+from cattery.store.repositories.webhooks import (
+    due_deliveries,
+    enqueue_delivery,
+    list_deliveries,
+    next_due_at,
+    record_attempt,
+)
 
 __all__ = [
     "ACTIVE",
@@ -122,7 +129,9 @@ __all__ = [
     "delete_log_lines_before",
     "delete_secret",
     "delete_secret_set",
+    "due_deliveries",
     "end_session",
+    "enqueue_delivery",
     "ensure_default_organization",
     "ensure_user",
     "find_active_api_key",
@@ -149,6 +158,7 @@ __all__ = [
     "list_api_keys",
     "list_build_log_lines",
     "list_builds",
+    "list_deliveries",
     "list_deployments",
     "list_live_instances",
     "list_log_lines",
@@ -162,6 +172,8 @@ __all__ = [
     "list_unfinished_builds",
     "list_users",
     "mark_bot_started",
+    "next_due_at",
+    "record_attempt",
     "revoke_api_key",
     "set_active_deployment",
     "set_default_region",

@@ -98,6 +98,7 @@ async def create_deployment(
     architecture: str | None = None,
     websocket_auth: str | None = None,
     krisp_viva_audio_filter: str | None = None,
+    session_webhook_url: str | None = None,
 ) -> Deployment:
     """A new deployment record; making it the active one is a separate step."""
     if not 0 <= min_agents <= max_agents:
@@ -115,6 +116,7 @@ async def create_deployment(
         secret_set=secret_set,
         image_pull_secret_set=image_pull_secret_set,
         session_cookies=session_cookies,
+        session_webhook_url=session_webhook_url,
         build_id=build_id,
         backend=backend,
         environment_python=environment_python,

@@ -36,6 +36,7 @@ TABLES = {
     "sessions",
     "resource_samples",
     "session_latency",
+    "webhook_deliveries",
     "log_lines",
     "instances",
     "builds",

@@ -7,6 +7,7 @@ the official CLI calls (``/v1/organizations/{org}/services...``).
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, ConfigDict, Field
@@ -54,6 +55,21 @@ class DeployRequest(BaseModel):
     krispViva: dict[str, Any] | None = None
     #: cattery's own: the Session API passes cookies both ways for this agent's sessions
     sessionCookies: bool | None = None
+    #: cattery's own: where ``session.started`` and ``session.ended`` are posted ("" for none)
+    sessionWebhookUrl: str | None = None
+
+
+def _webhook_url(req: DeployRequest, previous: Any) -> str | None:
+    """The deploy's session webhook URL, else the previous deployment's; "" clears it."""
+    if req.sessionWebhookUrl is None:
+        return previous.session_webhook_url if previous else None
+    url = req.sessionWebhookUrl.strip()
+    if not url:
+        return None
+    parsed = urlsplit(url)
+    if parsed.scheme not in ("http", "https") or not parsed.netloc or len(url) > 2048:
+        raise InvalidRequest("sessionWebhookUrl must be an http(s) URL of at most 2048 characters")
+    return url
 
 
 async def get_agent(db: DB, org: Organization, name: str) -> Agent:
@@ -138,6 +154,7 @@ async def deploy_agent(
         if req.sessionCookies is not None
         else (previous.session_cookies if previous else False)
     )
+    webhook_url = _webhook_url(req, previous)
     max_session = req.maxSessionDuration or (
         previous.max_session_duration if previous else state.settings.pools.max_session_duration
     )
@@ -187,6 +204,7 @@ async def deploy_agent(
         session_cookies=session_cookies,
         resources=resources.as_dict(),
         **fields,
+        session_webhook_url=webhook_url,
     )
     await repo.set_active_deployment(db, agent, dep.id)
     await db.commit()

@@ -55,6 +55,15 @@ def _add_routes(router: APIRouter, base: str) -> None:
         latency_row = await repo.get_latency(db, session.id)
         return wire.session_detail(session, samples, latency_row)
 
+    @router.get(base + "/sessions/{session_id}/webhooks")
+    async def list_webhook_deliveries(db: DB, org: Org, name: str, session_id: str) -> dict:
+        agent = await get_agent(db, org, name)
+        session = await repo.get_session(db, org.id, agent.id, session_id)
+        if session is None:
+            raise SessionNotFound(f"Session {session_id} not found")
+        deliveries = await repo.list_deliveries(db, session.id)
+        return {"deliveries": [wire.webhook_delivery(d) for d in deliveries]}
+
     @router.delete(base + "/sessions/{session_id}")
     async def stop_session(state: State, db: DB, org: Org, name: str, session_id: str) -> dict:
         agent = await get_agent(db, org, name)

@@ -1,0 +1,107 @@
+"""``python -m bench.webhooks``: does a session webhook that hangs slow starts down?
+
+One control plane, two agents of the stamp bot: ``plain`` has no webhook, ``hooked`` posts
+its session events to a receiver that accepts the connection and never answers. Warm
+starts alternate between the two; each is timed from ``POST .../start`` until ``bot()`` is
+entered. The hooked agent's figures should match the plain one's (ratio about 1.0x).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import tempfile
+import time
+from pathlib import Path
+
+from aiohttp import web
+
+from bench.platform import BOTS, ORG, ControlPlane, start_session, wait_stamp
+from bench.starts import STAMP_TIMEOUT, client
+from bench.stats import Results, Row, latency_figures, percentile, ratio
+
+
+async def hanging_receiver() -> tuple[web.AppRunner, str, asyncio.Event]:
+    release = asyncio.Event()
+
+    async def never(request: web.Request) -> web.Response:
+        await release.wait()
+        return web.Response(text="late")
+
+    app = web.Application()
+    app.router.add_post("/hook", never)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}/hook", release
+
+
+def deploy(cp: ControlPlane, name: str, webhook_url: str | None) -> None:
+    body = {
+        "serviceName": name,
+        "image": f"{BOTS / 'stamp'}:latest",
+        "autoScaling": {"minAgents": 1, "maxAgents": 2},
+    }
+    if webhook_url:
+        body["sessionWebhookUrl"] = webhook_url
+    with cp.admin() as c:
+        resp = c.post(f"/v1/organizations/{ORG}/services", json=body)
+        resp.raise_for_status()
+    deadline = time.monotonic() + 120
+    while not cp.details(name).get("ready"):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"agent {name} not ready")
+        time.sleep(0.1)
+
+
+async def run(n: int) -> Results:
+    results = Results()
+    runner, url, release = await hanging_receiver()
+    with tempfile.TemporaryDirectory(prefix="cattery-bench-webhooks-") as tmp:
+        cp = ControlPlane(Path(tmp) / "state", fork=True).start()
+        try:
+            deploy(cp, "plain", None)
+            deploy(cp, "hooked", url)
+            latencies: dict[str, list[float]] = {"plain": [], "hooked": []}
+            async with client() as http:
+                for i in range(n):
+                    order = ("plain", "hooked") if i % 2 == 0 else ("hooked", "plain")
+                    for agent in order:
+                        await cp.wait_pool(agent, idle=1)
+                        stamp = Path(tmp) / f"{agent}-{i}.json"
+                        t0 = time.time()
+                        status, _ = await start_session(http, cp, agent, {"stamp": str(stamp)})
+                        record = await wait_stamp(stamp, STAMP_TIMEOUT) if status == 200 else None
+                        if record is not None:
+                            latencies[agent].append(record["entered"] - t0)
+            plain, hooked = latencies["plain"], latencies["hooked"]
+            results.add(
+                Row("webhooks", "warm start, no webhook", len(plain), latency_figures(plain))
+            )
+            results.add(
+                Row(
+                    "webhooks",
+                    "warm start, webhook receiver hangs",
+                    len(hooked),
+                    latency_figures(hooked),
+                    ratio(percentile(hooked, 50), percentile(plain, 50)),
+                    "ratio vs no webhook (p50); ~1.0x: the webhook holds up nothing",
+                )
+            )
+        finally:
+            cp.stop()
+            release.set()
+            await runner.cleanup()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=20, help="starts per agent")
+    args = parser.parse_args()
+    results = asyncio.run(run(args.n))
+    print(results.table())
+
+
+if __name__ == "__main__":
+    main()
