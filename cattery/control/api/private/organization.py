@@ -7,12 +7,12 @@ from typing import Any
 from fastapi import APIRouter, Body
 from pydantic import BaseModel, Field
 
-from cattery.control import wire
+from cattery.control import keys, wire
 from cattery.control.api.routing import BoundedJSONRoute
 from cattery.control.deps import DB, Org, PrivateCaller, State
-from cattery.errors import InvalidRequest, NotFound
+from cattery.errors import InvalidRequest
 from cattery.store import repositories as repo
-from cattery.store.models import ApiKeyKind, Organization
+from cattery.store.models import Organization
 
 
 class CreateKeyRequest(BaseModel):
@@ -124,15 +124,10 @@ def _add_org_routes(router: APIRouter, base: str) -> None:
 
     @router.post(base + "/apiKeys")
     async def create_key(db: DB, org: Org, caller: PrivateCaller, req: CreateKeyRequest) -> dict:
-        if req.type not in (ApiKeyKind.PUBLIC, ApiKeyKind.PRIVATE):
-            raise InvalidRequest(f"Unknown key type {req.type!r}: use public or private")
-        key, raw = await repo.create_api_key(db, org.id, req.type, req.name, user_id=caller.user_id)
+        key, raw = await keys.create_key(db, org, req.type, req.name, user_id=caller.user_id)
         return {"id": key.id, "key": raw, "metadata": {"name": key.name}, "type": key.kind}
 
     @router.delete(base + "/apiKeys/{key_id}")
     async def revoke_key(state: State, db: DB, org: Org, key_id: str) -> dict:
-        if not await repo.revoke_api_key(db, org.id, key_id):
-            raise NotFound(f"API key {key_id!r} not found")
-        await db.commit()  # then forgotten: a lookup in between can't keep the old row
-        state.lookups.forget_keys(org.id)
+        await keys.revoke_key(state, db, org, key_id)
         return {"status": "OK"}

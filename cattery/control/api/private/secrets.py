@@ -7,13 +7,12 @@ from pydantic import BaseModel, ConfigDict
 
 from cattery.control.api.private.validation import (
     check_secret_key,
-    check_secret_sizes,
     check_set_name,
-    check_text,
 )
 from cattery.control.api.routing import BoundedJSONRoute
 from cattery.control.deps import DB, Org, State
 from cattery.control.images import PULL_CREDENTIALS_KEY, PULL_HOST_KEY, parse_credentials
+from cattery.control.secret_sets import set_secrets, unset_secret
 from cattery.errors import InvalidRequest, NotFound
 from cattery.store import repositories as repo
 from cattery.store.models import SecretSetKind
@@ -104,25 +103,15 @@ def _add_routes(router: APIRouter, base: str) -> None:
         state: State, db: DB, org: Org, set_name: str, req: PutSecretRequest
     ) -> dict:
         check_set_name(set_name)
-        pairs = _pairs(req)
         kind = (
             SecretSetKind.IMAGE_PULL_SECRET if req.isImagePullSecret else SecretSetKind.SECRET_SET
         )
-        region = check_text("region", req.region or state.settings.default_region, max_chars=64)
-        existing = await repo.get_secret_set(db, org.id, set_name)
-        values = await repo.get_secret_values(db, state.box, existing) if existing else {}
-        check_secret_sizes({**values, **dict(pairs)})
-        for key, value in pairs:
-            await repo.upsert_secret(
-                db, state.box, org.id, set_name, key, value, region=region, kind=kind
-            )
+        await set_secrets(state, db, org, set_name, _pairs(req), region=req.region, kind=kind)
         return {"status": "OK", "name": set_name}
 
     @router.delete(base + "/{set_name}/{key}")
     async def delete_key(db: DB, org: Org, set_name: str, key: str) -> dict:
-        found = await repo.get_secret_set(db, org.id, set_name)
-        if found is None or not await repo.delete_secret(db, found, key):
-            raise NotFound(f"Secret {key!r} not found in set {set_name!r}")
+        await unset_secret(db, org, set_name, key)
         return {"status": "OK"}
 
     @router.delete(base + "/{set_name}")
