@@ -15,7 +15,7 @@ from cattery.backends.base import Backend
 from cattery.backends.container import ContainerBackend, Engine
 from cattery.backends.local import LocalBackend
 from cattery.backends.router import BackendRouter
-from cattery.control import dev
+from cattery.control import dashboard, dev
 from cattery.control.api.private import (
     builds,
     organization,
@@ -65,6 +65,8 @@ Point the official CLI at it:
 or write ~/.config/pipecatcloud/pipecatcloud.toml:
   token = "{token}"
   org = "{org}"
+
+The dashboard: {url}/dashboard/  (log in with the admin token)
 """
 
 
@@ -88,6 +90,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     for module in modules:
         app.include_router(module.build_router())
+    dashboard.install(app)
     if settings.dev.agent:  # cattery dev: Pipecat's development runner's routes, no key
         app.include_router(dev.build_router())  # first: its /ws/{token} before /ws/{carrier}
     app.include_router(media_websockets())  # carriers' and generic clients' WebSockets
@@ -113,6 +116,7 @@ def _lifespan(settings: Settings):
                     ),
                     flush=True,
                 )
+            logger.info(f"Dashboard: http://{settings.host}:{settings.port}/dashboard/")
             await _recover(state)
             await _activate_deployed_agents(state)
             await deploy_bundled_agents(state)

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import shutil
 import socket
+import subprocess
 import tempfile
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
 
 import pytest
 
@@ -78,8 +81,39 @@ def skip_outside_loopback_namespace() -> None:
         pytest.skip(reason)
 
 
+class LoopbackOnly:
+    """A Playwright route handler: loopback requests pass, any other is aborted and noted."""
+
+    def __init__(self) -> None:
+        self.blocked: list[str] = []
+
+    async def __call__(self, route: Any) -> None:
+        if urlparse(route.request.url).hostname in ("127.0.0.1", "localhost"):
+            await route.continue_()
+            return
+        self.blocked.append(route.request.url)
+        await route.abort()
+
+
+def speech_wav(text: str, folder: Path) -> Path:
+    """``text`` spoken by espeak-ng as a WAV file in ``folder``: what Chromium's fake
+    microphone plays (``--use-file-for-fake-audio-capture``); skips without espeak-ng."""
+    if shutil.which("espeak-ng") is None:
+        pytest.skip("espeak-ng is not installed")
+    wav = folder / "speech.wav"
+    subprocess.run(["espeak-ng", "-w", str(wav), text], check=True, capture_output=True)
+    return wav
+
+
+def fake_microphone(wav: Path) -> list[str]:
+    """Chromium's arguments that make its fake microphone play ``wav``, in a loop."""
+    return [f"--use-file-for-fake-audio-capture={wav}"]
+
+
 @asynccontextmanager
-async def chromium_context(**context_options: object) -> AsyncIterator[object]:
+async def chromium_context(
+    extra_args: Sequence[str] = (), **context_options: object
+) -> AsyncIterator[object]:
     """A fresh headless Chromium (a Playwright ``BrowserContext``); closed on exit."""
     from playwright.async_api import async_playwright
 
@@ -91,7 +125,7 @@ async def chromium_context(**context_options: object) -> AsyncIterator[object]:
                 profile,
                 executable_path=CHROMIUM,
                 headless=True,
-                args=list(CHROMIUM_ARGS),
+                args=[*CHROMIUM_ARGS, *extra_args],
                 **context_options,  # type: ignore[arg-type]
             )
             try:

@@ -58,3 +58,16 @@ async def delete_log_lines_before(db: AsyncSession, cutoff: datetime, *, limit: 
     oldest = select(LogLine.id).where(LogLine.ts < cutoff).order_by(LogLine.id).limit(limit)
     result = await db.execute(delete(LogLine).where(LogLine.id.in_(oldest)))
     return int(result.rowcount or 0)  # type: ignore[attr-defined]
+
+
+async def list_session_log_lines_after(
+    db: AsyncSession, session_id: str, after_id: int = 0, limit: int = 500
+) -> list[LogLine]:
+    """The session's lines stored after line ``after_id``, oldest first: a tail to follow."""
+    query = (
+        select(LogLine)
+        .where(LogLine.session_id == session_id, LogLine.id > after_id)
+        .order_by(LogLine.id)
+        .limit(limit)
+    )
+    return list(await db.scalars(query))

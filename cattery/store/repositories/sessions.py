@@ -175,3 +175,27 @@ async def list_resource_samples(db: AsyncSession, session_id: str) -> list[Resou
         .order_by(ResourceSample.t, ResourceSample.id)
     )
     return list(await db.scalars(query))
+
+
+async def list_organization_sessions(
+    db: AsyncSession,
+    organization_id: str,
+    *,
+    end_state: str | None = None,
+    since: datetime | None = None,
+    agent_id: str | None = None,
+    limit: int = 100,
+) -> list[Session]:
+    """The organization's sessions, newest first: started since ``since``, of one agent,
+    with one end state (``"active"``: not ended yet)."""
+    query = select(Session).where(Session.organization_id == organization_id)
+    if agent_id is not None:
+        query = query.where(Session.agent_id == agent_id)
+    if since is not None:
+        query = query.where(Session.created_at >= since)
+    if end_state == ACTIVE:
+        query = query.where(Session.ended_at.is_(None))
+    elif end_state is not None:
+        query = query.where(Session.end_state == end_state)
+    query = query.order_by(Session.created_at.desc(), Session.id).limit(limit)
+    return list(await db.scalars(query))
