@@ -53,7 +53,7 @@ def line_chart(
         f"{escape(fmt(top * f))}</text>"
         for f in (0.0, 0.5, 1.0)
     )
-    span = f"{x1 - x0:.0f} s"
+    span = f"{x1 - x0:.1f} s" if x1 - x0 < 10 else f"{x1 - x0:.0f} s"
     svg = (
         f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
         f'aria-label="{escape(title)}">{grid}'

@@ -15,7 +15,7 @@ from cattery.control.state import ControlState
 from cattery.control.wire import session_detail
 from cattery.errors import SessionNotFound
 from cattery.store import repositories as repo
-from cattery.store.models import Agent, Deployment, Organization, Session
+from cattery.store.models import Agent, Deployment, Organization, ResourceSample, Session
 
 #: the end states the sessions page filters on ("active": still running)
 END_STATES = (
@@ -160,6 +160,12 @@ class Step:
     at: datetime | None
     note: str = ""
     offset: str = ""
+    #: it happened, even if when is unknown
+    reached: bool = False
+
+    @property
+    def done(self) -> bool:
+        return self.at is not None or self.reached
 
 
 @dataclass
@@ -185,7 +191,12 @@ def timeline(session: Session) -> list[Step]:
     how = {True: "cold start", False: "warm instance"}.get(session.cold_start, "")  # type: ignore[arg-type]
     steps = [
         Step("requested", start, session.transport or "", "+0 ms"),
-        Step("instance", None, " · ".join(x for x in (session.instance_id or "", how) if x)),
+        Step(
+            "instance",
+            None,
+            " · ".join(x for x in (session.instance_id or "", how) if x),
+            reached=session.instance_id is not None,
+        ),
         Step(
             "bot() running",
             session.bot_started_at,
@@ -209,15 +220,23 @@ def timeline(session: Session) -> list[Step]:
     return steps
 
 
-def resource_charts(detail: dict[str, Any]) -> list[charts.Chart]:
-    series = detail["resourceMetrics"]["timeseries"]
-    t0 = series[0]["t"] if series else 0
+def resource_charts(samples: list[ResourceSample]) -> list[charts.Chart]:
+    """CPU and memory over the session, from its samples (the API's timeseries rounds its
+    times to seconds; a short session needs better)."""
+    t0 = samples[0].t if samples else None
+    at = [(s.t - t0).total_seconds() for s in samples] if t0 is not None else []
     return [
         charts.line_chart(
-            "CPU", [(s["t"] - t0, s["c"]) for s in series], fmt=charts.millicores, css_class="cpu"
+            "CPU",
+            [(t, s.cpu_millicores) for t, s in zip(at, samples, strict=True)],
+            fmt=charts.millicores,
+            css_class="cpu",
         ),
         charts.line_chart(
-            "Memory", [(s["t"] - t0, s["m"]) for s in series], fmt=charts.megabytes, css_class="mem"
+            "Memory",
+            [(t, float(s.memory_bytes)) for t, s in zip(at, samples, strict=True)],
+            fmt=charts.megabytes,
+            css_class="mem",
         ),
     ]
 
@@ -230,7 +249,8 @@ async def session_page(
         raise SessionNotFound(f"Session {session_id} not found")
     agent = await repo.get_agent_by_id(db, session.agent_id)
     await state.router.flush()
-    detail = session_detail(session, await repo.list_resource_samples(db, session.id))
+    samples = await repo.list_resource_samples(db, session.id)
+    detail = session_detail(session, samples)
     lines = await repo.list_log_lines(
         db, session.agent_id, session_id=session.id, limit=LOG_LINES_SHOWN
     )
@@ -239,6 +259,6 @@ async def session_page(
         agent_name=agent.name if agent is not None else session.agent_id,
         detail=detail,
         steps=timeline(session),
-        charts=resource_charts(detail),
+        charts=resource_charts(samples),
         lines=lines,
     )

@@ -20,6 +20,7 @@ LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "::1"})
 BANNER = """
 cattery dev: {agent!r} from {folder}
   open the client:  {url}/client/
+  the dashboard:    {url}/dashboard/  (log in with the admin token)
   start a session:  POST {url}/start   (Pipecat's development runner's routes, no key)
   the API:          {url}/v1/...       (keys as for `cattery serve`){calls}{warning}
 """

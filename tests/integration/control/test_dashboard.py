@@ -73,6 +73,7 @@ class Shots:
 
 @pytest.mark.browser
 async def test_dashboard_walkthrough(control: ControlPlane, artifacts: Path, tmp_path) -> None:
+    assert "Dashboard: http://" in control.process.logs()  # beside the CLI's lines
     control.deploy(AGENT, EXAMPLES / "multi-transport", autoScaling={"minAgents": 1})
     wait_pool(control, AGENT, idle=1)
     wav = speech_wav("Hello cattery, this is the dashboard speaking.", tmp_path)

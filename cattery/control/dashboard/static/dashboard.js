@@ -16,7 +16,19 @@
   };
   source.addEventListener("end", (event) => {
     const ended = JSON.parse(event.data).endState;
-    if (state) state.textContent = ended ? `ended: ${ended.replace(/_/g, " ")}` : "ended";
+    const words = ended ? ended.replace(/_/g, " ") : "ended";
+    if (state) state.textContent = ended ? `ended: ${words}` : "ended";
+    const badge = document.querySelector("#session-state .badge");
+    if (badge) {
+      badge.className = `badge ${ended || ""}`;
+      badge.textContent = words;
+    }
+    const step = document.querySelector('[data-step="ended"]');
+    if (step) {
+      step.className = "done";
+      step.querySelector(".note").textContent = words;
+    }
+    for (const stop of document.querySelectorAll("form[action$='/stop']")) stop.remove();
     source.close();
   });
 })();
