@@ -34,7 +34,8 @@ def in_process_settings(state_dir: Path, **overrides: Any) -> Settings:
 
 @asynccontextmanager
 async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of ``create_app(settings)``, its lifespan running; no redirects followed."""
+    """A client of ``create_app(settings)``, its lifespan running; no redirects followed.
+    ``client.control`` is the app's ``ControlState`` (its store, for arranging rows)."""
     app = create_app(settings)
     async with app.router.lifespan_context(app) as state:
 
@@ -45,4 +46,5 @@ async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
 
         transport = httpx.ASGITransport(app=with_state)
         async with httpx.AsyncClient(transport=transport, base_url=BASE_URL) as client:
+            client.control = app.state.control  # type: ignore[attr-defined]
             yield client

@@ -28,8 +28,10 @@ def line_chart(
     *,
     fmt: Callable[[float], str],
     css_class: str = "series",
+    x_labels: tuple[str, str] | None = None,
 ) -> Chart:
-    """``points`` as a polyline with its range on the y axis and the span on the x axis."""
+    """``points`` as a polyline with its range on the y axis and, unless ``x_labels`` name
+    its ends, the span in seconds on the x axis."""
     if not points:
         return Chart(title, Markup(""), "no samples yet")
     xs = [x for x, _ in points]
@@ -53,13 +55,16 @@ def line_chart(
         f"{escape(fmt(top * f))}</text>"
         for f in (0.0, 0.5, 1.0)
     )
-    span = f"{x1 - x0:.1f} s" if x1 - x0 < 10 else f"{x1 - x0:.0f} s"
+    first, last = x_labels or (
+        "0 s",
+        f"{x1 - x0:.1f} s" if x1 - x0 < 10 else f"{x1 - x0:.0f} s",
+    )
     svg = (
         f'<svg class="chart" viewBox="0 0 {WIDTH} {HEIGHT}" role="img" '
         f'aria-label="{escape(title)}">{grid}'
-        f'<text class="axis" x="{LEFT}" y="{HEIGHT - 6}">0 s</text>'
+        f'<text class="axis" x="{LEFT}" y="{HEIGHT - 6}">{escape(first)}</text>'
         f'<text class="axis" x="{WIDTH - RIGHT}" y="{HEIGHT - 6}" text-anchor="end">'
-        f"{escape(span)}</text>"
+        f"{escape(last)}</text>"
         f'<polyline class="{escape(css_class)}" points="{coords}"/>'
         f'<g class="{escape(css_class)} dots">{dots}</g></svg>'
     )

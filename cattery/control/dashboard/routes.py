@@ -24,7 +24,7 @@ from cattery.control.dashboard import auth, logstream, views
 from cattery.control.dashboard.auth import PREFIX, Looking, Posting, Viewer
 from cattery.control.dashboard.logins import Logins
 from cattery.control.deps import DB, State
-from cattery.errors import InvalidRequest, SessionNotFound
+from cattery.errors import InvalidRequest, NotFound, SessionNotFound
 from cattery.runtime.bodies import json_object
 from cattery.store import repositories as repo
 
@@ -32,6 +32,8 @@ HERE = Path(__file__).parent
 STATIC = HERE / "static"
 templates = Jinja2Templates(directory=HERE / "templates")
 OFFER_PATH = "api/offer"
+BUILDS_SHOWN = 100
+BUILD_LOG_LINES = 2000
 
 
 @asynccontextmanager
@@ -114,6 +116,7 @@ def build_router() -> APIRouter:
     _add_session_routes(router)
     _add_key_routes(router)
     _add_secret_routes(router)
+    _add_build_routes(router)
     return router
 
 
@@ -281,3 +284,18 @@ def _add_secret_routes(router: APIRouter) -> None:
 
 
 __all__ = ["build_router"]
+
+
+def _add_build_routes(router: APIRouter) -> None:
+    @router.get(PREFIX + "/builds")
+    async def builds(request: Request, db: DB, viewer: Looking) -> Response:
+        found, total = await repo.list_builds(db, viewer.organization.id, limit=BUILDS_SHOWN)
+        return page(request, "builds.html", viewer, nav="builds", builds=found, total=total)
+
+    @router.get(PREFIX + "/builds/{build_id}")
+    async def build(request: Request, db: DB, viewer: Looking, build_id: str) -> Response:
+        found = await repo.get_build(db, viewer.organization.id, build_id)
+        if found is None:
+            raise NotFound(f"Build {build_id!r} not found")
+        lines = await repo.list_build_log_lines(db, found.id, limit=BUILD_LOG_LINES)
+        return page(request, "build.html", viewer, nav="builds", build=found, lines=lines)

@@ -185,7 +185,7 @@ def _offset(start: datetime, at: datetime | None) -> str:
     return f"+{ms:.0f} ms" if ms < 10_000 else f"+{ms / 1000:.1f} s"
 
 
-def timeline(session: Session) -> list[Step]:
+def timeline(session: Session, latency: dict[str, Any] | None = None) -> list[Step]:
     """requested → instance → bot() → first bot speech → end, with what is known of each."""
     start = session.created_at
     how = {True: "cold start", False: "warm instance"}.get(session.cold_start, "")  # type: ignore[arg-type]
@@ -206,6 +206,15 @@ def timeline(session: Session) -> list[Step]:
             _offset(start, session.bot_started_at),
         ),
     ]
+    speech = (latency or {}).get("firstBotSpeechSeconds")
+    steps.append(
+        Step(
+            "first bot speech",
+            None,
+            f"{speech * 1000:.0f} ms after the client connected" if speech is not None else "",
+            reached=speech is not None,
+        )
+    )
     for event in session.events or []:
         at = datetime.fromisoformat(event["eventTs"]) if event.get("eventTs") else None
         steps.append(Step(str(event.get("eventCode", "event")), at, "", _offset(start, at)))
@@ -218,6 +227,26 @@ def timeline(session: Session) -> list[Step]:
         )
     )
     return steps
+
+
+def latency_chart(latency: dict[str, Any]) -> charts.Chart | None:
+    """User stops speaking to bot speaks, turn by turn, once the session recorded any."""
+    values = [float(v) for v in latency.get("userBotLatencies") or []]
+    if not values:
+        return None
+    summary = latency["userBotLatencySeconds"]
+    chart = charts.line_chart(
+        "User → bot latency",
+        [(float(i), v) for i, v in enumerate(values, start=1)],
+        fmt=charts.milliseconds,
+        css_class="latency",
+        x_labels=("turn 1", f"turn {len(values)}"),
+    )
+    note = (
+        f"{len(values)} turns, p50 {charts.milliseconds(summary['p50'])}, "
+        f"p95 {charts.milliseconds(summary['p95'])}"
+    )
+    return charts.Chart(chart.title, chart.svg, note)
 
 
 def resource_charts(samples: list[ResourceSample]) -> list[charts.Chart]:
@@ -250,7 +279,8 @@ async def session_page(
     agent = await repo.get_agent_by_id(db, session.agent_id)
     await state.router.flush()
     samples = await repo.list_resource_samples(db, session.id)
-    detail = session_detail(session, samples)
+    detail = session_detail(session, samples, await repo.get_latency(db, session.id))
+    latency = latency_chart(detail["latencyMetrics"])
     lines = await repo.list_log_lines(
         db, session.agent_id, session_id=session.id, limit=LOG_LINES_SHOWN
     )
@@ -258,7 +288,7 @@ async def session_page(
         session=session,
         agent_name=agent.name if agent is not None else session.agent_id,
         detail=detail,
-        steps=timeline(session),
-        charts=resource_charts(samples),
+        steps=timeline(session, detail["latencyMetrics"]),
+        charts=resource_charts(samples) + ([latency] if latency is not None else []),
         lines=lines,
     )

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import httpx
 import pytest
 
+from cattery.store import repositories as repo
+from cattery.store.repositories.latency import LatencyUpdate
 from tests.support.asgi import app_client, in_process_settings
 from tests.support.control import ADMIN_TOKEN, ORG
 
@@ -172,3 +175,84 @@ async def test_missing_things_are_404s_in_the_apis_shape(client) -> None:
         assert resp.status_code == 404 and set(resp.json()) == {"code", "error"}, path
     assert (await client.get(DASH + "/static/cattery.css")).status_code == 200
     assert (await client.get(DASH + "/static/talk.js")).status_code == 200
+
+
+async def test_a_sessions_page_shows_its_timeline_charts_and_latency(client) -> None:
+    """A session as the recorder leaves it: started warm, sampled, with voice latency."""
+    state = client.control
+    started = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+    async with state.sessionmaker.begin() as db:
+        org = await repo.get_organization_by_name(db, ORG)
+        agent = await repo.create_agent(db, org.id, "voice", "local")
+        dep = await repo.create_deployment(
+            db, agent.id, image="/srv/voice:latest", region="local", min_agents=1, max_agents=3
+        )
+        await repo.set_active_deployment(db, agent, dep.id)
+        session = await repo.create_session(
+            db,
+            organization_id=org.id,
+            agent_id=agent.id,
+            deployment_id=dep.id,
+            instance_id="inst_test",
+            transport="webrtc",
+        )
+        session.created_at = started
+        await repo.mark_bot_started(
+            db,
+            session.id,
+            bot_start_seconds=0.0123,
+            cold_start=False,
+            at=started + timedelta(milliseconds=12),
+        )
+        for i in range(4):
+            await repo.add_resource_sample(
+                db, session.id, 100.0 + i, 40_000_000 + i, t=started + timedelta(seconds=i)
+            )
+        await repo.add_latency(
+            db,
+            session.id,
+            LatencyUpdate(first_bot_speech_seconds=0.8, user_bot_latencies=[0.5, 0.7, 0.6]),
+        )
+        await repo.end_session(db, session.id, "completed", at=started + timedelta(seconds=5))
+    await log_in(client, ADMIN_TOKEN)
+    page = await client.get(f"{DASH}/sessions/{session.id}")
+    assert page.status_code == 200
+    text = page.text
+    for step in ("requested", "instance", "bot() running", "first bot speech", "ended"):
+        assert f'data-step="{step}"' in text, step
+    assert "12 ms after the request" in text and "800 ms after the client connected" in text
+    assert "inst_test · warm instance" in text
+    for chart in ("CPU", "Memory", "User → bot latency"):
+        assert f'data-chart="{chart}"' in text, chart
+    assert "3 turns, p50 600 ms" in text
+    assert "data-stream" not in text  # ended: no live tail to follow
+
+    listed = await client.get(f"{DASH}/sessions?state=completed&agent=voice")
+    assert session.id[:8] in listed.text and "12 ms" in listed.text and "warm" in listed.text
+    assert session.id[:8] not in (await client.get(f"{DASH}/sessions?state=active")).text
+    agent_page = await client.get(f"{DASH}/agents/voice")
+    assert "/srv/voice:latest" in agent_page.text and session.id[:8] in agent_page.text
+
+
+async def test_builds_and_their_logs_are_shown(client) -> None:
+    async with client.control.sessionmaker.begin() as db:
+        org = await repo.get_organization_by_name(db, ORG)
+        build = await repo.create_build(
+            db,
+            org.id,
+            build_id="0b1d0000-0000-4000-8000-000000000001",
+            region="local",
+            context_hash="c0ffee",
+            dockerfile_path="Dockerfile",
+            context_size_bytes=2048,
+            status="failed",
+        )
+        await repo.update_build(db, build, error_message="step 3 failed: no such file")
+        now = datetime.now(UTC)
+        await repo.append_build_log_lines(db, build.id, [(now, "STEP 1/3"), (now, "boom")])
+    await log_in(client, ADMIN_TOKEN)
+    page = await client.get(DASH + "/builds")
+    assert page.status_code == 200 and build.id[:8] in page.text and "no such file" in page.text
+    one = await client.get(f"{DASH}/builds/{build.id}")
+    assert one.status_code == 200 and "STEP 1/3\nboom" in one.text
+    assert (await client.get(f"{DASH}/builds/nobody")).status_code == 404
