@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from loguru import logger
@@ -28,7 +28,7 @@ END_STATE = re.compile(re.escape(SESSION_ENDED) + r" (\w+)")
 FLUSH_INTERVAL = 0.25
 MAX_LINE_CHARS = 16_000
 #: lines written per transaction: other writers get the database between batches
-FLUSH_BATCH = 2000
+FLUSH_BATCH = 500
 #: how often stored lines past their retention are pruned
 PRUNE_INTERVAL = 3600.0
 DEFAULT_MAX_SESSION_LINES = 20_000
@@ -74,12 +74,31 @@ MAX_BINDINGS = 20_000
 class _Quota:
     """What one session (or an instance's session-less lines) has stored, and dropped."""
 
+    max_lines: int
+    max_size: int
     lines: int = 0
     size: int = 0
+    full: bool = False
     dropped_lines: int = 0
     dropped_size: int = 0
-    #: the last dropped line's record: who the summary line is about
-    last: LogRecord | None = None
+    #: (instance id, its context, session id) of the last dropped line: the summary's
+    last: tuple[str, InstanceContext, str | None] | None = None
+
+    def take(self, size: int) -> bool:
+        """Count a line of ``size`` against the share; False when it doesn't fit."""
+        if self.full or self.lines >= self.max_lines or self.size + size > self.max_size:
+            self.full = True
+            return False
+        self.lines += 1
+        self.size += size
+        return True
+
+    def drop(
+        self, size: int, instance_id: str, ctx: InstanceContext, session_id: str | None = None
+    ) -> None:
+        self.dropped_lines += 1
+        self.dropped_size += size
+        self.last = (instance_id, ctx, session_id if session_id is not None else ctx.session_id)
 
 
 Writer = Callable[[list[LogRecord], list[Sample]], Awaitable[None]]
@@ -126,25 +145,29 @@ class LogRouter:
             self._summarise(context.session_id)
 
     def line(self, instance_id: str, text: str) -> None:
-        text = text.rstrip("\n")[:MAX_LINE_CHARS]
-        now = datetime.now(UTC)
         context = self._instances.get(instance_id)
         if context is None:
             backlog = self._unbound.setdefault(instance_id, [])
             if len(backlog) < UNBOUND_BACKLOG:
-                backlog.append((now, text))
+                backlog.append((datetime.now(UTC), text.rstrip("\n")[:MAX_LINE_CHARS]))
             return
-        self._record(instance_id, context, now, text)
+        if context.session_id is not None and not text.startswith(("1", "2")):
+            # the hot path of a flood: a bot's own print (the runtime's lines start with a
+            # date), counted against its session's share before anything is built
+            quota = self._quotas.get(context.session_id)
+            if quota is not None and quota.full:
+                quota.drop(len(text) + ROW_OVERHEAD_BYTES, instance_id, context)
+                return
+        self._record(instance_id, context, datetime.now(UTC), text.rstrip("\n")[:MAX_LINE_CHARS])
 
     def _record(self, instance_id: str, ctx: InstanceContext, now: datetime, text: str) -> None:
         """One instance serves one session: untagged lines belong to that session."""
         formatted = LINE_START.match(text) is not None  # the runtime's own lines
         tag = SESSION_TAG.search(text) if formatted else None
         session_id = tag.group(1) if tag else ctx.session_id
-        record = LogRecord(
-            ctx.organization_id, ctx.agent_id, ctx.deployment_id, session_id, instance_id, now, text
+        self._store(
+            session_id or _instance_key(instance_id), instance_id, ctx, session_id, now, text
         )
-        self._store(session_id or _instance_key(instance_id), record)
         if not (session_id and formatted):  # a bot's own print marks no session event
             return
         ended = END_STATE.search(text)
@@ -156,34 +179,59 @@ class LogRouter:
         if ended is not None:
             self._summarise(session_id)
 
-    def _store(self, key: str, record: LogRecord) -> None:
-        """Buffer ``record`` unless its session has used up its share; then count it."""
+    def _store(
+        self,
+        key: str,
+        instance_id: str,
+        ctx: InstanceContext,
+        session_id: str | None,
+        now: datetime,
+        text: str,
+    ) -> None:
+        """Buffer the line unless its session has used up its share; then count it."""
         quota = self._quotas.get(key)
         if quota is None:
-            quota = self._quotas[key] = _Quota()
+            quota = self._quotas[key] = _Quota(self.max_session_lines, self.max_session_bytes)
             while len(self._quotas) > MAX_BINDINGS:
                 self._summarise(next(iter(self._quotas)))
-        size = len(record.line) + ROW_OVERHEAD_BYTES
-        if quota.lines >= self.max_session_lines or quota.size + size > self.max_session_bytes:
-            quota.dropped_lines += 1
-            quota.dropped_size += size
-            quota.last = record
+        size = len(text) + ROW_OVERHEAD_BYTES
+        if not quota.take(size):
+            quota.drop(size, instance_id, ctx, session_id)
             return
-        quota.lines += 1
-        quota.size += size
-        self._lines.append(record)
+        self._lines.append(
+            LogRecord(
+                ctx.organization_id,
+                ctx.agent_id,
+                ctx.deployment_id,
+                session_id,
+                instance_id,
+                now,
+                text,
+            )
+        )
 
     def _summarise(self, key: str) -> None:
         """The session is done: one stored line for what it printed beyond its share."""
         quota = self._quotas.pop(key, None)
         if quota is None or quota.last is None:
             return
+        instance_id, ctx, session_id = quota.last
         line = (
             f"{quota.dropped_lines} more line(s) were not stored: a session stores at most "
             f"{self.max_session_lines} lines and {self.max_session_bytes} bytes of logs "
             f"(each line counts {ROW_OVERHEAD_BYTES} bytes beyond its text)"
         )
-        self._lines.append(replace(quota.last, ts=datetime.now(UTC), line=line))
+        self._lines.append(
+            LogRecord(
+                ctx.organization_id,
+                ctx.agent_id,
+                ctx.deployment_id,
+                session_id,
+                instance_id,
+                datetime.now(UTC),
+                line,
+            )
+        )
 
     def sample(self, instance_id: str, cpu_millicores: float, memory_bytes: int) -> None:
         context = self._instances.get(instance_id)

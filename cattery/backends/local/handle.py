@@ -164,11 +164,10 @@ class LocalInstanceHandle(HandleBase):
     def record(self) -> AdoptRecord:
         """What a restarted control plane needs to reattach this instance with ``adopt``.
 
-        Lines up to ``log_offset`` have been handed to the sink; store the record again
-        from time to time, as an adopter resumes from that offset (at-least-once lines).
+        Lines up to ``log_offset`` have been handed to the sink (the tail follows the file
+        on its own); store the record again from time to time, as an adopter resumes from
+        that offset (at-least-once lines).
         """
-        if not self._tasks.closed:
-            self._tail.read_available()
         return AdoptRecord(
             instance_id=self.id,
             pid=self._process.pid,
@@ -182,7 +181,7 @@ class LocalInstanceHandle(HandleBase):
 
     async def detach(self) -> AdoptRecord:
         """Stop watching the instance but leave it running; its record, to adopt it later."""
-        self._tail.read_available()
+        await self._tail.catch_up()
         await self._tasks.aclose()
         if self._on_closed is not None:
             self._on_closed(self)
@@ -204,7 +203,7 @@ class LocalInstanceHandle(HandleBase):
                             logger.error("Instance survived SIGKILL; giving up waiting")
             finally:
                 await self._tasks.aclose()
-                self._tail.read_available(final=self._process.exited)
+                await self._tail.catch_up(final=self._process.exited)
                 if self._status not in TERMINAL:
                     self._set_status(InstanceStatus.STOPPED)
                 if self._on_closed is not None:

@@ -16,6 +16,7 @@ import ctypes
 import ctypes.util
 import os
 import sys
+import time
 from collections import deque
 from pathlib import Path
 
@@ -24,10 +25,13 @@ from loguru import logger
 from cattery.backends.base import LineSink
 
 POLL_SECONDS = 0.1
-READ_CHUNK = 1 << 20
+#: read per loop turn while following: a flood is read in small steps
+READ_CHUNK = 128 * 1024
 #: a "line" this long without a newline is handed over anyway
 MAX_LINE_BYTES = 64 * 1024
 RECENT_LINES = 50
+#: the least rest between two chunks of a flood
+MIN_REST_SECONDS = 0.001
 #: read bytes are freed once this many have piled up
 FREE_EVERY_BYTES = 1 << 20
 _BLOCK = 4096
@@ -85,11 +89,26 @@ class LogTail:
         self._behind = False
 
     async def follow(self, interval: float = POLL_SECONDS) -> None:
-        """Read what was appended every ``interval`` seconds, until cancelled; a flood is
-        read a chunk per loop turn, so the event loop (and the API) never waits on it."""
+        """Read what was appended every ``interval`` seconds, until cancelled. A flood is
+        read a chunk at a time, resting as long as each chunk took: it takes at most half
+        of the event loop, and the API keeps answering."""
         while True:
-            self.read_available(max_chunks=1)
-            await asyncio.sleep(0 if self._behind else interval)
+            await self._step(interval)
+
+    async def catch_up(self, *, final: bool = False) -> None:
+        """Read to the end of the file, a chunk at a time as ``follow`` does."""
+        while await self._step(0.0, final=final):
+            pass
+
+    async def _step(self, interval: float, *, final: bool = False) -> bool:
+        """Read one chunk, then rest; True while more is waiting."""
+        began = time.monotonic()
+        self.read_available(final=final, max_chunks=1)
+        if self._behind:
+            await asyncio.sleep(max(time.monotonic() - began, MIN_REST_SECONDS))
+            return True
+        await asyncio.sleep(interval)
+        return False
 
     def read_available(self, *, final: bool = False, max_chunks: int | None = None) -> int:
         """Hand every complete line up to the end of the file to the sink; return how many.

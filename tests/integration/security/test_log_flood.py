@@ -15,6 +15,7 @@ import pytest
 from tests.integration.control.helpers import logs, running_control, start_session, wait_ended
 from tests.support.control import ORG, ControlPlane
 from tests.support.processes import TEST_BOTS
+from tests.support.waiting import wait_for
 
 FLOOD_MB = 50
 CAP_BYTES = 1024 * 1024
@@ -67,11 +68,12 @@ def test_a_log_flood_is_capped_and_the_api_answers(control: ControlPlane) -> Non
     try:
         session_id = start_session(control, key, "flood", {"mb": FLOOD_MB})
         assert wait_ended(control, "flood", session_id, timeout=120)["endState"] == "completed"
-        summary = [
-            line["log"]
-            for line in logs(control, "flood", session_id)
-            if "not stored" in line["log"]
-        ]
+
+        def summarised() -> list[str]:  # once the whole flood has been read
+            lines = logs(control, "flood", session_id)
+            return [line["log"] for line in lines if "not stored" in line["log"]]
+
+        summary = wait_for(summarised, timeout=120, what="the flood's summary line")
     finally:
         flooding.clear()
         poller.join()
