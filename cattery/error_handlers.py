@@ -8,6 +8,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from loguru import logger
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from cattery.errors import CatteryError
@@ -45,6 +46,13 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestValidationError)
     async def _validation(_: Request, exc: RequestValidationError) -> JSONResponse:
         return error_response(400, "GENERIC_BAD_REQUEST", _describe_validation(exc))
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # the traceback is logged by the server; the client gets the platform's shape, never
+        # a plain-text page or the exception's text (it may hold an engine's or a bot's data)
+        logger.opt(exception=exc).error(f"Unhandled error on {request.method} {request.url.path}")
+        return error_response(500, CatteryError.code, CatteryError.default_message)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:

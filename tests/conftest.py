@@ -17,7 +17,14 @@ import psutil
 import pytest
 
 from tests.support.containers import user_image
-from tests.support.podman import PODMAN_DIR_ENV, EngineForTests, PodmanHome, PodmanUnavailable
+from tests.support.podman import (
+    DEFAULT_INIT_PATH,
+    PODMAN_DIR_ENV,
+    EngineForTests,
+    PodmanHome,
+    PodmanUnavailable,
+    missing_tools,
+)
 from tests.support.postgres import PostgresServer, PostgresUnavailable, ServerForTests
 from tests.support.processes import ServerProcess, runtime_process
 from tests.support.waiting import wait_for
@@ -112,7 +119,34 @@ def container_engine_url() -> Iterator[str]:
     folder = os.environ.get(PODMAN_DIR_ENV)
     if not folder:
         pytest.skip(f"no prepared podman ({PODMAN_DIR_ENV}; ./scripts/test prepares one)")
-    engine = EngineForTests(PodmanHome(Path(folder)))
+    home = PodmanHome(Path(folder))
+    problem = missing_tools()
+    if problem is not None:
+        pytest.fail(f"container tests can't run: {problem}", pytrace=False)
+    engine = EngineForTests(home)
+    try:
+        url = engine.start()
+    except PodmanUnavailable as exc:
+        pytest.skip(str(exc))
+    try:
+        yield url
+    finally:
+        engine.stop()
+
+
+@pytest.fixture
+def engine_without_init(tmp_path: Path) -> Iterator[str]:
+    """The Docker Engine API of a second podman on the private one's storage that doesn't
+    see its init binary (its folder is empty in the service's own mount namespace): it
+    answers, but can't start a container the way instances start."""
+    folder = os.environ.get(PODMAN_DIR_ENV)
+    if not folder:
+        pytest.skip(f"no prepared podman ({PODMAN_DIR_ENV}; ./scripts/test prepares one)")
+    home = PodmanHome(Path(folder))
+    problem = missing_tools(init=False)
+    if problem is not None:
+        pytest.fail(f"container tests can't run: {problem}", pytrace=False)
+    engine = EngineForTests(home.sibling(tmp_path / "no-init"), hide=DEFAULT_INIT_PATH.parent)
     try:
         url = engine.start()
     except PodmanUnavailable as exc:

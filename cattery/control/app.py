@@ -165,7 +165,7 @@ async def _open(settings: Settings) -> ControlState:
         log_retention=settings.instance_log_retention_hours * 3600,
     )
     await backend.start()
-    container_engine, containers = await _open_containers(settings, router)
+    containers = await _open_containers(settings, router)
     backends: dict[str, Backend] = {"local": backend}
     if containers is not None:
         backends["container"] = containers
@@ -184,7 +184,7 @@ async def _open(settings: Settings) -> ControlState:
         pools=pools,
         router=router,
         supervisor=supervisor,
-        deployer=Deployer(settings, pools, container_engine),
+        deployer=Deployer(settings, pools, containers),
         proxy_http=_cookieless_client(),
         backend=backend,
         containers=containers,
@@ -202,13 +202,11 @@ def _cookieless_client() -> httpx.AsyncClient:
     return httpx.AsyncClient(cookies=CookieJar(policy=DefaultCookiePolicy(allowed_domains=[])))
 
 
-async def _open_containers(
-    settings: Settings, router: LogRouter
-) -> tuple[Engine | None, ContainerBackend | None]:
-    """The container engine and backend, when an engine is configured."""
+async def _open_containers(settings: Settings, router: LogRouter) -> ContainerBackend | None:
+    """The container backend, when an engine is configured."""
     url = settings.container.engine_url
     if not url:
-        return None, None
+        return None
     engine = Engine(url)
     containers = ContainerBackend(
         engine,
@@ -218,8 +216,8 @@ async def _open_containers(
         sample_interval=settings.instance_sample_interval,
         publish_host=settings.container.publish_host,
     )
-    await containers.start()
-    return engine, containers
+    await containers.start(check_image=settings.container.base_image)
+    return containers
 
 
 async def _activate_deployed_agents(state: ControlState) -> None:

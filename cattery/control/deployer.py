@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from loguru import logger
 
 from cattery.backends.base import InstanceSpec, PullAuth
-from cattery.backends.container import Engine
+from cattery.backends.container import ContainerBackend
 from cattery.backends.profiles import Limits
 from cattery.control.images import (
     ImageSource,
@@ -58,11 +58,14 @@ SecretsLoader = Callable[[], Awaitable[Mapping[str, str]]]
 
 class Deployer:
     def __init__(
-        self, settings: Settings, pools: PoolManager, engine: Engine | None = None
+        self,
+        settings: Settings,
+        pools: PoolManager,
+        containers: ContainerBackend | None = None,
     ) -> None:
         self._settings = settings
         self._pools = pools
-        self._engine = engine
+        self._containers = containers
         self._status: dict[str, DeployStatus] = {}
         self._cookie_deployments: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -78,22 +81,28 @@ class Deployer:
 
     def resolve(self, image: str) -> ImageSource:
         """What ``image`` names, or a 400 before anything is written."""
-        return resolve_image(image, containers=self._engine is not None)
+        return resolve_image(image, containers=self._containers is not None)
 
     async def check_image(self, image: str, pull_auth: PullAuth | None) -> ImageSource:
-        """Resolve ``image`` and, for an image reference, have the engine hold it (pulling
-        it with ``pull_auth`` if needed): a deploy fails here, with nothing written, when
-        the image is missing, malformed or the engine is down."""
+        """Resolve ``image`` and, when it runs as containers, have the engine hold the image
+        (pulling it with ``pull_auth`` if needed) and start one container of it the way
+        instances start: a deploy fails here, with nothing written, when the image is
+        missing or malformed, or the engine is down or can't run it."""
         source = self.resolve(image)
-        if source.reference is not None and self._engine is not None:
-            await self._engine.ensure_image(source.reference, pull_auth)
+        if source.reference is not None and self._containers is not None:
+            await self._containers.check(
+                InstanceSpec("cattery/check", "check", source.reference, pull_auth=pull_auth)
+            )
         if source.folder is not None and self._settings.backend == "container":
-            if self._engine is None:
+            if self._containers is None:
                 raise InvalidRequest(
                     "The container backend needs a container engine: "
                     "set CATTERY_CONTAINER__ENGINE_URL"
                 )
-            await self._engine.ensure_image(self._settings.container.base_image)
+            base = self._settings.container.base_image
+            await self._containers.check(
+                InstanceSpec("cattery/check", "check", base, mount=str(source.folder))
+            )
         return source
 
     def activate(self, plan: DeployPlan) -> None:

@@ -90,6 +90,12 @@ class PodmanHome:
             f'[[registry]]\nlocation = "{REGISTRY_STANDIN}"\ninsecure = true\n'
         )
 
+    def sibling(self, folder: Path) -> PodmanHome:
+        """Another home in ``folder`` configured as this one, so on its storage and images,
+        with its own socket: a second engine."""
+        shutil.copytree(self.path / "conf", folder / "conf")
+        return PodmanHome(folder)
+
     def podman(self, *args: str, check: bool = True, **kwargs: object) -> str:
         result = subprocess.run(
             ["podman", *args],
@@ -108,6 +114,29 @@ class PodmanHome:
         return exists.returncode == 0
 
 
+#: podman's default init binary (``--init``, which instances use); Debian's podman only
+#: recommends the package that holds it, so ``--no-install-recommends`` leaves it out
+DEFAULT_INIT_PATH = Path("/usr/libexec/podman/catatonit")
+
+
+def missing_tools(init: bool = True) -> str | None:
+    """One sentence naming what a root podman here lacks to run the container tests, or
+    None (``init``: its init binary too, which podman's Docker API looks for at its default
+    path). Checked before any test, so a bare machine fails saying what to install rather
+    than with each test's traceback."""
+    if shutil.which("podman") is None:
+        return "podman is not installed (apt-get install podman, or run ./scripts/test as root)"
+    for tool in ("runc", "conmon"):
+        if shutil.which(tool) is None and not Path("/usr/libexec/podman", tool).exists():
+            return f"podman needs {tool} (apt-get install {tool}, or ./scripts/test as root)"
+    if init and not DEFAULT_INIT_PATH.exists():
+        return (
+            f"podman's init {DEFAULT_INIT_PATH} is missing, and every instance runs with "
+            "--init (apt-get install catatonit, or run ./scripts/test as root)"
+        )
+    return None
+
+
 def debian_mirror() -> str:
     """The Debian mirror apt uses here."""
     for source in Path("/etc/apt").rglob("*.sources"):
@@ -119,9 +148,10 @@ def debian_mirror() -> str:
 
 def prepare(home: PodmanHome) -> None:
     """Base root file system imported, cattery-base built from this checkout."""
-    if shutil.which("podman") is None:
-        raise PodmanUnavailable("podman is not installed")
     home.write_config()
+    problem = missing_tools(init=False)  # building needs no init; the tests say if it lacks
+    if problem is not None:
+        raise PodmanUnavailable(problem)
     if not home.has_image(BASE_ROOTFS_IMAGE):
         with tempfile.TemporaryDirectory(dir=home.path) as tmp:
             rootfs = Path(tmp) / "rootfs"
@@ -157,8 +187,10 @@ class EngineForTests:
     """``podman system service`` for a prepared home, detached from the test process (so
     the no-leaked-children guard doesn't see it), stopped by ``stop``."""
 
-    def __init__(self, home: PodmanHome) -> None:
+    def __init__(self, home: PodmanHome, hide: Path | None = None) -> None:
         self.home = home
+        #: a folder the service sees empty (its own mount namespace): e.g. its init's
+        self.hide = hide
 
     def start(self, timeout: float = 30.0) -> str:
         if shutil.which("podman") is None:
@@ -171,8 +203,12 @@ class EngineForTests:
         self.stop()
         self.home.socket.unlink(missing_ok=True)
         log = (self.home.path / "service.log").open("ab")
+        service = ["podman", "system", "service", "--time=0", self.home.url]
+        if self.hide is not None and self.hide.is_dir():
+            hidden = f'mount -t tmpfs cattery-hidden {self.hide} && exec "$@"'
+            service = ["unshare", "--mount", "sh", "-c", hidden, "_", *service]
         subprocess.run(
-            ["setsid", "-f", "podman", "system", "service", "--time=0", self.home.url],
+            ["setsid", "-f", *service],
             env=self.home.env,
             stdout=log,
             stderr=log,

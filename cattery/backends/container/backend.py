@@ -10,6 +10,7 @@ clear what a crash left behind.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import secrets
 import uuid
@@ -20,7 +21,7 @@ from docker.models.containers import Container
 from loguru import logger
 
 from cattery.backends.base import InstanceFailed, InstanceSpec, LineSink, MetricsSink
-from cattery.backends.container.engine import Engine
+from cattery.backends.container.engine import Engine, EngineUnavailable
 from cattery.backends.container.handle import ContainerInstanceHandle
 from cattery.backends.handles import close_all
 from cattery.backends.profiles import limits_for
@@ -78,8 +79,25 @@ class ContainerBackend:
     def handles(self) -> list[ContainerInstanceHandle]:
         return list(self._handles.values())
 
-    async def start(self) -> None:
-        """Remove containers an earlier control plane on this state folder left behind."""
+    async def start(self, check_image: str | None = None) -> None:
+        """Remove containers an earlier control plane on this state folder left behind,
+        then check that the engine can run ``check_image`` as instances run (logged: image
+        deploys check again and fail with the engine's reason)."""
+        await self._remove_leftovers()
+        if check_image is None:
+            return
+        try:
+            await self.engine.call(lambda: self.engine.client.images.get(check_image))
+        except (DockerException, CatteryError):
+            return  # nothing to check with yet (no pull at start)
+        try:
+            await self.check(InstanceSpec("cattery/check", "check", check_image))
+        except EngineUnavailable as exc:
+            logger.error(f"{exc.message}; image agents will not run until this is fixed")
+        except CatteryError as exc:
+            logger.info(f"Container engine not checked at start: {exc.message}")
+
+    async def _remove_leftovers(self) -> None:
         try:
             leftovers = await self.engine.call(
                 lambda: self.engine.client.containers.list(
@@ -96,36 +114,88 @@ class ContainerBackend:
             except DockerException as exc:
                 logger.error(f"Removing {container.name} failed: {exc}")
 
+    def _run_options(self, spec: InstanceSpec, name: str, labels: dict[str, str]) -> dict:
+        """How every container of ``spec`` is run: the same for instances and probes."""
+        limits = spec.limits or limits_for(spec.profile)
+        return {
+            "detach": True,
+            "name": name,
+            "ports": {f"{CONTAINER_PORT}/tcp": (self._publish_host, None)},
+            "labels": {LABEL_OWNER: self._owner, **labels},
+            "volumes": ({spec.mount: {"bind": "/app", "mode": "ro"}} if spec.mount else None),
+            "nano_cpus": limits.nano_cpus,
+            "mem_limit": limits.memory_bytes,
+            "init": True,  # signals reach the server; zombies are reaped
+        }
+
+    async def check(self, spec: InstanceSpec) -> None:
+        """Create and start one container of ``spec`` with the options instances get, then
+        remove it: ``EngineUnavailable`` with the engine's reason when it can't (no init
+        binary, no OCI runtime, no network), so a deploy fails instead of its instances."""
+        name = f"cattery-check-{uuid.uuid4().hex[:12]}"
+        options = self._run_options(spec, name, {LABEL_AGENT: spec.agent_key})
+        container: Container | None = None
+        try:
+            await self.engine.ensure_image(spec.image, spec.pull_auth)
+            container = await self._run(spec.image, {"PORT": str(CONTAINER_PORT)}, options)
+        except DockerException as exc:
+            reason = getattr(exc, "explanation", None) or exc
+            raise EngineUnavailable(
+                f"The container engine at {self.engine.url} cannot start a container of "
+                f"{spec.image} with the options cattery uses: {reason}"
+            ) from exc
+        finally:
+            await self._remove_quietly(container, name)
+
+    async def _run(self, image: str, environment: dict[str, str], options: dict) -> Container:
+        """Create and start a container in a worker thread. If the caller is cancelled
+        meanwhile (a pool closing), the container the engine still makes is removed: the
+        thread can't be stopped, and nothing else would ever own that container."""
+        made = asyncio.ensure_future(
+            self.engine.call(
+                lambda: self.engine.client.containers.run(image, environment=environment, **options)
+            )
+        )
+        try:
+            return await asyncio.shield(made)
+        except asyncio.CancelledError:
+            with contextlib.suppress(Exception):
+                orphan = await made
+                await self.engine.call(orphan.remove, force=True)
+            raise
+
+    async def _remove_quietly(self, container: Container | None, name: str) -> None:
+        """Remove a probe container, made or half-made (podman may keep a created one)."""
+        try:
+            if container is not None:
+                await self.engine.call(container.remove, force=True)
+                return
+            found = await self.engine.call(
+                lambda: self.engine.client.containers.list(all=True, filters={"name": name})
+            )
+            for leftover in found:
+                await self.engine.call(leftover.remove, force=True)
+        except (DockerException, CatteryError) as exc:
+            logger.warning(f"Removing the check container {name} failed: {exc}")
+
     async def spawn(self, spec: InstanceSpec) -> ContainerInstanceHandle:
         """Create and start a container for ``spec``; return at once (STARTING)."""
         if self._closed:
             raise RuntimeError("the container backend is closed")
         instance_id = "inst_" + uuid.uuid4().hex
         token = secrets.token_urlsafe(32)
-        limits = spec.limits or limits_for(spec.profile)
+        labels = {
+            LABEL_INSTANCE: instance_id,
+            LABEL_AGENT: spec.agent_key,
+            LABEL_DEPLOYMENT: spec.deployment_id,
+        }
         try:
+            options = self._run_options(spec, f"cattery-{instance_id}", labels)
             await self.engine.ensure_image(spec.image, spec.pull_auth)
-            container = await self.engine.call(
-                lambda: self.engine.client.containers.run(
-                    spec.image,
-                    detach=True,
-                    name=f"cattery-{instance_id}",
-                    environment=container_env(spec, token),
-                    ports={f"{CONTAINER_PORT}/tcp": (self._publish_host, None)},
-                    labels={
-                        LABEL_OWNER: self._owner,
-                        LABEL_INSTANCE: instance_id,
-                        LABEL_AGENT: spec.agent_key,
-                        LABEL_DEPLOYMENT: spec.deployment_id,
-                    },
-                    volumes=({spec.mount: {"bind": "/app", "mode": "ro"}} if spec.mount else None),
-                    nano_cpus=limits.nano_cpus,
-                    mem_limit=limits.memory_bytes,
-                    init=True,  # signals reach the server; zombies are reaped
-                )
-            )
+            container = await self._run(spec.image, container_env(spec, token), options)
         except (DockerException, CatteryError) as exc:
-            raise InstanceFailed(f"could not start a container of {spec.image}: {exc}") from exc
+            reason = getattr(exc, "explanation", None) or exc
+            raise InstanceFailed(f"could not start a container of {spec.image}: {reason}") from exc
         try:
             port = await self._published_port(container)
         except BaseException:

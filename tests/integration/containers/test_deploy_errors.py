@@ -13,7 +13,7 @@ import pytest
 
 from tests.integration.control.helpers import refused, running_control
 from tests.support.control import ORG, CloudCLI, ControlPlane
-from tests.support.podman import REGISTRY_STANDIN
+from tests.support.podman import CATTERY_BASE_IMAGE, DEFAULT_INIT_PATH, REGISTRY_STANDIN
 
 pytestmark = pytest.mark.container
 
@@ -56,6 +56,23 @@ def test_an_engine_that_is_down_is_a_503_with_nothing_created(tmp_path: Path) ->
             error = refused(c.post(SERVICES, json=body), 503, "PCC_CONTAINER_ENGINE_UNAVAILABLE")
             assert "no-engine.sock" in error["error"]
         assert_no_agent(control, "ghost")
+
+
+def test_an_engine_that_cannot_start_containers_fails_deploys_with_its_reason(
+    tmp_path: Path, engine_without_init: str
+) -> None:
+    """An engine that answers but can't start a container with the options instances get
+    (here: its init binary is missing) is found at start and refuses each image deploy
+    with the engine's own reason, before anything is written."""
+    with running_control(tmp_path, CATTERY_CONTAINER__ENGINE_URL=engine_without_init) as control:
+        with control.client() as c:
+            body = {"serviceName": "ghost", "image": CATTERY_BASE_IMAGE, "minAgents": 1}
+            error = refused(c.post(SERVICES, json=body), 503, "PCC_CONTAINER_ENGINE_UNAVAILABLE")
+            assert str(DEFAULT_INIT_PATH) in error["error"], error
+            assert CATTERY_BASE_IMAGE in error["error"], error
+        assert_no_agent(control, "ghost")
+        started = (tmp_path / "serve.log").read_text()
+        assert str(DEFAULT_INIT_PATH) in started and "image agents will not run" in started
 
 
 class RegistryStandin(BaseHTTPRequestHandler):

@@ -149,6 +149,14 @@ async def test_a_phone_call_is_bridged_to_a_container(
         }
         assert c.post("/v1/organizations/default/services", json=body).status_code == 200
     control.wait_ready("echo")
+    # the call starts once the warm instance serves: a 2 s call can't wait for a container
+    # to start on a loaded machine
+    (warm,) = wait_for(lambda: agent_containers(docker_client, "default/echo"), what="warm")
+    wait_for(
+        lambda: "Application startup complete" in warm.logs().decode(errors="replace"),
+        timeout=60,
+        what="the warm container's runtime",
+    )
     call = TwilioCall()
     await call.play(f"{control.process.ws_url}/ws/twilio?serviceHost=echo.default", seconds=2.0)
     assert call.received_seconds >= 1.0, f"echoed {call.received_seconds:.2f} s of 2 s"
