@@ -15,9 +15,35 @@ cli = typer.Typer(
 )
 
 
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"cattery {version('cattery')}")
+        raise typer.Exit()
+
+
 @cli.callback()
-def _root() -> None:
+def _root(
+    _: bool = typer.Option(
+        False, "--version", callback=_version, is_eager=True, help="Print the version and exit."
+    ),
+) -> None:
     """Self-hosted Pipecat Cloud."""
+
+
+def _serve_epilog() -> str:
+    from cattery.settings import setting_names
+
+    return (
+        "Settings come from CATTERY_* environment variables, then from cattery.toml in the "
+        "current directory (./cattery.toml; lowercase names without the prefix, nested ones "
+        "as tables, e.g. \\[pools] max_agents = 10); the options above win over both. State "
+        "(SQLite database, secrets' key file, instance logs) is kept in CATTERY_STATE_DIR, "
+        "default ./.cattery. The README's settings table says what each one does. "
+        "All settings: " + ", ".join(setting_names()) + ". "
+        "A lost admin token: cattery token create --admin."
+    )
 
 
 @cli.command()
@@ -42,10 +68,12 @@ def runtime(
     run_runtime(path, host=host, port=port, fd=fd, one_session=one_session, parent_pid=parent_pid)
 
 
-@cli.command()
+@cli.command(epilog=_serve_epilog())
 def serve(
-    host: str | None = typer.Option(None, help="Address to bind (default 127.0.0.1)."),
-    port: int | None = typer.Option(None, help="Port to bind (default 7860)."),
+    host: str | None = typer.Option(
+        None, help="Address to bind (default 127.0.0.1; CATTERY_HOST)."
+    ),
+    port: int | None = typer.Option(None, help="Port to bind (default 7870; CATTERY_PORT)."),
     fd: int | None = typer.Option(None, hidden=True, help="Serve on an inherited socket."),
     agent: list[str] = typer.Option(
         [], "--agent", help="Deploy NAME=PATH (a folder holding bot.py) at start; repeatable."
@@ -92,6 +120,31 @@ def dev(
         state_dir=state_dir,
         fd=fd,
     )
+
+
+token = typer.Typer(help="Admin tokens of a state folder.", no_args_is_help=True)
+cli.add_typer(token, name="token")
+
+
+@token.command("create")
+def token_create(
+    admin: bool = typer.Option(
+        False, "--admin", help="An admin token (the only kind made here; required)."
+    ),
+    name: str = typer.Option("admin", help="The token's name, as API key lists show it."),
+) -> None:
+    """Make a new admin token in the state `cattery serve` run with the same settings (and
+    directory) uses, and print it once: for a lost one. Public and private keys come from
+    `pipecat cloud organizations keys create`."""
+    if not admin:
+        raise typer.BadParameter("only admin tokens are made here: add --admin", param_hint="")
+    from cattery.control.tokens import create_admin_token
+    from cattery.settings import Settings
+
+    settings = Settings()
+    raw = create_admin_token(settings, name)
+    typer.echo(f"admin token for {settings.state_dir} (shown once; store it now):")
+    typer.echo(raw)
 
 
 def main() -> None:

@@ -157,7 +157,8 @@ class Settings(BaseSettings):
     )
 
     host: str = "127.0.0.1"
-    port: int = 7860
+    #: 7870, so that ``cattery dev`` keeps Pipecat's development runner's 7860 beside it
+    port: int = 7870
     state_dir: Path = Path(".cattery")
     database_url: str | None = None
     admin_token: SecretStr | None = None
@@ -233,3 +234,22 @@ class Settings(BaseSettings):
     @property
     def ice_urls(self) -> list[str]:
         return [url.strip() for url in self.ice_fallback_urls.split(",") if url.strip()]
+
+
+#: settings only ``cattery dev`` and ``--agent`` set
+_NOT_FOR_USERS = frozenset({"dev"})
+
+
+def setting_names() -> list[str]:
+    """Every setting's environment variable (``cattery.toml`` takes the same names in
+    lowercase without the prefix, nested ones as tables), for ``cattery serve --help``."""
+    names = []
+    for name, field in Settings.model_fields.items():
+        if name in _NOT_FOR_USERS:
+            continue
+        nested = field.annotation
+        if isinstance(nested, type) and issubclass(nested, BaseModel):
+            names += [f"CATTERY_{name}__{sub}".upper() for sub in nested.model_fields]
+        else:
+            names.append(f"CATTERY_{name}".upper())
+    return names

@@ -36,5 +36,13 @@ async def bootstrap(db: AsyncSession, settings: Settings) -> Bootstrap:
         db.add(key)
         await db.flush()
         return Bootstrap(org.id, given)
-    _, raw = await repo.create_api_key(db, org.id, ApiKeyKind.ADMIN, "admin", user_id=user.id)
-    return Bootstrap(org.id, raw)
+    return Bootstrap(org.id, await mint_admin_token(db, settings))
+
+
+async def mint_admin_token(db: AsyncSession, settings: Settings, name: str = "admin") -> str:
+    """A new admin token of the organization (made first if need be), for its admin user:
+    the first start's, or another (``cattery token create --admin``) when one is lost."""
+    org = await repo.ensure_default_organization(db, settings.organization)
+    user = await repo.ensure_user(db, settings.admin_email)
+    _, raw = await repo.create_api_key(db, org.id, ApiKeyKind.ADMIN, name, user_id=user.id)
+    return raw

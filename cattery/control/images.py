@@ -22,7 +22,7 @@ from loguru import logger
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cattery.backends.base import PullAuth
-from cattery.backends.container.engine import check_reference
+from cattery.backends.container.engine import ImageNotFoundError, check_reference
 from cattery.errors import InvalidRequest, NotFound
 from cattery.store import repositories as repo
 from cattery.store.crypto import SecretBox
@@ -72,14 +72,17 @@ def resolve_image_folder(image: str) -> Path:
     head, sep, tag = ref.rpartition(":")
     if sep and "/" not in tag:
         candidates.insert(0, head)
-    for candidate in candidates:
-        path = Path(candidate)
-        if not path.is_absolute():
-            continue
+    absolute = [Path(c) for c in candidates if Path(c).is_absolute()]
+    for path in absolute:
         if path.is_dir():
             if not (path / "bot.py").is_file():
                 raise InvalidRequest(f"Image folder {path} has no bot.py")
             return path
+    if absolute and not any(path.exists() for path in absolute):
+        raise ImageNotFoundError(
+            f"Image folder {absolute[0]} does not exist on this machine "
+            "(the control plane's, which runs the agent)"
+        )
     raise InvalidRequest(
         f"Image {image!r} is not an absolute path or file:// URL of a folder holding bot.py"
     )

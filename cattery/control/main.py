@@ -9,6 +9,7 @@ from pathlib import Path
 import uvicorn
 from loguru import logger
 
+from cattery.control.listen import bind
 from cattery.settings import Settings
 
 
@@ -27,8 +28,15 @@ def run_control_plane(
     serve(settings, fd=fd)
 
 
-def serve(settings: Settings, *, fd: int | None) -> None:
-    """uvicorn on the control plane's app, until interrupted."""
+def serve(settings: Settings, *, fd: int | None, sock: socket.socket | None = None) -> None:
+    """uvicorn on the control plane's app, until interrupted. The port is bound first
+    (unless ``sock`` is): a taken one ends this before anything is created or printed."""
+    if sock is None and fd is not None:
+        # An inherited socket is opened as TCP here (uvicorn's --fd assumes a unix socket,
+        # which leaves Nagle's algorithm on and delays small responses by a delayed ACK).
+        sock = socket.socket(fileno=fd)
+    elif sock is None:
+        sock = bind(settings.host, settings.port, "cattery serve")
     logger.remove()
     logger.add(sys.stderr, level="INFO")
     from cattery.control.app import create_app
@@ -45,7 +53,4 @@ def serve(settings: Settings, *, fd: int | None) -> None:
         limit_concurrency=settings.http.max_connections,
     )
     config.header_timeout = settings.http.header_timeout  # type: ignore[attr-defined]
-    # An inherited socket is opened as TCP here (uvicorn's --fd assumes a unix socket, which
-    # leaves Nagle's algorithm on and delays small responses by a delayed ACK).
-    sockets = [socket.socket(fileno=fd)] if fd is not None else None
-    uvicorn.Server(config).run(sockets=sockets)
+    uvicorn.Server(config).run(sockets=[sock])

@@ -21,6 +21,9 @@ from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 #: key prefixes, so a leaked key is recognisable (and greppable) at a glance
 PUBLIC_KEY_PREFIX = "pk_"
 PRIVATE_KEY_PREFIX = "sk_"
+#: admin tokens take the official CLI's personal-access-token form (``pipecat cloud auth
+#: use-pat`` wants it) and remain ordinary Bearer tokens of the API
+ADMIN_TOKEN_PREFIX = "pcc_pat_"
 _KEY_KINDS = frozenset({"admin", "private", "public"})
 
 _HKDF_SALT = b"cattery.store.SecretBox"
@@ -118,8 +121,10 @@ def hash_key(raw: str) -> str:
 
 
 def new_key(kind: str) -> str:
-    """A fresh API key: ``pk_...`` for public keys, ``sk_...`` for private and admin keys."""
+    """A fresh API key: ``pk_...`` for public keys, ``sk_...`` for private keys and
+    ``pcc_pat_...`` for admin tokens."""
     if kind not in _KEY_KINDS:
         raise ValueError(f"unknown API key kind {kind!r}")
-    prefix = PUBLIC_KEY_PREFIX if kind == "public" else PRIVATE_KEY_PREFIX
+    prefixes = {"public": PUBLIC_KEY_PREFIX, "admin": ADMIN_TOKEN_PREFIX}
+    prefix = prefixes.get(kind, PRIVATE_KEY_PREFIX)
     return prefix + secrets.token_urlsafe(32)

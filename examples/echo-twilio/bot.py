@@ -7,8 +7,7 @@ play Twilio's protocol yourself: `connected`, `start`, `media` frames, `stop`.
 from loguru import logger
 from pipecat.frames.frames import Frame, InputAudioRawFrame, OutputAudioRawFrame
 from pipecat.pipeline.pipeline import Pipeline
-from pipecat.pipeline.runner import PipelineRunner
-from pipecat.pipeline.task import PipelineParams, PipelineTask
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.runner.types import WebSocketRunnerArguments
 from pipecat.runner.utils import parse_telephony_websocket
@@ -17,6 +16,7 @@ from pipecat.transports.websocket.fastapi import (
     FastAPIWebsocketParams,
     FastAPIWebsocketTransport,
 )
+from pipecat.workers.runner import WorkerRunner
 
 
 class AudioEcho(FrameProcessor):
@@ -48,7 +48,7 @@ async def bot(runner_args: WebSocketRunnerArguments) -> None:
             serializer=serializer,
         ),
     )
-    task = PipelineTask(
+    task = PipelineWorker(
         Pipeline([transport.input(), AudioEcho(), transport.output()]),
         params=PipelineParams(audio_in_sample_rate=8000, audio_out_sample_rate=8000),
     )
@@ -58,4 +58,6 @@ async def bot(runner_args: WebSocketRunnerArguments) -> None:
         logger.info("Caller hung up")
         await task.cancel()
 
-    await PipelineRunner(handle_sigint=False).run(task)
+    runner = WorkerRunner(handle_sigint=False)
+    await runner.add_workers(task)
+    await runner.run()

@@ -9,8 +9,7 @@ import os
 from loguru import logger
 from pipecat.frames.frames import Frame, InputAudioRawFrame, OutputAudioRawFrame
 from pipecat.pipeline.pipeline import Pipeline
-from pipecat.pipeline.runner import PipelineRunner
-from pipecat.pipeline.task import PipelineTask
+from pipecat.pipeline.worker import PipelineWorker
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.runner.types import RunnerArguments, WebSocketRunnerArguments
 from pipecat.runner.utils import create_transport, parse_telephony_websocket
@@ -19,6 +18,7 @@ from pipecat.serializers.telnyx import TelnyxFrameSerializer
 from pipecat.serializers.twilio import TwilioFrameSerializer
 from pipecat.transports.base_transport import TransportParams
 from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams, FastAPIWebsocketTransport
+from pipecat.workers.runner import WorkerRunner
 
 try:
     from pipecat.transports.daily.transport import DailyParams
@@ -96,14 +96,16 @@ def _offline_call(websocket, carrier: str, call) -> FastAPIWebsocketTransport:
 
 async def bot(runner_args: RunnerArguments) -> None:
     transport = await _transport(runner_args)
-    task = PipelineTask(Pipeline([transport.input(), AudioEcho(), transport.output()]))
+    task = PipelineWorker(Pipeline([transport.input(), AudioEcho(), transport.output()]))
 
     @transport.event_handler("on_client_disconnected")
     async def on_client_disconnected(transport, client) -> None:
         logger.info("Client disconnected")
         await task.cancel()
 
-    await PipelineRunner(handle_sigint=runner_args.handle_sigint).run(task)
+    runner = WorkerRunner(handle_sigint=runner_args.handle_sigint)
+    await runner.add_workers(task)
+    await runner.run()
 
 
 if __name__ == "__main__":

@@ -16,10 +16,10 @@ from fastapi import HTTPException
 from loguru import logger
 from pipecat.frames.frames import EndFrame, Frame, TextFrame
 from pipecat.pipeline.pipeline import Pipeline
-from pipecat.pipeline.runner import PipelineRunner
-from pipecat.pipeline.task import PipelineTask
+from pipecat.pipeline.worker import PipelineWorker
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.runner.types import RunnerArguments
+from pipecat.workers.runner import WorkerRunner
 from pydantic import BaseModel
 
 from pipecatcloud_system import app
@@ -38,7 +38,7 @@ class Conversation:
         self.greeting = greeting
         self.history: list[dict[str, str]] = []
         self.replies: asyncio.Queue[str] = asyncio.Queue()
-        self.task: PipelineTask | None = None
+        self.task: PipelineWorker | None = None
 
 
 current: Conversation | None = None
@@ -104,13 +104,15 @@ async def bot(runner_args: RunnerArguments) -> None:
     body = runner_args.body or {}
     name = body.get("name") if isinstance(body, dict) else None
     conversation = Conversation(f"Hello {name}. " if name else "")
-    conversation.task = PipelineTask(
+    conversation.task = PipelineWorker(
         Pipeline([Replier(conversation), ReplyCollector(conversation)]),
         idle_timeout_secs=None,
     )
     current = conversation
     logger.info("Text session ready for messages")
     try:
-        await PipelineRunner(handle_sigint=False).run(conversation.task)
+        runner = WorkerRunner(handle_sigint=False)
+        await runner.add_workers(conversation.task)
+        await runner.run()
     finally:
         current = None

@@ -8,8 +8,7 @@ from loguru import logger
 from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.frames.frames import Frame, InputAudioRawFrame, OutputAudioRawFrame
 from pipecat.pipeline.pipeline import Pipeline
-from pipecat.pipeline.runner import PipelineRunner
-from pipecat.pipeline.task import PipelineParams, PipelineTask
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.audio.vad_processor import VADProcessor
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.runner.utils import parse_telephony_websocket
@@ -18,6 +17,7 @@ from pipecat.transports.websocket.fastapi import (
     FastAPIWebsocketParams,
     FastAPIWebsocketTransport,
 )
+from pipecat.workers.runner import WorkerRunner
 
 
 class AudioEcho(FrameProcessor):
@@ -50,7 +50,7 @@ async def bot(runner_args) -> None:
             serializer=serializer,
         ),
     )
-    task = PipelineTask(
+    task = PipelineWorker(
         Pipeline(
             [
                 transport.input(),
@@ -66,4 +66,6 @@ async def bot(runner_args) -> None:
     async def on_client_disconnected(transport, client) -> None:
         await task.cancel()
 
-    await PipelineRunner(handle_sigint=False).run(task)
+    runner = WorkerRunner(handle_sigint=False)
+    await runner.add_workers(task)
+    await runner.run()

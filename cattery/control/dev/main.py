@@ -95,6 +95,7 @@ def run_dev(
     state_dir: Path | None,
     fd: int | None,
 ) -> None:
+    from cattery.control.listen import bind
     from cattery.control.main import serve
 
     settings = dev_settings(
@@ -105,9 +106,12 @@ def run_dev(
         proxy=proxy,
         state_dir=state_dir or DEFAULT_STATE_DIR,
     )
+    sock = None
     if fd is not None:  # an inherited socket: show where it is bound
-        with socket.socket(fileno=os.dup(fd)) as sock:
-            host, port = sock.getsockname()[:2]
+        with socket.socket(fileno=os.dup(fd)) as inherited:
+            host, port = inherited.getsockname()[:2]
+    else:  # bound before the banner: a taken port is the only thing printed
+        sock = bind(host, port, "cattery dev")
     shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
     warning = "" if host in LOOPBACK_HOSTS else OPEN_WARNING.format(host=host)
     print(
@@ -120,7 +124,7 @@ def run_dev(
         ),
         flush=True,
     )
-    serve(settings, fd=fd)
+    serve(settings, fd=fd, sock=sock)
 
 
 def _calls_banner(settings: Settings, local: str) -> str:

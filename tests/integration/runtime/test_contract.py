@@ -129,6 +129,7 @@ async def test_twilio_echo_returns_audio_and_tags_logs(start_runtime) -> None:
     assert any("Twilio stream" in ln for ln in session_lines)
     for line in session_lines:
         assert f"| {session_id} - " in line, line
+    assert "deprecated" not in logs.lower()  # the example uses Pipecat's current API
 
 
 def test_custom_routes_from_pipecatcloud_system_app(start_runtime) -> None:

@@ -82,7 +82,7 @@ def test_hash_key_is_sha256_hex() -> None:
 def test_new_keys_carry_their_kind() -> None:
     assert new_key("public").startswith("pk_")
     assert new_key("private").startswith("sk_")
-    assert new_key("admin").startswith("sk_")
+    assert new_key("admin").startswith("pcc_pat_")
     assert new_key("public") != new_key("public")
     assert len(new_key("public")) > 40
     with pytest.raises(ValueError):

@@ -55,7 +55,7 @@ async def test_users(db: AsyncSession) -> None:
 async def test_api_keys_are_stored_hashed(db: AsyncSession, org: Organization) -> None:
     user = await ensure_user(db, "admin@example.com")
     admin, admin_raw = await create_api_key(db, org.id, "admin", "bootstrap", user_id=user.id)
-    assert admin_raw.startswith("sk_") and admin.id.startswith("key_")
+    assert admin_raw.startswith("pcc_pat_") and admin.id.startswith("key_")
     assert admin.key_hash == hash_key(admin_raw) and admin.public_value is None
     assert admin.kind == ApiKeyKind.ADMIN and admin.user_id == user.id
 
