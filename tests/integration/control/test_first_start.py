@@ -70,7 +70,7 @@ def test_a_lost_admin_token_is_replaced_by_one_in_the_pat_form_the_api_takes(
 def test_version_and_where_settings_come_from(tmp_path: Path) -> None:
     version = run("--version", cwd=tmp_path)
     assert version.returncode == 0 and version.stdout.startswith("cattery ")
-    shown = run("serve", "--help", cwd=tmp_path, COLUMNS="200").stdout
+    shown = " ".join(run("serve", "--help", cwd=tmp_path, COLUMNS="200").stdout.split())
     for mention in ("cattery.toml", "current directory", "CATTERY_STATE_DIR", "CATTERY_PORT"):
         assert mention in shown
     assert "CATTERY_POOLS__MAX_AGENTS" in shown and "token create --admin" in shown
