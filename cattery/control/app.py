@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from http.cookiejar import CookieJar, DefaultCookiePolicy
+from pathlib import Path
 
 import httpx
 from fastapi import FastAPI
@@ -59,7 +61,8 @@ cattery is running on {url}
   organization: {org}
   admin token (shown once; store it now): {token}
 
-Point the official CLI at it:
+Point the official CLI at it (the pipecat and cattery commands are in {bin}:
+`source {bin}/activate` puts them on your PATH):
   export PIPECAT_API_HOST={url}
   export PIPECAT_TOKEN={token}
 or write ~/.config/pipecatcloud/pipecatcloud.toml:
@@ -112,7 +115,10 @@ def _lifespan(settings: Settings):
                 url = f"http://{settings.host}:{settings.port}"
                 print(
                     ANNOUNCE.format(
-                        url=url, org=settings.organization, token=state.admin_token_created
+                        url=url,
+                        org=settings.organization,
+                        token=state.admin_token_created,
+                        bin=Path(sys.executable).parent,
                     ),
                     flush=True,
                 )
