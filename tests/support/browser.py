@@ -19,6 +19,8 @@ from urllib.parse import urlparse
 
 import pytest
 
+from tests.support.waiting import async_wait_for
+
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = (
     "--headless=new",
@@ -134,3 +136,15 @@ async def chromium_context(
                 await context.close()
     finally:
         shutil.rmtree(profile, ignore_errors=True)
+
+
+async def wait_for_talk_echo(page: Any) -> dict[str, Any]:
+    """The talk client's stats once the bot's audio, measured by its analyser, has energy."""
+
+    async def heard() -> dict[str, Any] | None:
+        stats = await page.evaluate("window.catteryTalk.stats()")
+        status = await page.inner_text("#talk-status")
+        assert "Could not talk" not in status, status
+        return stats if stats["energy"] > 0.01 and stats["peak"] > 0.01 else None
+
+    return await async_wait_for(heard, timeout=30, what="the echo in the talk client")

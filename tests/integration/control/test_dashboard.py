@@ -19,7 +19,6 @@ from typing import Any
 import pytest
 
 from tests.integration.control.helpers import running_control, wait_ended, wait_pool
-from tests.integration.control.test_dev import wait_for_talk_echo
 from tests.support.browser import (
     LoopbackOnly,
     chromium_context,
@@ -27,6 +26,7 @@ from tests.support.browser import (
     skip_outside_loopback_namespace,
     skip_without_chromium,
     speech_wav,
+    wait_for_talk_echo,
 )
 from tests.support.control import ADMIN_TOKEN, ControlPlane
 from tests.support.processes import EXAMPLES, REPO
@@ -115,6 +115,7 @@ async def test_dashboard_walkthrough(control: ControlPlane, artifacts: Path, tmp
         await page.goto(f"{base}/agents/{AGENT}/talk")
         await page.click("#talk-start")
         talk = await wait_for_talk_echo(page)
+        print(f"the echo as the talk page heard it: {talk}")
         session_id = talk["sessionId"]
         await shots(page, "talk")
 
@@ -149,6 +150,10 @@ async def test_dashboard_walkthrough(control: ControlPlane, artifacts: Path, tmp
         await page.goto(base + "/sessions?state=agent_error")
         assert session_id[:8] not in await page.inner_text("table.sessions")
 
+        await page.goto(base + "/builds")
+        assert "No builds yet" in await page.inner_text("main")
+        await shots(page, "builds")
+
         # A key, created and revoked.
         await page.goto(base + "/keys")
         await page.fill("input[name=name]", "phone-app")
@@ -181,4 +186,4 @@ async def test_dashboard_walkthrough(control: ControlPlane, artifacts: Path, tmp
 
         assert failed == [], failed
         assert outside.blocked == [], f"the dashboard tried to leave loopback: {outside.blocked}"
-    assert len(shots.taken) == 16 and all(p.stat().st_size > 0 for p in shots.taken)
+    assert len(shots.taken) == 18 and all(p.stat().st_size > 0 for p in shots.taken)

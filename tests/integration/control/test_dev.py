@@ -34,6 +34,7 @@ from tests.support.browser import (
     skip_outside_loopback_namespace,
     skip_without_chromium,
     speech_wav,
+    wait_for_talk_echo,
 )
 from tests.support.control import ORG, ControlPlane
 from tests.support.processes import EXAMPLES
@@ -338,18 +339,6 @@ async def test_client_talks_offline(start_dev, webrtc_browser, tmp_path) -> None
     session = get_session(dev, AGENT, talk["sessionId"])
     assert session["transport"] == "webrtc"
     assert wait_ended(dev, AGENT, talk["sessionId"])["endState"] == "completed"
-
-
-async def wait_for_talk_echo(page: Any) -> dict[str, Any]:
-    """The talk client's stats once the bot's audio, measured by its analyser, has energy."""
-
-    async def heard() -> dict[str, Any] | None:
-        stats = await page.evaluate("window.catteryTalk.stats()")
-        status = await page.inner_text("#talk-status")
-        assert "Could not talk" not in status, status
-        return stats if stats["energy"] > 0.01 and stats["peak"] > 0.01 else None
-
-    return await async_wait_for(heard, timeout=30, what="the echo in the talk client")
 
 
 @pytest.mark.browser
