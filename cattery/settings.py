@@ -59,6 +59,17 @@ class _DailyEnvNames(PydanticBaseSettingsSource):
         return {"daily": daily} if daily else {}
 
 
+class _OtelEnvNames(PydanticBaseSettingsSource):
+    """``OTEL_EXPORTER_OTLP_ENDPOINT`` (OpenTelemetry's own name) as ``otlp_endpoint``."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return None, field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        return {"otlp_endpoint": endpoint} if endpoint else {}
+
+
 class ContainerSettings(BaseModel):
     """The container backend: agents whose ``image`` is an image reference run as containers
     through this Docker Engine API socket (Docker's, or ``podman system service``'s)."""
@@ -204,6 +215,9 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     http: HttpSettings = Field(default_factory=HttpSettings)
     webhooks: WebhookSettings = Field(default_factory=WebhookSettings)
+    #: an OTLP/HTTP endpoint (``OTEL_EXPORTER_OTLP_ENDPOINT``): starts are traced there, and
+    #: instances send their own spans (Pipecat's ``enable_tracing``) to it too
+    otlp_endpoint: str | None = None
 
     @classmethod
     def settings_customise_sources(
@@ -218,6 +232,7 @@ class Settings(BaseSettings):
             init_settings,
             env_settings,
             _DailyEnvNames(settings_cls),
+            _OtelEnvNames(settings_cls),
             TomlConfigSettingsSource(settings_cls),
         )
 

@@ -43,6 +43,7 @@ from cattery.control.recovery import recover
 from cattery.control.session_webhooks import SessionWebhooks
 from cattery.control.state import ControlState
 from cattery.control.supervisor import SessionSupervisor
+from cattery.control.tracing import Tracing
 from cattery.error_handlers import install_error_handlers
 from cattery.errors import CatteryError
 from cattery.files import private_dir, private_file
@@ -199,6 +200,7 @@ async def _open(settings: Settings) -> ControlState:
         webhooks=webhooks,
         admin_token_created=boot.admin_token,
         metrics=metrics,
+        tracing=Tracing(settings.otlp_endpoint),
     )
 
 
@@ -285,6 +287,7 @@ async def _close(state: ControlState) -> None:
         await state.containers.aclose()
     await state.instances.aclose()
     await state.webhooks.aclose()
+    state.tracing.aclose()
     await state.router.aclose()
     await state.proxy_http.aclose()
     await state.engine.dispose()

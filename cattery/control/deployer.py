@@ -190,6 +190,9 @@ class Deployer:
         Under ``cattery dev`` that includes ``ENV=local``, which Pipecat's development
         runner sets for its bots (they skip cloud-only parts, such as Krisp, on it)."""
         env = {"CATTERY_ICE_FALLBACK_URLS": ",".join(self._settings.ice_urls)}
+        if self._settings.otlp_endpoint:
+            env["OTEL_EXPORTER_OTLP_ENDPOINT"] = self._settings.otlp_endpoint.rstrip("/")
+            env["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf"
         if self._settings.dev.agent is not None:
             env.update(DEV_RUNNER_ENV)
         return env

@@ -17,6 +17,7 @@ from cattery.control.metrics import ControlMetrics
 from cattery.control.recorder import InstanceRecorder
 from cattery.control.session_webhooks import SessionWebhooks
 from cattery.control.supervisor import SessionSupervisor
+from cattery.control.tracing import Tracing
 from cattery.control.wstokens import WsTokens
 from cattery.pools import PoolManager
 from cattery.settings import Settings
@@ -43,3 +44,4 @@ class ControlState:
     ws_tokens: WsTokens = field(default_factory=WsTokens, repr=False)
     lookups: Lookups = field(default_factory=Lookups, repr=False)
     metrics: ControlMetrics = field(default_factory=ControlMetrics, repr=False)
+    tracing: Tracing = field(default_factory=lambda: Tracing(None), repr=False)

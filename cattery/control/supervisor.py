@@ -91,6 +91,8 @@ class NewSession:
     session_id: str | None = None
     #: when the start was asked for (monotonic), so the bot's start time counts from there
     requested_at: float | None = None
+    #: the W3C trace context the instance's spans continue (tracing on)
+    traceparent: str | None = None
 
 
 async def _already_connected(live: LiveSession) -> None:
@@ -160,6 +162,8 @@ class SessionSupervisor:
         }
         if new.transport:
             headers["x-daily-transport-type"] = new.transport
+        if new.traceparent:
+            headers["traceparent"] = new.traceparent
         if daily is not None:
             headers["x-daily-room-url"] = daily.room_url
             headers["x-daily-room-token"] = daily.bot_token

@@ -18,6 +18,7 @@ from starlette.websockets import WebSocketState
 
 from cattery.error_handlers import install_error_handlers
 from cattery.errors import InvalidRequest
+from cattery.runtime import tracing
 from cattery.runtime.bodies import decode_ws_body, json_object
 from cattery.runtime.guard import InstanceGuard
 from cattery.runtime.loader import LoadedBot
@@ -112,11 +113,14 @@ def build_app(loaded: LoadedBot, options: RuntimeOptions) -> tuple[FastAPI, Sess
             )
         else:
             args = PipecatSessionArguments(session_id=session_id, body=body)
-        if x_daily_transport_type == "webrtc" and not x_daily_room_url:
-            with logger.contextualize(session_id=session_id):
-                state = await webrtc.wait_for_offer(session_id, body, max_seconds)
-        else:
-            state = await runner.run(args, max_seconds=max_seconds)
+        traceparent = request.headers.get(tracing.TRACEPARENT_HEADER)
+        with tracing.session_span(traceparent, session_id):
+            if x_daily_transport_type == "webrtc" and not x_daily_room_url:
+                with logger.contextualize(session_id=session_id):
+                    state = await webrtc.wait_for_offer(session_id, body, max_seconds)
+            else:
+                state = await runner.run(args, max_seconds=max_seconds)
+        await tracing.flush()
         return JSONResponse({}, headers={END_STATE_HEADER: state.value})
 
     @app.websocket("/ws")

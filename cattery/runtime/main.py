@@ -40,13 +40,14 @@ def serve_loaded(
     parent_pid: int | None = None,
     owner_fd: int | None = None,
 ) -> None:
-    from cattery.runtime import observers
+    from cattery.runtime import observers, tracing
     from cattery.runtime.app import build_app
     from cattery.runtime.features import FeatureKey, enabled, log_features_summary
     from cattery.runtime.server import serve
 
     if enabled(options, FeatureKey.OBSERVABILITY_OBSERVERS):
         observers.install()
+    tracing.setup(options.otlp_endpoint)
     if options.log_features_summary:
         log_features_summary(options)
     app, runner = build_app(loaded, options)

@@ -49,6 +49,8 @@ class RuntimeOptions:
     whatsapp: WhatsAppOptions | None = None
     esp32_host: str | None = None
     disabled_features: frozenset[str] = frozenset()
+    #: OpenTelemetry's OTLP/HTTP endpoint; set, sessions are traced
+    otlp_endpoint: str | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Self:
@@ -76,6 +78,7 @@ class RuntimeOptions:
             "instance_token": env.get("CATTERY_INSTANCE_TOKEN") or None,
             "whatsapp": whatsapp,
             "esp32_host": env.get("ESP32_HOST") if _flag(env.get("ESP32_ENABLED")) else None,
+            "otlp_endpoint": env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
             "disabled_features": frozenset(
                 key.strip().upper()
                 for key in env.get(DISABLED_FEATURES_ENV, "").split(",")

@@ -103,6 +103,19 @@ async def start_session(
     Returns the start's answer (Pipecat's ``StartBotResult`` shape): ``sessionId``, and
     for WebRTC the ICE servers the client should use.
     """
+    with state.tracing.span("start", agent=agent_key(org, name)):
+        return await _start_session(state, db, org, name, req, requested_at=requested_at)
+
+
+async def _start_session(
+    state: ControlState,
+    db: AsyncSession,
+    org: Organization,
+    name: str,
+    req: StartRequest,
+    *,
+    requested_at: float,
+) -> dict[str, Any]:
     agent = await state.lookups.agent(db, org, name)
     if agent.deployment_id is None or agent.max_session_duration is None:
         raise ServiceUnavailable(f"Agent {name!r} has no deployment")
@@ -118,7 +131,8 @@ async def start_session(
     # Waiting for an instance must not hold a database connection: a burst of starts would
     # drain the connection pool and starve the session records it then has to write.
     await db.commit()
-    lease = await pool.acquire()
+    with state.tracing.span("acquire"):
+        lease = await pool.acquire()
     room = None
     if daily is not None:
         room = await open_session_room(
@@ -133,19 +147,21 @@ async def start_session(
     if room is not None:
         transport = "daily"
     body = req.body if req.body is not None else {}
-    new = NewSession(
-        organization_id=org.id,
-        agent_id=agent.agent_id,
-        agent_key=key,
-        deployment_id=agent.deployment_id,
-        handle=lease.handle,
-        cold_start=lease.cold_start,
-        release=pool.release,
-        max_session_seconds=max_session_seconds,
-        transport=transport,
-        requested_at=requested_at,
-    )
-    live = await state.supervisor.dispatch(new, body=body, daily=room)
+    with state.tracing.span("dispatch"):
+        new = NewSession(
+            organization_id=org.id,
+            agent_id=agent.agent_id,
+            agent_key=key,
+            deployment_id=agent.deployment_id,
+            handle=lease.handle,
+            cold_start=lease.cold_start,
+            release=pool.release,
+            max_session_seconds=max_session_seconds,
+            transport=transport,
+            requested_at=requested_at,
+            traceparent=state.tracing.traceparent(),
+        )
+        live = await state.supervisor.dispatch(new, body=body, daily=room)
     response: dict[str, Any] = {"sessionId": live.id}
     if room is not None:
         response["dailyRoom"], response["dailyToken"] = room.room_url, room.client_token
