@@ -37,6 +37,7 @@ from cattery.control.deployer import Deployer, DeployPlan
 from cattery.control.images import load_pull_auth
 from cattery.control.logrouter import LogRouter
 from cattery.control.metrics import ControlMetrics
+from cattery.control.openapi import install_openapi
 from cattery.control.profiles import stored_resources
 from cattery.control.recorder import InstanceRecorder, StoreRecorder
 from cattery.control.recovery import recover
@@ -77,6 +78,7 @@ The dashboard: {url}/dashboard/  (log in with the admin token)
 def create_app(settings: Settings) -> FastAPI:
     app = FastAPI(title="cattery", lifespan=_lifespan(settings))
     install_error_handlers(app)
+    install_openapi(app)
     # the public routes first: every start and Session API call is matched against the
     # routes ahead of its own, and these are the ones on the hot path
     modules = (
