@@ -185,6 +185,8 @@ async def _open(settings: Settings) -> ControlState:
     metrics.watch(pools, supervisor.active_agent_keys)
     build_service = BuildService(settings, maker, settings.container.engine_url)
     await build_service.start()
+    deployer = Deployer(settings, pools, containers, log=router, sessionmaker=maker)
+    backend.watch_plain_processes(deployer.plain_processes)
     return ControlState(
         settings=settings,
         engine=engine,
@@ -193,7 +195,7 @@ async def _open(settings: Settings) -> ControlState:
         pools=pools,
         router=router,
         supervisor=supervisor,
-        deployer=Deployer(settings, pools, containers),
+        deployer=deployer,
         proxy_http=_cookieless_client(),
         backend=backend,
         containers=containers,
@@ -263,6 +265,8 @@ async def _activate_deployed_agents(state: ControlState) -> None:
                     secrets=secrets_env,
                     pull_auth=pull_auth,
                     session_cookies=dep.session_cookies,
+                    organization_id=org.id,
+                    agent_id=agent.id,
                 )
             )
 

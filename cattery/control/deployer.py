@@ -1,7 +1,9 @@
 """Turning a deployment record into a running pool: environment, secrets, warm instances.
 
 Deploys return at once; the work happens in owned tasks, and ``status`` tells the CLI
-(which polls) when the deployment is ready or why it failed.
+(which polls) when the deployment is ready or why it failed. What a deployment goes
+through (its environment's build, uv's output, a fallback to plain processes) is also
+written to the agent's logs and, where it lasts, to the deployment record.
 """
 
 from __future__ import annotations
@@ -9,27 +11,50 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Protocol
 
 from loguru import logger
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cattery.backends.base import InstanceSpec, PullAuth
 from cattery.backends.container import ContainerBackend
+from cattery.backends.local.venvs import EnvironmentBuildFailed, build_environment
+from cattery.backends.local.venvs import dependency_source as dependency_file
 from cattery.backends.profiles import Limits
-from cattery.control.images import (
-    ImageSource,
-    dependency_file,
-    prepare_environment,
-    resolve_image,
-)
+from cattery.backends.tasks import OwnedTasks
+from cattery.control.images import ImageSource, resolve_image
 from cattery.errors import CatteryError, InvalidRequest
 from cattery.pools import PoolManager, PoolOptions
 from cattery.settings import Settings
+from cattery.store import repositories as repo
+
+ENVIRONMENT_FAILED = "ENVIRONMENT_BUILD_FAILED"
+
+
+class Phase:
+    """Where a deployment is, as ``agent status`` shows it (``currentRevision.phase``)."""
+
+    PENDING = "Pending"
+    BUILDING = "Building environment"
+    STARTING = "Starting"
+    READY = "Ready"
+    FAILED = "Failed"
 
 
 @dataclass
 class DeployStatus:
     ready: bool = False
     errors: list[dict[str, str]] = field(default_factory=list)
+    phase: str = Phase.PENDING
+    #: why the instances are plain processes rather than forks (None: forked, or not local)
+    plain_processes: str | None = None
+
+
+class DeploymentLog(Protocol):
+    def deployment_line(
+        self, organization_id: str, agent_id: str, deployment_id: str, level: str, text: str
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -48,6 +73,9 @@ class DeployPlan:
     limits: Limits | None = None
     #: Krisp VIVA's model family (``tel``, ``pro``) the bot's ``KrispVivaFilter`` loads
     krisp_viva_audio_filter: str | None = None
+    #: whose deployment it is, for the lines it writes to the agent's logs
+    organization_id: str = ""
+    agent_id: str = ""
 
 
 #: what Pipecat's development runner (``python bot.py``) puts in its bots' environment
@@ -62,10 +90,17 @@ class Deployer:
         settings: Settings,
         pools: PoolManager,
         containers: ContainerBackend | None = None,
+        *,
+        log: DeploymentLog | None = None,
+        sessionmaker: async_sessionmaker[AsyncSession] | None = None,
     ) -> None:
         self._settings = settings
         self._pools = pools
         self._containers = containers
+        self._log = log
+        self._sessionmaker = sessionmaker
+        self._plans: dict[str, DeployPlan] = {}
+        self._records = OwnedTasks("deployment records")
         self._status: dict[str, DeployStatus] = {}
         self._cookie_deployments: set[str] = set()
         self._tasks: set[asyncio.Task[None]] = set()
@@ -108,6 +143,7 @@ class Deployer:
     def activate(self, plan: DeployPlan) -> None:
         """Build the environment and (re)configure the agent's pool in the background."""
         self._status[plan.deployment_id] = DeployStatus()
+        self._plans[plan.deployment_id] = plan
         if plan.session_cookies:
             self._cookie_deployments.add(plan.deployment_id)
         task = asyncio.create_task(self._activate(plan), name=f"deploy-{plan.deployment_id}")
@@ -117,7 +153,8 @@ class Deployer:
     async def _activate(self, plan: DeployPlan) -> None:
         status = self._status[plan.deployment_id]
         try:
-            spec = await self._spec(plan)
+            spec = await self._spec(plan, status)
+            status.phase = Phase.STARTING
             defaults = self._settings.pools
             options = PoolOptions(
                 min_agents=plan.min_agents,
@@ -127,14 +164,57 @@ class Deployer:
             )
             await self._pools.ensure(plan.agent_key, spec, options)
             status.ready = True
+            status.phase = Phase.READY
             logger.info(f"Deployment {plan.deployment_id} of {plan.agent_key} is ready")
+            self._line(plan, "INFO", "Deployment is ready")
         except CatteryError as exc:
-            status.errors.append({"code": exc.code, "message": exc.message})
+            self._failed(plan, status, exc.code, exc.message)
         except Exception as exc:
             logger.opt(exception=exc).error(f"Deployment {plan.deployment_id} failed")
-            status.errors.append({"code": "DEPLOYMENT_FAILED", "message": str(exc)})
+            self._failed(plan, status, "DEPLOYMENT_FAILED", str(exc))
 
-    async def _spec(self, plan: DeployPlan) -> InstanceSpec:
+    def _failed(self, plan: DeployPlan, status: DeployStatus, code: str, message: str) -> None:
+        status.phase = Phase.FAILED
+        status.errors.append({"code": code, "message": message})
+        self._line(plan, "ERROR", f"Deployment failed: {code}: {message}")
+
+    def plain_processes(self, spec: InstanceSpec, reason: str) -> None:
+        """The backend runs ``spec``'s instances as plain processes: say so, with why, in
+        the deployment's status, its record and the agent's logs."""
+        status = self.status(spec.deployment_id)
+        status.plain_processes = reason
+        plan = self._plans.get(spec.deployment_id)
+        if plan is not None:
+            self._line(
+                plan,
+                "WARNING",
+                f"Instances run as plain processes, not forked (starts take seconds): {reason}",
+            )
+        if self._sessionmaker is not None:
+            self._records.spawn(self._record_plain(spec.deployment_id, reason), "record_task")
+
+    async def _record_plain(self, deployment_id: str, reason: str) -> None:
+        assert self._sessionmaker is not None
+        async with self._sessionmaker.begin() as db:
+            await repo.set_deployment_plain_processes(db, deployment_id, reason)
+
+    async def _record_environment(self, deployment_id: str, python: Path | None) -> None:
+        if self._sessionmaker is None:
+            return
+        async with self._sessionmaker.begin() as db:
+            dep = await repo.get_deployment(db, deployment_id)
+            if dep is not None:
+                await repo.set_deployment_environment(db, dep, str(python) if python else None)
+
+    def _line(self, plan: DeployPlan, level: str, text: str) -> None:
+        """A line in the agent's logs, about this deployment."""
+        logger.bind(agent=plan.agent_key).log(level, f"Deployment {plan.deployment_id}: {text}")
+        if self._log is not None and plan.agent_id:
+            self._log.deployment_line(
+                plan.organization_id, plan.agent_id, plan.deployment_id, level, text
+            )
+
+    async def _spec(self, plan: DeployPlan, status: DeployStatus) -> InstanceSpec:
         """Where and how the deployment's instances run."""
         source = self.resolve(plan.image)
         env = {**self._instance_env(), **self._krisp_env(plan), **plan.secrets}
@@ -166,8 +246,28 @@ class Deployer:
                 backend="container",
                 mount=str(source.folder),
             )
-        extra_env = await prepare_environment(source.folder, self._settings.state_dir / "envs")
-        return InstanceSpec(**common, image=str(source.folder), env={**env, **extra_env})
+        python = await self._environment(plan, status, source.folder)
+        return InstanceSpec(**common, image=str(source.folder), env=env, python=python)
+
+    async def _environment(
+        self, plan: DeployPlan, status: DeployStatus, folder: Path
+    ) -> Path | None:
+        """The folder's own venv (``backends.local.venvs``), built or reused; its progress
+        and uv's output go to the agent's logs."""
+        if dependency_file(folder) is None:
+            return None
+        status.phase = Phase.BUILDING
+        started = asyncio.get_running_loop().time()
+        envs = self._settings.state_dir / "envs"
+        try:
+            python = await build_environment(folder, envs, lambda t: self._line(plan, "INFO", t))
+        except EnvironmentBuildFailed as exc:
+            message = f"Building the agent's environment failed: {exc}"
+            raise InvalidRequest(message, code=ENVIRONMENT_FAILED) from exc
+        took = asyncio.get_running_loop().time() - started
+        self._line(plan, "INFO", f"Environment took {took:.1f} s")
+        await self._record_environment(plan.deployment_id, python)
+        return python
 
     def _krisp_env(self, plan: DeployPlan) -> dict[str, str]:
         """Krisp VIVA, as the Pipecat Cloud base image offers it: ``KrispVivaFilter()``
@@ -212,3 +312,5 @@ class Deployer:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._records.wait_all()
+        await self._records.aclose()

@@ -2,23 +2,19 @@
 
 An absolute path or ``file://`` URL names a folder. The CLI insists on a ``:tag`` in the
 image, so ``/srv/bots/echo:latest`` names the folder ``/srv/bots/echo``. A folder with
-``requirements.txt`` or ``pyproject.toml`` gets its own package overlay, built once per
-content hash with uv. Anything else is an image reference (``myorg/bot:1.2``), run by the
-container backend.
+``requirements.txt``, ``pyproject.toml`` or ``uv.lock`` gets its own venv
+(``cattery.backends.local.venvs``). Anything else is an image reference (``myorg/bot:1.2``),
+run by the container backend.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import hashlib
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
 
-from loguru import logger
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cattery.backends.base import PullAuth
@@ -28,7 +24,6 @@ from cattery.store import repositories as repo
 from cattery.store.crypto import SecretBox
 from cattery.store.models import SecretSetKind
 
-DEPENDENCY_FILES = ("requirements.txt", "pyproject.toml")
 #: the keys an image pull secret set holds
 PULL_CREDENTIALS_KEY = "credentials"
 PULL_HOST_KEY = "host"
@@ -86,41 +81,6 @@ def resolve_image_folder(image: str) -> Path:
     raise InvalidRequest(
         f"Image {image!r} is not an absolute path or file:// URL of a folder holding bot.py"
     )
-
-
-def dependency_file(folder: Path) -> Path | None:
-    for name in DEPENDENCY_FILES:
-        if (folder / name).is_file():
-            return folder / name
-    return None
-
-
-async def prepare_environment(folder: Path, envs_dir: Path) -> dict[str, str]:
-    """Extra environment for the agent's instances: its own packages ahead of cattery's."""
-    deps = dependency_file(folder)
-    if deps is None:
-        return {}
-    digest = hashlib.sha256(deps.read_bytes()).hexdigest()[:16]
-    target = envs_dir / digest
-    if not (target / ".complete").exists():
-        target.mkdir(parents=True, exist_ok=True)
-        source = ["-r", str(deps)] if deps.name == "requirements.txt" else [str(folder)]
-        cmd = [sys.executable, "-m", "uv", "pip", "install", "--quiet", "--target", str(target)]
-        logger.info(f"Building the environment for {folder} from {deps.name}")
-        proc = await asyncio.create_subprocess_exec(
-            *cmd,
-            *source,
-            "--python",
-            sys.executable,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-        )
-        output, _ = await proc.communicate()
-        if proc.returncode != 0:
-            tail = output.decode(errors="replace").strip().splitlines()[-5:]
-            raise InvalidRequest(f"Installing {deps.name} failed: " + " | ".join(tail))
-        (target / ".complete").touch()
-    return {"PYTHONPATH": str(target)}
 
 
 def parse_credentials(value: str, registry: str | None = None) -> PullAuth:

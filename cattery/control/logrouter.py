@@ -52,7 +52,7 @@ class LogRecord:
     agent_id: str
     deployment_id: str
     session_id: str | None
-    instance_id: str
+    instance_id: str | None
     ts: datetime
     line: str
 
@@ -231,6 +231,18 @@ class LogRouter:
                 datetime.now(UTC),
                 line,
             )
+        )
+
+    def deployment_line(
+        self, organization_id: str, agent_id: str, deployment_id: str, level: str, text: str
+    ) -> None:
+        """A line about a deployment itself (its environment, how it runs), for the agent's
+        logs, in the runtime's format with no session."""
+        now = datetime.now(UTC)
+        stamp = now.strftime("%Y-%m-%d %H:%M:%S.%f")[:-3]
+        line = f"{stamp} | {level:<8} | cattery.deploy | NONE - {text}"[:MAX_LINE_CHARS]
+        self._lines.append(
+            LogRecord(organization_id, agent_id, deployment_id, None, None, now, line)
         )
 
     def sample(self, instance_id: str, cpu_millicores: float, memory_bytes: int) -> None:

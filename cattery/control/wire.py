@@ -43,9 +43,17 @@ def service_details(
     active_sessions: int,
     errors: list[dict[str, str]],
     pool: dict[str, int] | None = None,
+    phase: str | None = None,
+    plain_processes: str | None = None,
 ) -> dict[str, Any]:
-    """``pool``: the agent's instances right now (idle, starting, busy, total); cattery's own."""
+    """``pool``: the agent's instances right now (idle, starting, busy, total); cattery's own.
+    ``phase`` (building its environment, starting, ready, failed) is what ``agent status``
+    shows of the active deployment, with why its instances are plain processes if they are."""
     deployment_id = dep.id if dep is not None else None
+    plain_processes = plain_processes or (dep.plain_processes_reason if dep is not None else None)
+    shown_phase = phase or ("Ready" if ready else "Pending")
+    if plain_processes:
+        shown_phase += f" (plain processes, not forked: {plain_processes})"
     return {
         "id": agent.id,
         "name": agent.name,
@@ -80,6 +88,21 @@ def service_details(
         ),
         "errors": errors,
         "pool": pool or {"idle": 0, "starting": 0, "busy": 0, "total": 0},
+        "currentRevision": (
+            {"deploymentID": deployment_id, "phase": shown_phase} if dep is not None else None
+        ),
+        "processes": _processes(dep, plain_processes),
+    }
+
+
+def _processes(dep: Any | None, plain_processes: str | None) -> dict[str, Any] | None:
+    """How a folder agent's instances run on the local backend: forked or plain, and why."""
+    if dep is None:
+        return None
+    return {
+        "forked": plain_processes is None,
+        "plainProcessesReason": plain_processes,
+        "environmentPython": dep.environment_python,
     }
 
 
@@ -103,6 +126,8 @@ def deployment_item(dep: Any) -> dict[str, Any]:
         "id": dep.id,
         **deployment_manifest(dep),
         "buildId": dep.build_id,
+        "plainProcessesReason": dep.plain_processes_reason,
+        "environmentPython": dep.environment_python,
         "createdAt": iso(dep.created_at),
         "updatedAt": iso(dep.updated_at),
     }

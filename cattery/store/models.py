@@ -154,6 +154,8 @@ class Deployment(Base):
     backend: Mapped[str] = mapped_column(String(32), default="local")
     # the agent's own venv interpreter, when the local backend built one
     environment_python: Mapped[str | None] = mapped_column(String(4096))
+    # why the local backend runs its instances as plain processes, when forking fell back
+    plain_processes_reason: Mapped[str | None] = mapped_column(Text)
     #: the Session API passes cookies both ways for its sessions (the agent opted in)
     session_cookies: Mapped[bool] = mapped_column(default=False)
     #: ``{"cpu": "500m", "memory": "1Gi"}`` given at deploy instead of a profile

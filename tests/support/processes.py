@@ -55,6 +55,8 @@ class ServerProcess:
     env: dict[str, str] = field(default_factory=base_env)
     proc: subprocess.Popen[bytes] | None = None
     port: int = 0
+    #: the working directory (the repository unless a test names another)
+    cwd: Path = REPO
 
     @property
     def url(self) -> str:
@@ -74,7 +76,7 @@ class ServerProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 env=self.env,
-                cwd=REPO,
+                cwd=self.cwd,
                 start_new_session=True,
             )
         sock.close()

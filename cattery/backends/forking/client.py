@@ -90,6 +90,8 @@ class ForkServer:
         self._pending: dict[int, asyncio.Future[int]] = {}
         self._next_id = 0
         self._exits: dict[int, int] = {}
+        #: why the parent refused to serve, when it said so before exiting
+        self._refusal: str | None = None
         self._gone = asyncio.Event()
         self._tasks = OwnedTasks(f"forking parent {key}")
 
@@ -123,6 +125,8 @@ class ForkServer:
             raise ParentUnavailable(f"did not load its bot within {timeout:g} s") from None
         except ForkFailed as exc:
             await self.aclose()
+            if self._refusal is not None:
+                raise ParentUnavailable(self._refusal) from exc
             code = self._popen.poll() if self._popen else None
             raise ParentUnavailable(f"exited with code {code} while loading its bot") from exc
 
@@ -211,6 +215,8 @@ class ForkServer:
         event = message.get("event")
         if event == "exit":
             self._exits[int(message["pid"])] = int(message["code"])
+        elif event == "refused":
+            self._refusal = str(message.get("reason") or "refused to serve")
         elif event == "ready":
             if self._ready is not None and not self._ready.done():
                 self._ready.set_result(message)

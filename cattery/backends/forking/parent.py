@@ -205,6 +205,14 @@ def preload_serving_modules() -> None:
         return {}
 
 
+def _send_refusal(control: socket.socket, reason: str) -> None:
+    """Tell the backend why this bot can't be forked (it runs plain processes instead)."""
+    try:
+        control.send(wire.encode({"event": "refused", "reason": reason}))
+    except OSError:
+        pass
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="cattery-forking-parent")
     parser.add_argument("path")
@@ -222,7 +230,9 @@ def main(argv: list[str] | None = None) -> None:
     preload_serving_modules()
     if threading.active_count() > 1:
         names = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
-        print(f"cattery forking parent: threads running after import: {names}", file=sys.stderr)
+        reason = f"importing the bot started threads ({', '.join(names)}), which a fork would lose"
+        print(f"cattery forking parent: {reason}", file=sys.stderr)
+        _send_refusal(control, reason)
         raise SystemExit(EXIT_THREADS)
     gc.freeze()
     ForkingParent(loaded, control, args.lifeline_fd, launched_env).run()

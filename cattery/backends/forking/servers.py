@@ -14,6 +14,7 @@ import asyncio
 import os
 import socket
 import time
+from collections.abc import Callable
 
 from loguru import logger
 
@@ -28,18 +29,31 @@ from cattery.backends.forking.client import (
 )
 from cattery.backends.tasks import OwnedTasks
 
+#: told, once per spec, that its instances are plain processes and why
+PlainProcessesSink = Callable[[InstanceSpec, str], None]
+
 
 class ForkServers:
     """The forking parents of one backend, by agent key."""
 
-    def __init__(self, load_timeout: float = DEFAULT_LOAD_TIMEOUT) -> None:
+    def __init__(
+        self,
+        load_timeout: float = DEFAULT_LOAD_TIMEOUT,
+        on_plain_processes: PlainProcessesSink | None = None,
+    ) -> None:
         self._load_timeout = load_timeout
+        self.on_plain_processes = on_plain_processes
         self._servers: dict[str, ForkServer] = {}
         self._locks: dict[str, asyncio.Lock] = {}
-        self._unforkable: set[str] = set()
+        #: specs whose bot can't be forked, with the reason
+        self._unforkable: dict[str, str] = {}
         self._lifeline_r, self._lifeline_w = os.pipe()
         self._retiring = OwnedTasks("forking parents")
         self._closed = False
+
+    def plain_processes_reason(self, spec: InstanceSpec) -> str | None:
+        """Why ``spec``'s instances are plain processes; None while they are forked."""
+        return self._unforkable.get(spec_key(spec))
 
     def parent(self, agent_key: str) -> ForkServer | None:
         """The agent's current parent, if one runs."""
@@ -64,7 +78,7 @@ class ForkServers:
             if key in self._unforkable:
                 return None
             try:
-                server = await self._server(spec.agent_key, key, launch)
+                server = await self._server(spec, key, launch)
             except ParentUnavailable:
                 return None
             try:
@@ -88,11 +102,12 @@ class ForkServers:
         if key in self._unforkable:
             return
         try:
-            await self._server(spec.agent_key, key, launch)
+            await self._server(spec, key, launch)
         except ParentUnavailable:
             pass  # logged by _server; its instances will be plain processes
 
-    async def _server(self, agent_key: str, key: str, launch: ParentLaunch) -> ForkServer:
+    async def _server(self, spec: InstanceSpec, key: str, launch: ParentLaunch) -> ForkServer:
+        agent_key = spec.agent_key
         lock = self._locks.setdefault(agent_key, asyncio.Lock())
         async with lock:
             current = self._servers.get(agent_key)
@@ -114,11 +129,13 @@ class ForkServers:
                 self._retiring.spawn(server.aclose(), "retire_task")
                 raise
             except ParentUnavailable as exc:
-                self._unforkable.add(key)
+                self._unforkable[key] = str(exc)
                 log.warning(
-                    f"Forking parent {exc}; this deployment's instances are plain processes "
+                    f"Forking parent: {exc}; this deployment's instances are plain processes "
                     f"(see {launch.log_path})"
                 )
+                if self.on_plain_processes is not None:
+                    self.on_plain_processes(spec, str(exc))
                 raise
             if self._closed:
                 await server.aclose()

@@ -34,7 +34,7 @@ from cattery.backends.base import (
     MetricsSink,
 )
 from cattery.backends.forking.client import ParentLaunch, fork_supported, spec_key
-from cattery.backends.forking.servers import ForkServers
+from cattery.backends.forking.servers import ForkServers, PlainProcessesSink
 from cattery.backends.handles import close_all
 from cattery.backends.local.forkserver import ForkedProcess
 from cattery.backends.local.handle import LocalInstanceHandle
@@ -165,6 +165,12 @@ class LocalBackend:
     def forking(self) -> bool:
         """Whether this backend forks its instances from pre-imported parents."""
         return self._forks is not None
+
+    def watch_plain_processes(self, sink: PlainProcessesSink) -> None:
+        """Have ``sink`` told, once per spec, when that spec's instances fall back from
+        forks to plain processes, and why (a bot that starts threads at import, ...)."""
+        if self._forks is not None:
+            self._forks.on_plain_processes = sink
 
     @property
     def fork_servers(self) -> ForkServers | None:

@@ -17,6 +17,7 @@ from cattery.store.repositories.agents import (
     list_deployments,
     set_active_deployment,
     set_deployment_environment,
+    set_deployment_plain_processes,
     soft_delete_agent,
 )
 from cattery.store.repositories.api_keys import (
@@ -182,6 +183,7 @@ __all__ = [
     "set_active_deployment",
     "set_default_region",
     "set_deployment_environment",
+    "set_deployment_plain_processes",
     "soft_delete_agent",
     "update_agent_profile",
     "update_build",

@@ -147,3 +147,15 @@ async def set_deployment_environment(
     deployment.environment_python = environment_python
     deployment.updated_at = utcnow()
     await db.flush()
+
+
+async def set_deployment_plain_processes(
+    db: AsyncSession, deployment_id: str, reason: str | None
+) -> None:
+    """Record why the deployment's instances are plain processes (None: they are forked)."""
+    deployment = await db.get(Deployment, deployment_id)
+    if deployment is None:
+        return
+    deployment.plain_processes_reason = reason
+    deployment.updated_at = utcnow()
+    await db.flush()

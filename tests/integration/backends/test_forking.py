@@ -469,8 +469,11 @@ async def test_a_bot_that_starts_a_thread_at_import_is_not_forked(backend, tmp_p
     folder = tmp_path / "threaded"
     folder.mkdir()
     (folder / "bot.py").write_text(THREAD_AT_IMPORT)
-    handle = await backend.spawn(InstanceSpec("org/threaded", "d1", str(folder), env=TEST_ENV))
+    spec = InstanceSpec("org/threaded", "d1", str(folder), env=TEST_ENV)
+    handle = await backend.spawn(spec)
     assert isinstance(handle._process, ChildProcess)
+    reason = backend.fork_servers.plain_processes_reason(spec)
+    assert reason is not None and "started threads (started-at-import)" in reason, reason
     await handle.ready(timeout=60)
     await handle.aclose()
     parent_logs = list((tmp_path / "state" / "instances").glob("parent-org-threaded-*.log"))

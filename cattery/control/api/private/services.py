@@ -99,6 +99,8 @@ async def details(state: State, db: DB, org: Organization, agent: Agent) -> dict
         active_sessions=state.supervisor.active_count(agent.id),
         errors=status.errors,
         pool=pool.stats().as_dict() if pool is not None else None,
+        phase=status.phase,
+        plain_processes=status.plain_processes,
     )
 
 
@@ -222,6 +224,8 @@ async def deploy_agent(
             secrets=secrets,
             pull_auth=pull_auth,
             session_cookies=session_cookies,
+            organization_id=org.id,
+            agent_id=agent.id,
         )
     )
     return await details(state, db, org, agent)
