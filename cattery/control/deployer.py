@@ -20,10 +20,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from cattery.backends.base import InstanceSpec, PullAuth
 from cattery.backends.container import ContainerBackend
 from cattery.backends.local.venvs import EnvironmentBuildFailed, build_environment
-from cattery.backends.local.venvs import dependency_source as dependency_file
 from cattery.backends.profiles import Limits
 from cattery.backends.tasks import OwnedTasks
-from cattery.control.images import ImageSource, resolve_image
+from cattery.control.images import ImageSource, dependency_file, resolve_image
 from cattery.errors import CatteryError, InvalidRequest
 from cattery.pools import PoolManager, PoolOptions
 from cattery.settings import Settings

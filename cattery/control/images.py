@@ -19,6 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cattery.backends.base import PullAuth
 from cattery.backends.container.engine import ImageNotFoundError, check_reference
+from cattery.backends.local.venvs import dependency_source
 from cattery.errors import InvalidRequest, NotFound
 from cattery.store import repositories as repo
 from cattery.store.crypto import SecretBox
@@ -81,6 +82,13 @@ def resolve_image_folder(image: str) -> Path:
     raise InvalidRequest(
         f"Image {image!r} is not an absolute path or file:// URL of a folder holding bot.py"
     )
+
+
+def dependency_file(folder: Path) -> Path | None:
+    """The file that decides a folder's dependencies (``uv.lock``, ``requirements.txt`` or
+    ``pyproject.toml``; see ``cattery.backends.local.venvs``), or None."""
+    source = dependency_source(folder)
+    return None if source is None else folder / source.kind
 
 
 def parse_credentials(value: str, registry: str | None = None) -> PullAuth:
