@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from cattery.contract import ONE_SESSION_ENV
+
 cli = typer.Typer(
     name="cattery",
     help="Self-hosted Pipecat Cloud: run Pipecat bots as on-demand sessions.",
@@ -55,7 +57,7 @@ def runtime(
     one_session: bool = typer.Option(
         False,
         "--one-session",
-        envvar="CATTERY_ONE_SESSION",
+        envvar=ONE_SESSION_ENV,
         help="Exit once the first session has ended.",
     ),
     parent_pid: int | None = typer.Option(

@@ -17,7 +17,7 @@ from cattery.backends.base import Backend
 from cattery.backends.container import ContainerBackend, Engine
 from cattery.backends.local import LocalBackend
 from cattery.backends.router import BackendRouter
-from cattery.control import dashboard, dev
+from cattery.control import agents, dashboard, dev
 from cattery.control.api.private import (
     builds,
     organization,
@@ -32,13 +32,10 @@ from cattery.control.api.public import proxy, start, webhooks
 from cattery.control.api.public.telephony import build_router as media_websockets
 from cattery.control.bootstrap import bootstrap
 from cattery.control.builds import BuildService
-from cattery.control.bundled import deploy_bundled_agents
-from cattery.control.deployer import Deployer, DeployPlan
-from cattery.control.images import load_pull_auth
+from cattery.control.deployer import Deployer
 from cattery.control.logrouter import LogRouter
 from cattery.control.metrics import ControlMetrics
 from cattery.control.openapi import install_openapi
-from cattery.control.profiles import stored_resources
 from cattery.control.recorder import InstanceRecorder, StoreRecorder
 from cattery.control.recovery import recover
 from cattery.control.session_webhooks import SessionWebhooks
@@ -46,11 +43,9 @@ from cattery.control.state import ControlState
 from cattery.control.supervisor import SessionSupervisor
 from cattery.control.tracing import Tracing
 from cattery.error_handlers import install_error_handlers
-from cattery.errors import CatteryError
 from cattery.files import private_dir, private_file
 from cattery.pools import PoolManager
 from cattery.settings import Settings
-from cattery.store import repositories as repo
 from cattery.store.crypto import SecretBox, load_or_create_key_file
 from cattery.store.db import create_engine, sessionmaker
 from cattery.store.migrate import migrate
@@ -127,8 +122,8 @@ def _lifespan(settings: Settings):
                 )
             logger.info(f"Dashboard: http://{settings.host}:{settings.port}/dashboard/")
             await _recover(state)
-            await _activate_deployed_agents(state)
-            await deploy_bundled_agents(state)
+            await agents.activate_deployed(state)
+            await agents.deploy_bundled(state)
             yield
         finally:
             await _close(state)
@@ -230,45 +225,6 @@ async def _open_containers(settings: Settings, router: LogRouter) -> ContainerBa
     )
     await containers.start(check_image=settings.container.base_image)
     return containers
-
-
-async def _activate_deployed_agents(state: ControlState) -> None:
-    """After a restart, every deployed agent gets its pool back."""
-    async with state.sessionmaker() as db:
-        for agent in await repo.list_all_live_agents(db):
-            if agent.active_deployment_id is None:
-                continue
-            dep = await repo.get_deployment(db, agent.active_deployment_id)
-            org = await repo.get_organization(db, agent.organization_id)
-            if dep is None or org is None:
-                continue
-            secrets_env: dict[str, str] = {}
-            if dep.secret_set:
-                found = await repo.get_secret_set(db, org.id, dep.secret_set)
-                if found is not None:
-                    secrets_env = await repo.get_secret_values(db, state.box, found)
-            try:
-                pull_auth = await load_pull_auth(db, state.box, org.id, dep.image_pull_secret_set)
-            except CatteryError as exc:
-                logger.error(f"Agent {agent.name}: {exc.message}; pulling without credentials")
-                pull_auth = None
-            state.deployer.activate(
-                DeployPlan(
-                    agent_key=f"{org.name}/{agent.name}",
-                    deployment_id=dep.id,
-                    image=dep.image,
-                    min_agents=dep.min_agents,
-                    max_agents=dep.max_agents,
-                    profile=dep.agent_profile,
-                    limits=stored_resources(dep.resources, dep.agent_profile).limits,
-                    krisp_viva_audio_filter=dep.krisp_viva_audio_filter,
-                    secrets=secrets_env,
-                    pull_auth=pull_auth,
-                    session_cookies=dep.session_cookies,
-                    organization_id=org.id,
-                    agent_id=agent.id,
-                )
-            )
 
 
 async def _recover(state: ControlState) -> None:

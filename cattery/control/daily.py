@@ -4,9 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from cattery.backends.base import InstanceHandle
 from cattery.control.state import ControlState
-from cattery.control.supervisor import DailyRoom, Release
+from cattery.control.supervisor import DailyRoom
 from cattery.errors import InvalidRequest
 from cattery.integrations.daily import DailyRestClient, create_session_room
 
@@ -28,25 +27,15 @@ def daily_client(state: ControlState) -> DailyRestClient:
 async def open_session_room(
     client: DailyRestClient,
     *,
-    handle: InstanceHandle,
-    release: Release,
     max_session_seconds: int,
     room_properties: dict[str, Any] | None,
     token_properties: dict[str, Any] | None,
 ) -> DailyRoom:
-    """The room of the session about to run on ``handle``.
-
-    When Daily fails (or the request is cancelled), the instance is released to its pool
-    before the error reaches the caller: no session runs on it, so none will release it.
-    """
-    try:
-        room = await create_session_room(
-            client,
-            max_session_seconds=max_session_seconds,
-            room_properties=room_properties,
-            client_token_properties=token_properties,
-        )
-    except BaseException:
-        await release(handle)
-        raise
+    """The room of a session about to run, expiring with its duration cap."""
+    room = await create_session_room(
+        client,
+        max_session_seconds=max_session_seconds,
+        room_properties=room_properties,
+        client_token_properties=token_properties,
+    )
     return DailyRoom(room.url, room.bot_token, room.client_token or "")

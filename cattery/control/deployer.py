@@ -19,9 +19,10 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from cattery.backends.base import InstanceSpec, PullAuth
 from cattery.backends.container import ContainerBackend
-from cattery.backends.local.venvs import EnvironmentBuildFailed, build_environment
+from cattery.backends.local import EnvironmentBuildFailed, build_environment
 from cattery.backends.profiles import Limits
 from cattery.backends.tasks import OwnedTasks
+from cattery.contract import ICE_FALLBACK_URLS_ENV
 from cattery.control.images import ImageSource, dependency_file, resolve_image
 from cattery.errors import CatteryError, InvalidRequest
 from cattery.pools import PoolManager, PoolOptions
@@ -288,7 +289,7 @@ class Deployer:
 
         Under ``cattery dev`` that includes ``ENV=local``, which Pipecat's development
         runner sets for its bots (they skip cloud-only parts, such as Krisp, on it)."""
-        env = {"CATTERY_ICE_FALLBACK_URLS": ",".join(self._settings.ice_urls)}
+        env = {ICE_FALLBACK_URLS_ENV: ",".join(self._settings.ice_urls)}
         if self._settings.otlp_endpoint:
             env["OTEL_EXPORTER_OTLP_ENDPOINT"] = self._settings.otlp_endpoint.rstrip("/")
             env["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf"

@@ -61,6 +61,11 @@ async def private_key(principal: Annotated[Principal, Depends(any_key)]) -> Prin
     return principal
 
 
+def base_url(request: Request) -> str:
+    """The control plane's URL as this caller reached it (scheme and host)."""
+    return f"{request.url.scheme}://{request.url.netloc}"
+
+
 PublicCaller = Annotated[Principal, Depends(any_key)]
 PrivateCaller = Annotated[Principal, Depends(private_key)]
 

@@ -18,8 +18,8 @@ from urllib.parse import unquote, urlparse
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cattery.backends.base import PullAuth
-from cattery.backends.container.engine import ImageNotFoundError, check_reference
-from cattery.backends.local.venvs import dependency_source
+from cattery.backends.container import ImageNotFoundError, check_reference
+from cattery.backends.local import dependency_source
 from cattery.errors import InvalidRequest, NotFound
 from cattery.store import repositories as repo
 from cattery.store.crypto import SecretBox

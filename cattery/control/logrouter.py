@@ -19,11 +19,10 @@ from datetime import UTC, datetime
 
 from loguru import logger
 
-from cattery.runtime.sessions import SESSION_ENDED
+from cattery.contract import BOT_STARTED, SESSION_ENDED
 
 LINE_START = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+ \| ")
 SESSION_TAG = re.compile(r" \| ([0-9a-fA-F-]{36}) - ")
-BOT_STARTED = "Starting bot session"
 END_STATE = re.compile(re.escape(SESSION_ENDED) + r" (\w+)")
 FLUSH_INTERVAL = 0.25
 MAX_LINE_CHARS = 16_000

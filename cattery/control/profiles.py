@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cattery.backends.profiles import BUILT_IN, DEFAULT_PROFILE, Resources, check_resources
-from cattery.control.api.private.validation import check_name
+from cattery.control.validation import check_name
 from cattery.errors import Conflict, InvalidRequest, NotFound
 from cattery.store import repositories as repo
 from cattery.store.models import AgentProfile, Organization

@@ -27,8 +27,7 @@ from loguru import logger
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cattery.backends.base import InstanceSpec
-from cattery.backends.local import AdoptRecord, LocalInstanceHandle
-from cattery.backends.local.logtail import LogTail
+from cattery.backends.local import AdoptRecord, LocalInstanceHandle, LogTail
 from cattery.control.logrouter import END_STATE, InstanceContext
 from cattery.control.state import ControlState
 from cattery.control.supervisor import LOGGED_END_STATES

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cattery.control.api.private.validation import (
+from cattery.control.state import ControlState
+from cattery.control.validation import (
     check_secret_key,
     check_secret_sizes,
     check_set_name,
     check_text,
 )
-from cattery.control.state import ControlState
 from cattery.errors import NotFound
 from cattery.store import repositories as repo
 from cattery.store.models import Organization, SecretSetKind

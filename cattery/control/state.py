@@ -10,6 +10,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 from cattery.backends.container import ContainerBackend
 from cattery.backends.local import LocalBackend
 from cattery.control.builds import BuildService
+from cattery.control.calls import CallMap
 from cattery.control.deployer import Deployer
 from cattery.control.logrouter import LogRouter
 from cattery.control.lookups import Lookups
@@ -45,3 +46,4 @@ class ControlState:
     lookups: Lookups = field(default_factory=Lookups, repr=False)
     metrics: ControlMetrics = field(default_factory=ControlMetrics, repr=False)
     tracing: Tracing = field(default_factory=lambda: Tracing(None), repr=False)
+    whatsapp_calls: CallMap = field(default_factory=CallMap, repr=False)

@@ -23,17 +23,25 @@ import httpx
 from loguru import logger
 
 from cattery.backends.base import InstanceHandle
+from cattery.contract import (
+    END_STATE_HEADER,
+    INSTANCE_TOKEN_HEADER,
+    LOGGED_END_STATES,
+    MAX_SESSION_HEADER,
+    ROOM_TOKEN_HEADER,
+    ROOM_URL_HEADER,
+    SESSION_ID_HEADER,
+    TRACEPARENT_HEADER,
+    TRANSPORT_TYPE_HEADER,
+    EndState,
+)
 from cattery.control.logrouter import InstanceContext, LogRouter
 from cattery.control.metrics import ControlMetrics
 from cattery.control.session_webhooks import SessionWebhooks
-from cattery.runtime.options import END_STATE_HEADER, INSTANCE_TOKEN_HEADER
-from cattery.runtime.sessions import EndState
 
 #: extra time past the session's own limit before the control plane kills the instance
 BACKSTOP_GRACE_SECONDS = 30.0
 KILL_GRACE_SECONDS = 2.0
-#: end states a runtime may log as a session's last line
-LOGGED_END_STATES = frozenset(state.value for state in EndState)
 
 
 class SessionRecorder(Protocol):
@@ -157,16 +165,16 @@ class SessionSupervisor:
         live = await self._record_live(new)
         headers = {
             INSTANCE_TOKEN_HEADER: new.handle.token,
-            "x-daily-session-id": live.id,
-            "x-pcc-max-session-seconds": str(new.max_session_seconds),
+            SESSION_ID_HEADER: live.id,
+            MAX_SESSION_HEADER: str(new.max_session_seconds),
         }
         if new.transport:
-            headers["x-daily-transport-type"] = new.transport
+            headers[TRANSPORT_TYPE_HEADER] = new.transport
         if new.traceparent:
-            headers["traceparent"] = new.traceparent
+            headers[TRACEPARENT_HEADER] = new.traceparent
         if daily is not None:
-            headers["x-daily-room-url"] = daily.room_url
-            headers["x-daily-room-token"] = daily.bot_token
+            headers[ROOM_URL_HEADER] = daily.room_url
+            headers[ROOM_TOKEN_HEADER] = daily.bot_token
         live.task = asyncio.create_task(
             self._run(live, headers, body, new.max_session_seconds, new.release),
             name=f"dispatch-{live.id}",
@@ -181,7 +189,7 @@ class SessionSupervisor:
         max_session_seconds: int,
         release: Release,
     ) -> None:
-        end_state = "agent_error"
+        end_state = EndState.AGENT_ERROR.value
         with logger.contextualize(session_id=live.id):
             try:
                 async with asyncio.timeout(max_session_seconds + BACKSTOP_GRACE_SECONDS):
@@ -190,24 +198,26 @@ class SessionSupervisor:
                     )
                 if resp.status_code >= 400:
                     logger.error(f"Instance refused the session: {resp.status_code} {resp.text}")
-                    end_state = "ended_before_agent_start"
+                    end_state = EndState.ENDED_BEFORE_AGENT_START.value
                 else:
-                    end_state = resp.headers.get(END_STATE_HEADER, "completed")
+                    end_state = resp.headers.get(END_STATE_HEADER, EndState.COMPLETED.value)
             except TimeoutError:
                 logger.error("Session outlived its max duration; killing its instance")
                 live.handle.kill()
-                end_state = "terminated"
+                end_state = EndState.TERMINATED.value
             except httpx.HTTPError as exc:
-                end_state = "terminated" if live.stop_requested else "agent_error"
+                end_state = (
+                    EndState.TERMINATED.value if live.stop_requested else EndState.AGENT_ERROR.value
+                )
                 if not live.stop_requested:
                     logger.error(f"Instance of the session died: {exc!r}")
                     self._metrics.session_instance_died(live.agent_key)
             except asyncio.CancelledError:
-                end_state = "terminated"
+                end_state = EndState.TERMINATED.value
                 raise
             finally:
                 if live.stop_requested:
-                    end_state = "terminated"
+                    end_state = EndState.TERMINATED.value
                 await self._finish(live, end_state, release)
 
     async def bridge(self, new: NewSession, *, connect: Connect) -> LiveSession:

@@ -19,6 +19,8 @@ from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
 from websockets.asyncio.client import ClientConnection
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
+from cattery.contract import EndState
+
 #: an ASGI ``websocket.receive`` message: ``{"type": ..., "text": ...}`` or ``"bytes"``
 Message = Mapping[str, Any]
 
@@ -33,8 +35,8 @@ TRY_AGAIN_LATER = 1013
 MAX_REASON_BYTES = 123
 
 #: what ``bridge`` reports when the bot never got the connection, or lost it
-NOT_STARTED = "ended_before_agent_start"
-INSTANCE_LOST = "agent_error"
+NOT_STARTED = EndState.ENDED_BEFORE_AGENT_START.value
+INSTANCE_LOST = EndState.AGENT_ERROR.value
 
 
 def close_reason(text: str) -> str:

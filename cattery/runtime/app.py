@@ -16,24 +16,24 @@ from pipecatcloud.agent import (
 )
 from starlette.websockets import WebSocketState
 
+from cattery.contract import (
+    END_STATE_HEADER,
+    MAX_SESSION_HEADER,
+    PLAIN_WEBSOCKET,
+    SESSION_ID_HEADER,
+    TRANSPORT_TYPE_HEADER,
+)
 from cattery.error_handlers import install_error_handlers
 from cattery.errors import InvalidRequest
 from cattery.runtime import tracing
 from cattery.runtime.bodies import decode_ws_body, json_object
 from cattery.runtime.guard import InstanceGuard
 from cattery.runtime.loader import LoadedBot
-from cattery.runtime.options import (
-    END_STATE_HEADER,
-    PLAIN_WEBSOCKET,
-    TRANSPORT_TYPE_HEADER,
-    RuntimeOptions,
-)
+from cattery.runtime.options import RuntimeOptions
 from cattery.runtime.sessions import SessionRunner
 from cattery.runtime.system import get_app
 from cattery.runtime.webrtc import WebRTCSessions, add_webrtc_routes
 from cattery.runtime.whatsapp import add_whatsapp_routes
-
-MAX_SESSION_HEADER = "x-pcc-max-session-seconds"
 
 
 def parse_max_seconds(value: str | None) -> float | None:
@@ -125,7 +125,7 @@ def build_app(loaded: LoadedBot, options: RuntimeOptions) -> tuple[FastAPI, Sess
 
     @app.websocket("/ws")
     async def ws(websocket: WebSocket, body: str | None = Query(None)) -> None:
-        session_id = websocket.headers.get("x-daily-session-id") or str(uuid.uuid4())
+        session_id = websocket.headers.get(SESSION_ID_HEADER) or str(uuid.uuid4())
         max_seconds = parse_max_seconds(websocket.headers.get(MAX_SESSION_HEADER))
         await websocket.accept()
         args = WebSocketSessionArguments(

@@ -9,19 +9,16 @@ import os
 from dataclasses import dataclass, field
 from typing import Self
 
+from cattery.contract import END_STATE_HEADER as END_STATE_HEADER
+from cattery.contract import ICE_FALLBACK_URLS_ENV, INSTANCE_TOKEN_ENV
+from cattery.contract import INSTANCE_TOKEN_HEADER as INSTANCE_TOKEN_HEADER
+
 DEFAULT_PORT = 8080
 DEFAULT_SHUTDOWN_TIMEOUT = 7200.0
 WEBRTC_OFFER_TIMEOUT = 120.0
 PUBLIC_STUN = "stun:stun.l.google.com:19302"
-INSTANCE_TOKEN_HEADER = "x-cattery-instance-token"
 #: comma-separated feature keys (``cattery.runtime.features.FeatureKey``) an agent turns off
 DISABLED_FEATURES_ENV = "DISABLED_FEATURES"
-END_STATE_HEADER = "x-cattery-end-state"
-#: how the session came in (``/bot``: ``webrtc``, ...; ``/ws``: ``websocket`` for a plain
-#: WebSocket client, absent for a phone carrier's stream, whose first messages tell)
-TRANSPORT_TYPE_HEADER = "x-daily-transport-type"
-#: the ``transport_type`` of a plain WebSocket session, as Pipecat's runner sets it
-PLAIN_WEBSOCKET = "websocket"
 
 
 def _flag(value: str | None) -> bool:
@@ -62,7 +59,7 @@ class RuntimeOptions:
         ]
         if all(wa):
             whatsapp = WhatsAppOptions(token=wa[0], phone_number_id=wa[1], app_secret=wa[2])  # type: ignore[arg-type]
-        fallback = env.get("CATTERY_ICE_FALLBACK_URLS")
+        fallback = env.get(ICE_FALLBACK_URLS_ENV)
         values: dict[str, object] = {
             "port": int(env.get("PORT", DEFAULT_PORT)),
             "shutdown_timeout": float(env.get("SHUTDOWN_TIMEOUT", DEFAULT_SHUTDOWN_TIMEOUT)),
@@ -75,7 +72,7 @@ class RuntimeOptions:
                 if fallback is None
                 else tuple(u.strip() for u in fallback.split(",") if u.strip())
             ),
-            "instance_token": env.get("CATTERY_INSTANCE_TOKEN") or None,
+            "instance_token": env.get(INSTANCE_TOKEN_ENV) or None,
             "whatsapp": whatsapp,
             "esp32_host": env.get("ESP32_HOST") if _flag(env.get("ESP32_ENABLED")) else None,
             "otlp_endpoint": env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,

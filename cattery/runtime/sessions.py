@@ -9,25 +9,15 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import Callable
-from enum import StrEnum
 from typing import Any
 
 from loguru import logger
 
+from cattery.contract import BOT_STARTED, EndState
+from cattery.contract import SESSION_ENDED as SESSION_ENDED
 from cattery.runtime.loader import BotFunction
 
 CANCEL_GRACE_SECONDS = 5.0
-#: the last line of every session; owners read the end state from it
-SESSION_ENDED = "Session ended with end state"
-
-
-class EndState(StrEnum):
-    """How a session ended, in Pipecat Cloud's words."""
-
-    COMPLETED = "completed"
-    AGENT_ERROR = "agent_error"
-    TERMINATED = "terminated"
-    AGENT_START_TIMEOUT = "agent_start_timeout"
 
 
 class SessionRunner:
@@ -67,7 +57,7 @@ class SessionRunner:
         session_id = args.session_id or "NONE"
         metadata = json.dumps({"session_id": args.session_id, "image_version": self._image_version})
         with logger.contextualize(session_id=session_id):
-            logger.info(f"Starting bot session with metadata: {metadata}")
+            logger.info(f"{BOT_STARTED} with metadata: {metadata}")
             state = EndState.TERMINATED
             try:
                 state = await self._invoke(args, max_seconds)

@@ -25,6 +25,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
+from cattery.contract import TERMINAL_INSTANCE_STATUSES as TERMINAL_INSTANCE_STATUSES
+from cattery.contract import EndState as EndState
 from cattery.store.types import BigIntKey, UTCDateTime, utcnow
 
 #: constraint names that are the same on every database, so migrations can refer to them
@@ -56,20 +58,6 @@ class ApiKeyKind(StrEnum):
 class SecretSetKind(StrEnum):
     SECRET_SET = "secretSet"
     IMAGE_PULL_SECRET = "imagePullSecret"
-
-
-class EndState(StrEnum):
-    """How a session ended, in Pipecat Cloud's words."""
-
-    COMPLETED = "completed"
-    AGENT_ERROR = "agent_error"
-    TERMINATED = "terminated"
-    AGENT_START_TIMEOUT = "agent_start_timeout"
-    ENDED_BEFORE_AGENT_START = "ended_before_agent_start"
-
-
-#: instance statuses after which no process is left to reattach to
-TERMINAL_INSTANCE_STATUSES = frozenset({"stopped", "failed"})
 
 
 class Base(DeclarativeBase):

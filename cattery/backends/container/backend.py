@@ -25,6 +25,7 @@ from cattery.backends.container.engine import Engine, EngineUnavailable
 from cattery.backends.container.handle import ContainerInstanceHandle
 from cattery.backends.handles import close_all
 from cattery.backends.profiles import limits_for
+from cattery.contract import INSTANCE_TOKEN_ENV, ONE_SESSION_ENV
 from cattery.errors import CatteryError
 
 CONTAINER_PORT = 8080
@@ -47,8 +48,8 @@ def container_env(spec: InstanceSpec, token: str) -> dict[str, str]:
         {
             "PORT": str(CONTAINER_PORT),
             "PYTHONUNBUFFERED": "1",
-            "CATTERY_INSTANCE_TOKEN": token,
-            "CATTERY_ONE_SESSION": "1",
+            INSTANCE_TOKEN_ENV: token,
+            ONE_SESSION_ENV: "1",
         }
     )
     return env

@@ -41,9 +41,9 @@ from cattery.backends.local.handle import LocalInstanceHandle
 from cattery.backends.local.metrics import MetricsSampler
 from cattery.backends.local.proc import AdoptedProcess, ChildProcess, ProcessRef
 from cattery.backends.local.record import AdoptRecord
+from cattery.contract import CONTROL_ENV_PREFIX, INSTANCE_TOKEN_ENV
 from cattery.files import open_private_append, private_dir
 
-INSTANCE_TOKEN_ENV = "CATTERY_INSTANCE_TOKEN"
 LISTEN_BACKLOG = 128
 #: an instance's log file is kept this long after its last line (its lines are in the store)
 DEFAULT_LOG_RETENTION_SECONDS = 24 * 3600.0
@@ -72,7 +72,7 @@ def bind_loopback() -> socket.socket:
 def instance_env(spec: InstanceSpec, token: str, base: Mapping[str, str] | None = None) -> dict:
     """The instance's environment: ours without ``CATTERY_*``, then the agent's, then ours."""
     source = os.environ if base is None else base
-    env = {k: v for k, v in source.items() if not k.startswith("CATTERY_")}
+    env = {k: v for k, v in source.items() if not k.startswith(CONTROL_ENV_PREFIX)}
     env.update(spec.env)
     env["PYTHONUNBUFFERED"] = "1"
     env[INSTANCE_TOKEN_ENV] = token

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from cattery.backends.container.engine import BuildFailed, build_image
+from cattery.backends.container import BuildFailed, build_image
 from cattery.control.builds.dockerfile import (
     DockerfileNotUnderstood,
     is_pipecat_base,

@@ -18,12 +18,12 @@ from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
 
 from cattery.control import keys, secret_sets
-from cattery.control.api.public.proxy import forward
-from cattery.control.api.public.start import StartRequest, start_session
 from cattery.control.dashboard import auth, logstream, views
 from cattery.control.dashboard.auth import PREFIX, Looking, Posting, Viewer
 from cattery.control.dashboard.logins import Logins
 from cattery.control.deps import DB, State
+from cattery.control.forwarding import forward
+from cattery.control.sessions import StartRequest, start_now
 from cattery.errors import InvalidRequest, NotFound, SessionNotFound
 from cattery.runtime.bodies import json_object
 from cattery.store import repositories as repo
@@ -143,9 +143,7 @@ def _add_talk_routes(router: APIRouter) -> None:
             enableDefaultIceServers=data.get("enableDefaultIceServers") is True,
             body={"source": "dashboard"},
         )
-        return await start_session(
-            state, db, viewer.organization, name, req, requested_at=requested_at
-        )
+        return await start_now(state, db, viewer.organization, name, req, requested_at=requested_at)
 
     @router.api_route(PREFIX + "/sessions/{session_id}/offer", methods=["POST", "PATCH"])
     async def offer(request: Request, state: State, viewer: Posting, session_id: str):

@@ -9,7 +9,7 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cattery.control.api.private.services import details, get_agent
+from cattery.control.agents import details, get_agent
 from cattery.control.dashboard import charts
 from cattery.control.state import ControlState
 from cattery.control.wire import session_detail

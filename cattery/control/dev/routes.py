@@ -11,9 +11,9 @@
                                            (``dev/telephony.py``)
 =========================================  ==============================================
 
-Every start goes through the public API's ``answer_start``, so a dev start is exactly the
-start ``/v1/public/{agent}/start`` would make: a session now, or for ``websocket`` and the
-carriers a URL and token for the connection that will make one.
+Every start goes through ``sessions.answer_start``, as the public API's: a dev start is
+exactly the start ``/v1/public/{agent}/start`` would make: a session now, or for
+``websocket`` and the carriers a URL and token for the connection that will make one.
 """
 
 from __future__ import annotations
@@ -25,13 +25,12 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cattery.control.api.public.proxy import METHODS, forward, session_path
-from cattery.control.api.public.start import StartRequest, answer_start, read_start_request
-from cattery.control.api.public.telephony import CARRIERS
-from cattery.control.deps import DB, State
+from cattery.control.deps import DB, State, base_url
 from cattery.control.dev.client import add_client_routes
 from cattery.control.dev.peers import PeerSessions
 from cattery.control.dev.telephony import add_telephony_routes
+from cattery.control.forwarding import METHODS, forward, session_path
+from cattery.control.sessions import CARRIERS, StartRequest, answer_start, parse_start_request
 from cattery.control.state import ControlState
 from cattery.errors import InvalidRequest, SessionNotFound
 from cattery.runtime.bodies import json_object
@@ -75,7 +74,7 @@ def build_router() -> APIRouter:
     @router.post("/start")
     async def start(request: Request, state: State, db: DB) -> dict[str, Any]:
         requested_at = time.monotonic()
-        req = await read_start_request(request)
+        req = parse_start_request(await request.body())
         transport = choose_transport(req, state.settings.dev.transport)
         req = req.model_copy(update={"transport": transport})
         return await _start(state, db, req, request, requested_at)
@@ -140,7 +139,9 @@ async def _start(
     assert org is not None, "bootstrap creates the organization"
     name = state.settings.dev.agent
     assert name is not None, "the dev routes exist only in dev mode"
-    return await answer_start(state, db, org, name, req, request, requested_at=requested_at)
+    return await answer_start(
+        state, db, org, name, req, base_url=base_url(request), requested_at=requested_at
+    )
 
 
 def _dev_agent_key(state: ControlState) -> str:

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response, WebSocket
 
-from cattery.control.api.public.telephony import ANY_CARRIER, CARRIERS, serve_websocket
 from cattery.control.deps import State
+from cattery.control.mediasockets import ANY_CARRIER, serve_websocket
+from cattery.control.sessions import CARRIERS
 from cattery.control.state import ControlState
 from cattery.control.wstokens import telephony_use
 from cattery.errors import InvalidRequest

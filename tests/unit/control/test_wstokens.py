@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from cattery.control.api.public.telephony import close_code
+from cattery.control.mediasockets import close_code
 from cattery.control.wstokens import GENERIC, TOKEN_TTL_SECONDS, WsTokens, telephony_use
 from cattery.errors import (
     AgentNotFound,

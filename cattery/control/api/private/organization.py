@@ -8,8 +8,8 @@ from fastapi import APIRouter, Body
 from pydantic import BaseModel, Field
 
 from cattery.control import keys, wire
-from cattery.control.api.routing import BoundedJSONRoute
 from cattery.control.deps import DB, Org, PrivateCaller, State
+from cattery.control.routing import BoundedJSONRoute
 from cattery.errors import InvalidRequest
 from cattery.store import repositories as repo
 from cattery.store.models import Organization

@@ -5,14 +5,14 @@ from __future__ import annotations
 from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict
 
-from cattery.control.api.private.validation import (
+from cattery.control.deps import DB, Org, State
+from cattery.control.images import PULL_CREDENTIALS_KEY, PULL_HOST_KEY, parse_credentials
+from cattery.control.routing import BoundedJSONRoute
+from cattery.control.secret_sets import set_secrets, unset_secret
+from cattery.control.validation import (
     check_secret_key,
     check_set_name,
 )
-from cattery.control.api.routing import BoundedJSONRoute
-from cattery.control.deps import DB, Org, State
-from cattery.control.images import PULL_CREDENTIALS_KEY, PULL_HOST_KEY, parse_credentials
-from cattery.control.secret_sets import set_secrets, unset_secret
 from cattery.errors import InvalidRequest, NotFound
 from cattery.store import repositories as repo
 from cattery.store.models import SecretSetKind

@@ -4,22 +4,14 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Query
 
+from cattery.contract import SESSION_FILTERS
 from cattery.control import wire
-from cattery.control.api.private.services import get_agent
-from cattery.control.api.routing import BoundedJSONRoute
+from cattery.control.agents import get_agent
 from cattery.control.deps import DB, Org, State
+from cattery.control.routing import BoundedJSONRoute
 from cattery.errors import InvalidRequest, SessionNotFound
 from cattery.store import repositories as repo
 
-END_STATES = {
-    "active",
-    "completed",
-    "ended_before_agent_start",
-    "agent_start_timeout",
-    "terminated",
-    "agent_error",
-    "unknown",
-}
 MAX_LOG_LINES = 10_000
 
 
@@ -39,7 +31,7 @@ def _add_routes(router: APIRouter, base: str) -> None:
         endState: str | None = Query(None),
         limit: int = Query(100, ge=1, le=1000),
     ) -> dict:
-        if endState is not None and endState not in END_STATES:
+        if endState is not None and endState not in SESSION_FILTERS:
             raise InvalidRequest(f"Unknown endState {endState!r}")
         agent = await get_agent(db, org, name)
         sessions = await repo.list_sessions(db, agent.id, end_state=endState, limit=limit)

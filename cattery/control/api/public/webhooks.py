@@ -31,7 +31,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
 import hashlib
@@ -40,29 +39,19 @@ import time
 import uuid
 from typing import Any
 
-import httpx
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.responses import PlainTextResponse, Response
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cattery import jsonlimits
-from cattery.control.api.private.services import get_agent
-from cattery.control.api.public.start import StartRequest, start_session
+from cattery.control import whatsapp
+from cattery.control.agents import deployment_secrets, get_agent
 from cattery.control.daily import daily_client
 from cattery.control.deps import DB, State
-from cattery.control.placement import agent_target, place, refusals_recorded
+from cattery.control.sessions import StartRequest, start_now
 from cattery.control.state import ControlState
-from cattery.control.supervisor import LiveSession
-from cattery.errors import (
-    Forbidden,
-    InvalidRequest,
-    NotFound,
-    PayloadTooLarge,
-    ServiceUnavailable,
-    Unauthorized,
-)
-from cattery.runtime.options import INSTANCE_TOKEN_HEADER
+from cattery.errors import Forbidden, InvalidRequest, NotFound, PayloadTooLarge, Unauthorized
 from cattery.store import repositories as repo
 from cattery.store.models import Agent, ApiKeyKind, Organization
 
@@ -72,12 +61,6 @@ PINLESS_HMAC_SECRET = "PINLESS_HMAC_SECRET"
 PINLESS_MAX_AGE_SECONDS = 300.0
 WHATSAPP_APP_SECRET = "WHATSAPP_APP_SECRET"
 WHATSAPP_VERIFY_TOKEN = "WHATSAPP_WEBHOOK_VERIFICATION_TOKEN"
-BUSINESS_ACCOUNT = "whatsapp_business_account"
-FORWARD_TIMEOUT = httpx.Timeout(60.0, connect=10.0)
-SESSION_ID_HEADER = "x-daily-session-id"
-HUB_SIGNATURE_HEADER = "x-hub-signature-256"
-#: the end state of a session whose instance never took its call
-NOT_STARTED = "ended_before_agent_start"
 
 
 class DialinWebhook(BaseModel):
@@ -99,19 +82,13 @@ class DialinWebhook(BaseModel):
 
 def build_router() -> APIRouter:
     router = APIRouter()
-    #: WhatsApp call id -> the session answering it, while that session is live
-    calls: dict[str, str] = {}
-    #: calls whose session is being started (Meta retries a webhook it waited too long for)
-    starting: set[str] = set()
 
     @router.post("/v1/public/webhooks/{org}/{name}/dialin")
     async def dialin(request: Request, state: State, db: DB, org: str, name: str) -> dict:
         requested_at = time.monotonic()
         raw = await _read_body(request)
         organization, agent = await _agent(db, org, name)
-        hmac_secret = (await _agent_secrets(state, db, organization, agent)).get(
-            PINLESS_HMAC_SECRET
-        )
+        hmac_secret = (await deployment_secrets(state, db, agent)).get(PINLESS_HMAC_SECRET)
         if hmac_secret and not _pinless_signature_ok(hmac_secret, raw, request):
             raise Unauthorized("Missing or invalid X-Pinless-Signature")
         data = _json_object(raw)
@@ -135,10 +112,10 @@ def build_router() -> APIRouter:
             },
             body=_dialin_body(state, call),
         )
-        async with refusals_recorded(state, agent, "daily"):  # a full pool: 429, recorded
-            answer = await start_session(
-                state, db, organization, name, req, requested_at=requested_at
-            )
+        # a full pool: 429, and the call recorded as a refused session
+        answer = await start_now(
+            state, db, organization, name, req, requested_at=requested_at, record_refusal=True
+        )
         # The meeting token stays here: whoever calls this open route gets no way in.
         return {"status": "OK", "sessionId": answer["sessionId"], "dailyRoom": answer["dailyRoom"]}
 
@@ -156,36 +133,21 @@ def build_router() -> APIRouter:
         return PlainTextResponse(params.get("hub.challenge") or "")
 
     @router.post("/v1/public/webhooks/{org}/{name}/whatsapp")
-    async def whatsapp(request: Request, state: State, db: DB, org: str, name: str) -> Response:
+    async def whatsapp_event(
+        request: Request, state: State, db: DB, org: str, name: str
+    ) -> Response:
         requested_at = time.monotonic()
         raw = await _read_body(request)
         organization, agent = await _agent(db, org, name)
-        secret = (await _agent_secrets(state, db, organization, agent)).get(WHATSAPP_APP_SECRET)
+        secret = (await deployment_secrets(state, db, agent)).get(WHATSAPP_APP_SECRET)
         if not secret:
             raise Forbidden(f"Agent {name!r} has no {WHATSAPP_APP_SECRET} in its secret set")
-        signature = request.headers.get(HUB_SIGNATURE_HEADER)
-        if not _hub_signature_ok(secret, raw, signature):
+        signature = request.headers.get(whatsapp.HUB_SIGNATURE_HEADER)
+        if not whatsapp.hub_signature_ok(secret, raw, signature):
             raise Unauthorized("Missing or invalid X-Hub-Signature-256")
-        events = _call_events(_json_object(raw))
-        for stale in [c for c, s in calls.items() if state.supervisor.get(s) is None]:
-            calls.pop(stale, None)
-        connect = next((call for call, event in events if event == "connect"), None)
-        if connect is not None and connect not in calls and connect not in starting:
-            starting.add(connect)
-            try:
-                live, answered = await _start_whatsapp_session(
-                    state, db, organization, agent, raw, signature, requested_at=requested_at
-                )
-                calls[connect] = live.id
-            finally:
-                starting.discard(connect)
-            return await _answer(live, answered)
-        for call, _ in events:
-            live = state.supervisor.get(calls.get(call, ""))
-            if live is not None and call != connect:
-                return await _forward(state, live, raw, signature)
-        return JSONResponse(
-            {"status": "ignored", "message": "Neither a new call nor one of a live session"}
+        events = whatsapp.call_events(_json_object(raw))
+        return await whatsapp.handle_webhook(
+            state, db, organization, name, events, raw, signature, requested_at=requested_at
         )
 
     return router
@@ -204,21 +166,6 @@ async def _agent(db: AsyncSession, org: str, name: str) -> tuple[Organization, A
     return organization, await get_agent(db, organization, name)
 
 
-async def _agent_secrets(
-    state: ControlState, db: AsyncSession, organization: Organization, agent: Agent
-) -> dict[str, str]:
-    """The values of the secret set of the agent's active deployment (none: empty)."""
-    if agent.active_deployment_id is None:
-        return {}
-    dep = await repo.get_deployment(db, agent.active_deployment_id)
-    if dep is None or not dep.secret_set:
-        return {}
-    secret_set = await repo.get_secret_set(db, organization.id, dep.secret_set)
-    if secret_set is None:
-        return {}
-    return await repo.get_secret_values(db, state.box, secret_set)
-
-
 async def _verify_token_ok(
     state: ControlState, db: AsyncSession, organization: Organization, agent: Agent, token: str
 ) -> bool:
@@ -228,7 +175,7 @@ async def _verify_token_ok(
     if found is not None:
         key, key_org = found
         return key_org.id == organization.id and key.kind == ApiKeyKind.PUBLIC
-    configured = (await _agent_secrets(state, db, organization, agent)).get(WHATSAPP_VERIFY_TOKEN)
+    configured = (await deployment_secrets(state, db, agent)).get(WHATSAPP_VERIFY_TOKEN)
     return bool(configured) and hmac.compare_digest(configured.encode(), token.encode())
 
 
@@ -283,33 +230,6 @@ def _pinless_signature_ok(secret: str, raw: bytes, request: Request) -> bool:
     return hmac.compare_digest(base64.b64encode(digest), signature.encode())
 
 
-def _hub_signature_ok(secret: str, raw: bytes, header: str | None) -> bool:
-    """Meta signs the raw body with the app secret: ``sha256=<hex hmac>``."""
-    if not header or not header.startswith("sha256="):
-        return False
-    expected = hmac.new(secret.encode(), raw, hashlib.sha256).hexdigest()
-    return hmac.compare_digest(header.removeprefix("sha256=").encode(), expected.encode())
-
-
-def _call_events(data: dict[str, Any]) -> list[tuple[str, str]]:
-    """Every ``(call id, event)`` in a WhatsApp Business webhook, in order."""
-    if data.get("object") != BUSINESS_ACCOUNT:
-        raise InvalidRequest(f"Invalid object type: {data.get('object')!r}")
-    entries = data.get("entry")
-    if not isinstance(entries, list):
-        raise InvalidRequest("A WhatsApp webhook needs an entry list")
-    events = []
-    for entry in entries:
-        changes = entry.get("changes") if isinstance(entry, dict) else None
-        for change in changes if isinstance(changes, list) else []:
-            value = change.get("value") if isinstance(change, dict) else None
-            found = value.get("calls") if isinstance(value, dict) else None
-            for call in found if isinstance(found, list) else []:
-                if isinstance(call, dict) and isinstance(call.get("id"), str):
-                    events.append((call["id"], str(call.get("event"))))
-    return events
-
-
 def _dialin_body(state: ControlState, call: DialinWebhook) -> dict[str, Any]:
     """The session body Pipecat's dial-in bots parse: a ``DailyDialinRequest``."""
     # Imported here: Pipecat is a runtime dependency the control plane needs only now.
@@ -328,74 +248,3 @@ def _dialin_body(state: ControlState, call: DialinWebhook) -> dict[str, Any]:
         daily_api_url=daily.api_url,
     )
     return request.model_dump()
-
-
-# -- WhatsApp sessions ---------------------------------------------------------------------
-
-
-async def _start_whatsapp_session(
-    state: ControlState,
-    db: AsyncSession,
-    organization: Organization,
-    agent: Agent,
-    raw: bytes,
-    signature: str | None,
-    *,
-    requested_at: float,
-) -> tuple[LiveSession, asyncio.Future[Response]]:
-    """A session on an instance from the agent's pool, started by the call's first webhook.
-
-    No ``/bot`` carries it: the session's task hands the webhook to the instance, whose
-    runtime answers the call and runs the bot; the one-session instance exits when that
-    session ends, and the supervisor records the end state the runtime logged. An instance
-    that does not take the call ends the session at once. Returns the session and the
-    instance's answer to come.
-    """
-    target = await agent_target(state, db, organization, agent)
-    answered: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
-
-    async def connect(live: LiveSession) -> str | None:
-        try:
-            response = await _forward(state, live, raw, signature)
-        except Exception as exc:
-            answered.set_exception(exc)
-            return NOT_STARTED
-        answered.set_result(response)
-        return None if response.status_code < 400 else NOT_STARTED
-
-    # A full pool: AtCapacity, a 429 to Meta, and the call recorded as a refused session.
-    live = await place(
-        state, target, connect=connect, transport="whatsapp", requested_at=requested_at
-    )
-    return live, answered
-
-
-async def _answer(live: LiveSession, answered: asyncio.Future[Response]) -> Response:
-    """The instance's answer to the call's first webhook, once its session's task has it."""
-    assert live.task is not None
-    await asyncio.wait({answered, live.task}, return_when=asyncio.FIRST_COMPLETED)
-    if not answered.done():
-        raise ServiceUnavailable(f"Session {live.id} ended before its instance took the call")
-    return answered.result()
-
-
-async def _forward(
-    state: ControlState, live: LiveSession, raw: bytes, signature: str | None
-) -> Response:
-    """``raw`` with Meta's signature to the session's instance at ``/whatsapp``; its answer."""
-    headers = {
-        "content-type": "application/json",
-        INSTANCE_TOKEN_HEADER: live.handle.token,
-        SESSION_ID_HEADER: live.id,
-    }
-    if signature:
-        headers[HUB_SIGNATURE_HEADER] = signature
-    try:
-        resp = await state.proxy_http.post(
-            f"{live.handle.address}/whatsapp", content=raw, headers=headers, timeout=FORWARD_TIMEOUT
-        )
-    except httpx.HTTPError as exc:
-        raise ServiceUnavailable(f"The instance of session {live.id} is unreachable") from exc
-    return Response(
-        resp.content, status_code=resp.status_code, media_type=resp.headers.get("content-type")
-    )

@@ -1,0 +1,78 @@
+"""What the control plane and its instances agree on, written once.
+
+Header names, environment variable names, end states, instance statuses and the log lines
+the control plane reads from an instance's output cross a process boundary: an instance
+and the control plane that runs it must never disagree on them. Every layer (runtime,
+backends, control, store) imports them from here, and this module imports only the
+standard library, so a forking parent that imports the runtime stays cheap.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class EndState(StrEnum):
+    """How a session ended, in Pipecat Cloud's words."""
+
+    COMPLETED = "completed"
+    AGENT_ERROR = "agent_error"
+    TERMINATED = "terminated"
+    AGENT_START_TIMEOUT = "agent_start_timeout"
+    ENDED_BEFORE_AGENT_START = "ended_before_agent_start"
+
+
+#: end states a runtime may log as a session's last line (the others are the control
+#: plane's own: a session whose bot never started)
+LOGGED_END_STATES = frozenset(
+    {EndState.COMPLETED, EndState.AGENT_ERROR, EndState.TERMINATED, EndState.AGENT_START_TIMEOUT}
+)
+#: what ``endState=`` may filter sessions by: an end state, a live session, or none known
+SESSION_FILTERS = frozenset({*(s.value for s in EndState), "active", "unknown"})
+
+#: instance statuses after which no process is left to reattach to
+TERMINAL_INSTANCE_STATUSES = frozenset({"stopped", "failed"})
+
+# -- headers on the control plane's requests to an instance ----------------------------------
+
+#: the session a request is for (Pipecat Cloud's name)
+SESSION_ID_HEADER = "x-daily-session-id"
+#: the session's duration cap in seconds
+MAX_SESSION_HEADER = "x-pcc-max-session-seconds"
+#: how the session came in (``/bot``: ``webrtc``, ...; ``/ws``: ``websocket`` for a plain
+#: WebSocket client, absent for a phone carrier's stream, whose first messages tell)
+TRANSPORT_TYPE_HEADER = "x-daily-transport-type"
+#: the ``transport_type`` of a plain WebSocket session, as Pipecat's runner sets it
+PLAIN_WEBSOCKET = "websocket"
+#: a Daily session's room and the bot's meeting token
+ROOM_URL_HEADER = "x-daily-room-url"
+ROOM_TOKEN_HEADER = "x-daily-room-token"
+#: the W3C trace context an instance's spans continue (tracing on)
+TRACEPARENT_HEADER = "traceparent"
+#: proves a request to an instance comes from its control plane
+INSTANCE_TOKEN_HEADER = "x-cattery-instance-token"
+#: on the answer to ``POST /bot``: the session's end state
+END_STATE_HEADER = "x-cattery-end-state"
+
+# -- headers callers send to the control plane ------------------------------------------------
+
+#: how long a start may wait for an instance when the pool is full, in seconds
+START_WAIT_HEADER = "x-cattery-start-wait"
+
+# -- an instance's environment ----------------------------------------------------------------
+
+#: the token the instance expects in ``INSTANCE_TOKEN_HEADER``
+INSTANCE_TOKEN_ENV = "CATTERY_INSTANCE_TOKEN"
+#: the instance exits once its first session has ended
+ONE_SESSION_ENV = "CATTERY_ONE_SESSION"
+#: comma-separated ICE URLs a WebRTC session falls back to
+ICE_FALLBACK_URLS_ENV = "CATTERY_ICE_FALLBACK_URLS"
+#: environment variables of the control plane all start so; an instance inherits none
+CONTROL_ENV_PREFIX = "CATTERY_"
+
+# -- lines the control plane reads from an instance's output ----------------------------------
+
+#: a session's bot is about to be called: its start time ends here
+BOT_STARTED = "Starting bot session"
+#: the last line of every session, followed by its end state
+SESSION_ENDED = "Session ended with end state"
