@@ -175,6 +175,8 @@ async def start(
     anything failing after the instance was taken releases it.
     """
     daily = daily_client(state) if room is not None else None  # a 400 before anything
+    if room is not None:
+        transport = "daily"
     session_id = session_id or str(uuid.uuid4())
     try:
         with state.tracing.span("acquire"):
@@ -195,7 +197,6 @@ async def start(
                 room_properties=room.room_properties,
                 token_properties=room.token_properties,
             )
-            transport = "daily"
         new = NewSession(
             organization_id=target.organization_id,
             agent_id=target.agent_id,
