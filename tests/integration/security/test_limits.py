@@ -99,6 +99,9 @@ async def test_deep_json_is_a_bad_request(api: httpx.AsyncClient) -> None:
         refused(await api.post(SERVICES, content=deploy, headers=json_type), 400)
         put = '{"secretKey": "K", "secretValue": "v", "x": ' + deep(depth) + "}"
         refused(await api.put(f"{SECRETS}/deep", content=put, headers=json_type), 400)
+        profile = '{"name": "deep", "cpu": "1", "memory": "1Gi", "x": ' + deep(depth) + "}"
+        profiles = f"/v1/organizations/{ORG}/agent-profiles"
+        refused(await api.post(profiles, content=profile, headers=json_type), 400)
     refused(await api.get(f"{SERVICES}/deep"), 404)
     refused(await api.get(f"{SECRETS}/deep"), 404)
 

@@ -7,6 +7,7 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from cattery.control import wire
+from cattery.control.api.routing import BoundedJSONRoute
 from cattery.control.builds import STATUSES
 from cattery.control.deps import DB, Org, State
 from cattery.errors import InvalidRequest
@@ -38,7 +39,7 @@ def _region(state: State, org: Org, region: str | None) -> str:
 
 
 def build_router() -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(route_class=BoundedJSONRoute)
 
     @router.post("/v1/builds/uploads/{upload_id}", status_code=204)
     async def upload(state: State, request: Request, upload_id: str) -> Response:

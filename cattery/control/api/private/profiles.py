@@ -8,6 +8,7 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from cattery.control import profiles
+from cattery.control.api.routing import BoundedJSONRoute
 from cattery.control.deps import DB, Org
 
 
@@ -26,7 +27,7 @@ class UpdateProfileRequest(BaseModel):
 
 
 def build_router() -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(route_class=BoundedJSONRoute)
     for base in ("/v1/agent-profiles", "/v1/organizations/{org}/agent-profiles"):
         _add_routes(router, base)
     return router

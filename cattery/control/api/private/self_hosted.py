@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
+from cattery.control.api.routing import BoundedJSONRoute
 from cattery.control.deps import Org, State
 from cattery.errors import NotAvailableSelfHosted
 
@@ -44,7 +45,7 @@ def _refuse(message: str):
 
 
 def build_router() -> APIRouter:
-    router = APIRouter()
+    router = APIRouter(route_class=BoundedJSONRoute)
 
     @router.get("/auth/config")
     async def auth_config(state: State) -> dict:
