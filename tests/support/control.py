@@ -94,16 +94,22 @@ class CloudCLI:
         return env
 
     def run(
-        self, *args: str, check: bool = True, cwd: Path | None = None
+        self,
+        *args: str,
+        check: bool = True,
+        cwd: Path | None = None,
+        debug: bool = False,
+        timeout: float = 180,
     ) -> subprocess.CompletedProcess[str]:
+        """``debug``: the CLI logs each failed response's status on stderr."""
         pipecat = Path(sys.executable).with_name("pipecat")
         done = subprocess.run(
             [str(pipecat), "cloud", *args],
             capture_output=True,
             text=True,
-            env=self.env(),
+            env={**self.env(), **({"PIPECAT_CLI_LOG_LEVEL": "DEBUG"} if debug else {})},
             cwd=cwd or REPO,
-            timeout=180,
+            timeout=timeout,
             stdin=subprocess.DEVNULL,
         )
         if check:

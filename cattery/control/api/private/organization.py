@@ -10,7 +10,7 @@ from pydantic import BaseModel, Field
 from cattery.control import keys, wire
 from cattery.control.deps import DB, Org, PrivateCaller, State
 from cattery.control.routing import BoundedJSONRoute
-from cattery.errors import InvalidRequest
+from cattery.errors import InvalidRequest, NotFound
 from cattery.store import repositories as repo
 from cattery.store.models import Organization
 
@@ -23,6 +23,10 @@ class CreateKeyRequest(BaseModel):
 def default_region(state: State, org: Organization) -> str:
     """The organization's ``defaultRegion`` property, else the platform's."""
     return org.default_region or state.settings.default_region
+
+
+def _names(state: State) -> str:
+    return ", ".join(state.settings.regions)
 
 
 def _regions(state: State) -> list[dict[str, str]]:
@@ -61,6 +65,18 @@ def _add_org_routes(router: APIRouter, base: str) -> None:
     @router.get(base + "/regions")
     async def regions(state: State, org: Org) -> dict:
         return {"regions": _regions(state)}
+
+    @router.get(base + "/regions/{region_key}")
+    async def region(state: State, org: Org, region_key: str) -> dict:
+        for found in _regions(state):
+            if found["code"] == region_key:
+                return {
+                    **found,
+                    "region_key": region_key,
+                    "enrollment_status": "enrolled",
+                    "ws_public_endpoint": None,
+                }
+        raise NotFound(f"Region {region_key!r} not found: this cattery has {_names(state)}")
 
     @router.get(base + "/properties")
     async def properties(state: State, org: Org) -> dict:
