@@ -18,6 +18,16 @@ DEV_BOT = EXAMPLES / "multi-transport"
 
 
 @pytest.fixture
+def database_backend() -> str:
+    """Process-level control tests run on SQLite. The store's tests run every query on both
+    databases in-process; a few tests here, marked ``ON_POSTGRESQL`` or ``ON_BOTH_DATABASES``
+    (``helpers.py``), show the server itself on PostgreSQL where only processes can: the
+    official CLI's whole walk, a killed control plane's restart, a crashed instance, and
+    concurrent starts at the cap."""
+    return "sqlite"
+
+
+@pytest.fixture
 def control_env(database_backend: str, request: pytest.FixtureRequest) -> dict[str, str]:
     """The environment that picks the control plane's database; tests run once per backend.
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 from sqlalchemy import MetaData, select
 
 from cattery.store import repositories as repo
@@ -19,6 +20,13 @@ from tests.support.control import ORG, ControlPlane, control_plane_process
 from tests.support.waiting import wait_for
 
 SESSION_NOT_READY = "Invalid or not-yet-ready session_id"
+
+_POSTGRESQL = pytest.param("postgresql", marks=pytest.mark.postgres)
+#: a control-plane test that runs on PostgreSQL only (its SQLite twin adds nothing the
+#: others don't show: they all run on SQLite)
+ON_POSTGRESQL = pytest.mark.parametrize("database_backend", [_POSTGRESQL])
+#: a control-plane test that runs on SQLite and on PostgreSQL
+ON_BOTH_DATABASES = pytest.mark.parametrize("database_backend", ["sqlite", _POSTGRESQL])
 
 
 @contextmanager

@@ -11,6 +11,7 @@ import httpx
 import pytest
 
 from tests.integration.control.helpers import (
+    ON_BOTH_DATABASES,
     get_session,
     refused,
     running_control,
@@ -49,6 +50,7 @@ def concurrent_starts(control: ControlPlane, key: str, count: int) -> list[httpx
     return asyncio.run(run())
 
 
+@ON_BOTH_DATABASES
 def test_warm_start_cap_and_refill(control: ControlPlane, tmp_path: Path) -> None:
     control.deploy("probe", PROBE, autoScaling={"minAgents": 1, "maxAgents": 2})
     key = control.public_key()

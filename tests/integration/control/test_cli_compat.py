@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.integration.control.helpers import ON_POSTGRESQL
 from tests.support.control import ORG, CloudCLI, ControlPlane
 from tests.support.processes import TEST_BOTS, base_env
 from tests.support.waiting import wait_for
@@ -18,6 +19,7 @@ def read_json(path: Path) -> dict:
     return json.loads(wait_for(lambda: path.exists() and path.read_text(), what=str(path)))
 
 
+@ON_POSTGRESQL
 def test_official_cli_end_to_end(cli: CloudCLI, control: ControlPlane, tmp_path: Path) -> None:
     cli.run("secrets", "set", "probe-secrets", "PROBE_SECRET=s3cr3t-value", "--skip")
     sets = cli.run("secrets", "list").stdout

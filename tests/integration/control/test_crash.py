@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.integration.control.helpers import get_session, logs, start_session, wait_ended
+from tests.integration.control.helpers import (
+    ON_POSTGRESQL,
+    get_session,
+    logs,
+    start_session,
+    wait_ended,
+)
 from tests.support.control import CloudCLI, ControlPlane
 from tests.support.processes import TEST_BOTS
 from tests.support.waiting import wait_for
@@ -14,6 +20,7 @@ PROBE = TEST_BOTS / "probe"
 CRASH_MESSAGE = "probe bot crashed on purpose"
 
 
+@ON_POSTGRESQL
 def test_crash_is_recorded_and_isolated(
     control: ControlPlane, cli: CloudCLI, tmp_path: Path
 ) -> None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 import psutil
 
+from tests.integration.control.helpers import ON_POSTGRESQL
 from tests.support.control import ORG, ControlPlane, control_plane_process
 from tests.support.processes import EXAMPLES, TEST_BOTS
 from tests.support.waiting import wait_for
@@ -123,6 +124,7 @@ def read_report(path: Path) -> dict:
     return json.loads(wait_for(lambda: path.exists() and path.read_text(), what=str(path)))
 
 
+@ON_POSTGRESQL
 def test_sessions_survive_a_killed_control_plane(
     control: ControlPlane, control_env: dict[str, str], tmp_path: Path
 ) -> None:

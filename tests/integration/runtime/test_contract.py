@@ -47,10 +47,17 @@ def start_runtime(
             rt.stop()
 
 
+#: how a request becomes ``bot()``'s session arguments is the runtime's own logic, the same
+#: in a container: these run on a process only (the container cases keep what a container
+#: can change: the network, signals, probes, an app's routes)
+PROCESS_ONLY = pytest.mark.parametrize("start_runtime", ["process"], indirect=True)
+
+
 def read_report(path: Path) -> dict:
     return json.loads(wait_for(lambda: path.exists() and path.read_text(), what=str(path)))
 
 
+@PROCESS_ONLY
 def test_daily_headers_build_daily_session_arguments(start_runtime, tmp_path: Path) -> None:
     rt = start_runtime(PROBE)
     session_id = str(uuid.uuid4())
@@ -74,6 +81,7 @@ def test_daily_headers_build_daily_session_arguments(start_runtime, tmp_path: Pa
     assert {"DailyRunnerArguments", "DailySessionArguments"} <= set(got["isinstance"])
 
 
+@PROCESS_ONLY
 def test_plain_post_builds_pipecat_session_arguments(start_runtime, tmp_path: Path) -> None:
     rt = start_runtime(PROBE)
     report = tmp_path / "report.json"
@@ -92,6 +100,7 @@ def test_plain_post_builds_pipecat_session_arguments(start_runtime, tmp_path: Pa
     assert "DailyRunnerArguments" not in got["isinstance"]
 
 
+@PROCESS_ONLY
 async def test_websocket_builds_websocket_session_arguments(start_runtime, tmp_path: Path) -> None:
     rt = start_runtime(PROBE)
     report = tmp_path / "report.json"
