@@ -199,3 +199,30 @@ async def test_a_hanging_receiver_holds_up_nothing(tmp_path: Path) -> None:
     finally:
         hang.set()
         await runner.cleanup()
+
+
+async def test_a_restart_resumes_pending_deliveries(tmp_path: Path) -> None:
+    """Events whose tries failed under one control plane are sent by the next one."""
+    state = tmp_path / "state"
+    quick = {"retry_schedule": "0.2", "poll_seconds": 0.1}
+    async with receiving(Receiver(failures=1_000)) as receiver:
+        async with app_client(state, webhooks=quick) as client:
+            await deploy(client, receiver.url)
+            session_id = await run_session(client)
+
+            async def both_failing() -> list | None:
+                found = await deliveries(client, session_id)
+                return found if len(found) == 2 and all(d["attempts"] for d in found) else None
+
+            pending = await async_wait_for(both_failing, timeout=30, what="failed tries")
+            assert {d["status"] for d in pending} == {"pending"}
+        receiver.failures = 0  # the receiver is back while no control plane runs
+        async with app_client(state, webhooks=quick) as client:
+
+            async def landed() -> list | None:
+                found = await deliveries(client, session_id)
+                return found if all(d["status"] == "delivered" for d in found) else None
+
+            done = await async_wait_for(landed, timeout=30, what="resumed deliveries")
+        assert [d["event"] for d in done] == ["session.started", "session.ended"]
+        assert all(d["lastStatusCode"] == 200 and d["attempts"] >= 2 for d in done), done

@@ -7,6 +7,9 @@ send. The instance runs the traced test bot (Pipecat's ``enable_tracing=True``).
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -135,8 +138,29 @@ async def test_one_trace_from_the_start_to_the_pipeline(tmp_path: Path) -> None:
         assert conversation.parent_id == bot.span_id
 
 
-async def test_nothing_is_traced_without_an_endpoint(tmp_path: Path) -> None:
-    async with app_client(tmp_path / "state") as client:
-        state = client._transport.app.state.control  # type: ignore[attr-defined]
-        assert not state.tracing.enabled
-        assert state.tracing.traceparent() is None
+#: a control plane's lifespan without an endpoint, then what of OpenTelemetry's SDK it loaded
+NO_ENDPOINT = """
+import asyncio, sys
+from tests.support.inprocess import running_app, settings_for
+async def main():
+    async with running_app(settings_for(sys.argv[1])) as app:
+        assert not app.state.control.tracing.enabled
+        assert app.state.control.tracing.traceparent() is None
+    sdk = ("opentelemetry.sdk", "opentelemetry.exporter")
+    print(sorted(m for m in sys.modules if m.startswith(sdk)))
+asyncio.run(main())
+"""
+
+
+def test_nothing_is_traced_or_loaded_without_an_endpoint(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "CATTERY_"))}
+    done = subprocess.run(
+        [sys.executable, "-c", NO_ENDPOINT, str(tmp_path / "state")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=Path(__file__).parents[3],
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip().splitlines()[-1] == "[]", done.stdout
