@@ -67,6 +67,11 @@ INSTANCE_TOKEN_ENV = "CATTERY_INSTANCE_TOKEN"
 ONE_SESSION_ENV = "CATTERY_ONE_SESSION"
 #: comma-separated ICE URLs a WebRTC session falls back to
 ICE_FALLBACK_URLS_ENV = "CATTERY_ICE_FALLBACK_URLS"
+#: comma-separated feature keys an agent turns off (``OBSERVABILITY_OBSERVERS``)
+DISABLED_FEATURES_ENV = "DISABLED_FEATURES"
+#: OpenTelemetry's OTLP endpoint and protocol: set, an instance exports its spans there
+OTLP_ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
+OTLP_PROTOCOL_ENV = "OTEL_EXPORTER_OTLP_PROTOCOL"
 #: environment variables of the control plane all start so; an instance inherits none
 CONTROL_ENV_PREFIX = "CATTERY_"
 
@@ -76,3 +81,5 @@ CONTROL_ENV_PREFIX = "CATTERY_"
 BOT_STARTED = "Starting bot session"
 #: the last line of every session, followed by its end state
 SESSION_ENDED = "Session ended with end state"
+#: startup timing and user-to-bot latency lines (``cattery.latency_lines`` has their format)
+OBSERVABILITY_MARKER = "[pcc-observability]"

@@ -13,7 +13,9 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
-MARKER = "[pcc-observability]"
+from cattery.contract import OBSERVABILITY_MARKER
+
+MARKER = OBSERVABILITY_MARKER
 
 STARTUP_TIMING = "Startup timing"
 TRANSPORT_TIMING = "Transport timing"

@@ -20,6 +20,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from cattery.contract import OTLP_ENDPOINT_ENV
 from cattery.runtime.options import PUBLIC_STUN
 
 
@@ -66,7 +67,7 @@ class _OtelEnvNames(PydanticBaseSettingsSource):
         return None, field_name, False
 
     def __call__(self) -> dict[str, Any]:
-        endpoint = os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+        endpoint = os.environ.get(OTLP_ENDPOINT_ENV)
         return {"otlp_endpoint": endpoint} if endpoint else {}
 
 

@@ -22,7 +22,7 @@ from cattery.backends.container import ContainerBackend
 from cattery.backends.local import EnvironmentBuildFailed, build_environment
 from cattery.backends.profiles import Limits
 from cattery.backends.tasks import OwnedTasks
-from cattery.contract import ICE_FALLBACK_URLS_ENV
+from cattery.contract import ICE_FALLBACK_URLS_ENV, OTLP_ENDPOINT_ENV, OTLP_PROTOCOL_ENV
 from cattery.control.images import ImageSource, dependency_file, resolve_image
 from cattery.errors import CatteryError, InvalidRequest
 from cattery.pools import PoolManager, PoolOptions
@@ -291,8 +291,8 @@ class Deployer:
         runner sets for its bots (they skip cloud-only parts, such as Krisp, on it)."""
         env = {ICE_FALLBACK_URLS_ENV: ",".join(self._settings.ice_urls)}
         if self._settings.otlp_endpoint:
-            env["OTEL_EXPORTER_OTLP_ENDPOINT"] = self._settings.otlp_endpoint.rstrip("/")
-            env["OTEL_EXPORTER_OTLP_PROTOCOL"] = "http/protobuf"
+            env[OTLP_ENDPOINT_ENV] = self._settings.otlp_endpoint.rstrip("/")
+            env[OTLP_PROTOCOL_ENV] = "http/protobuf"
         if self._settings.dev.agent is not None:
             env.update(DEV_RUNNER_ENV)
         return env

@@ -21,6 +21,7 @@ from cattery.contract import (
     MAX_SESSION_HEADER,
     PLAIN_WEBSOCKET,
     SESSION_ID_HEADER,
+    TRACEPARENT_HEADER,
     TRANSPORT_TYPE_HEADER,
 )
 from cattery.error_handlers import install_error_handlers
@@ -113,7 +114,7 @@ def build_app(loaded: LoadedBot, options: RuntimeOptions) -> tuple[FastAPI, Sess
             )
         else:
             args = PipecatSessionArguments(session_id=session_id, body=body)
-        traceparent = request.headers.get(tracing.TRACEPARENT_HEADER)
+        traceparent = request.headers.get(TRACEPARENT_HEADER)
         with tracing.session_span(traceparent, session_id):
             if x_daily_transport_type == "webrtc" and not x_daily_room_url:
                 with logger.contextualize(session_id=session_id):

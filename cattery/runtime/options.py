@@ -9,16 +9,19 @@ import os
 from dataclasses import dataclass, field
 from typing import Self
 
+from cattery.contract import (
+    DISABLED_FEATURES_ENV,
+    ICE_FALLBACK_URLS_ENV,
+    INSTANCE_TOKEN_ENV,
+    OTLP_ENDPOINT_ENV,
+)
 from cattery.contract import END_STATE_HEADER as END_STATE_HEADER
-from cattery.contract import ICE_FALLBACK_URLS_ENV, INSTANCE_TOKEN_ENV
 from cattery.contract import INSTANCE_TOKEN_HEADER as INSTANCE_TOKEN_HEADER
 
 DEFAULT_PORT = 8080
 DEFAULT_SHUTDOWN_TIMEOUT = 7200.0
 WEBRTC_OFFER_TIMEOUT = 120.0
 PUBLIC_STUN = "stun:stun.l.google.com:19302"
-#: comma-separated feature keys (``cattery.runtime.features.FeatureKey``) an agent turns off
-DISABLED_FEATURES_ENV = "DISABLED_FEATURES"
 
 
 def _flag(value: str | None) -> bool:
@@ -75,7 +78,7 @@ class RuntimeOptions:
             "instance_token": env.get(INSTANCE_TOKEN_ENV) or None,
             "whatsapp": whatsapp,
             "esp32_host": env.get("ESP32_HOST") if _flag(env.get("ESP32_ENABLED")) else None,
-            "otlp_endpoint": env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
+            "otlp_endpoint": env.get(OTLP_ENDPOINT_ENV) or None,
             "disabled_features": frozenset(
                 key.strip().upper()
                 for key in env.get(DISABLED_FEATURES_ENV, "").split(",")

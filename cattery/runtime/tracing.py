@@ -14,7 +14,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-TRACEPARENT_HEADER = "traceparent"
+from cattery.contract import TRACEPARENT_HEADER
+
 SERVICE_NAME = "cattery-instance"
 FLUSH_MILLIS = 5000
 
