@@ -7,9 +7,9 @@ from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
 from cattery.control import wire
-from cattery.control.api.routing import BoundedJSONRoute
 from cattery.control.builds import STATUSES
 from cattery.control.deps import DB, Org, State
+from cattery.control.routing import BoundedJSONRoute
 from cattery.errors import InvalidRequest
 from cattery.store import repositories as repo
 

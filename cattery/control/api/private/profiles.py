@@ -8,8 +8,8 @@ from fastapi import APIRouter
 from pydantic import BaseModel, ConfigDict, Field
 
 from cattery.control import profiles
-from cattery.control.api.routing import BoundedJSONRoute
 from cattery.control.deps import DB, Org
+from cattery.control.routing import BoundedJSONRoute
 
 
 class CreateProfileRequest(BaseModel):

@@ -7,8 +7,8 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from cattery.control.api.routing import BoundedJSONRoute
 from cattery.control.deps import Org, State
+from cattery.control.routing import BoundedJSONRoute
 from cattery.errors import NotAvailableSelfHosted
 
 ORG = "/v1/organizations/{org}"
