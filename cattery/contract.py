@@ -54,6 +54,13 @@ INSTANCE_TOKEN_HEADER = "x-cattery-instance-token"
 #: on the answer to ``POST /bot``: the session's end state
 END_STATE_HEADER = "x-cattery-end-state"
 
+#: header namespaces only the platform sets on a request to an instance: a Session API
+#: caller's headers in them are dropped
+PLATFORM_HEADER_PREFIXES = ("x-daily-", "x-pcc-", "x-cattery-")
+#: the runtime's own routes: the control plane's to call, never reachable through the
+#: Session API (``/v1/public/{agent}/sessions/{id}/...``)
+RUNTIME_ROUTES = frozenset({"bot", "ws", "readyz", "livez", "whatsapp"})
+
 # -- headers callers send to the control plane ------------------------------------------------
 
 #: how long a start may wait for an instance when the pool is full, in seconds

@@ -26,15 +26,17 @@ from fastapi.responses import StreamingResponse
 from loguru import logger
 from starlette.types import Receive, Scope, Send
 
-from cattery.contract import INSTANCE_TOKEN_HEADER, SESSION_ID_HEADER
+from cattery.contract import (
+    INSTANCE_TOKEN_HEADER,
+    PLATFORM_HEADER_PREFIXES,
+    RUNTIME_ROUTES,
+    SESSION_ID_HEADER,
+)
 from cattery.control.state import ControlState
 from cattery.control.supervisor import LiveSession
 from cattery.errors import NotFound, SessionNotFound
 
-#: the runtime's contract routes: reached by the control plane only, never through here
-CONTRACT_ROUTES = frozenset({"bot", "ws", "readyz", "livez", "whatsapp"})
-#: header namespaces only the platform sets; a caller's are dropped
-PLATFORM_HEADER_PREFIXES = (b"x-daily-", b"x-pcc-", b"x-cattery-")
+_PLATFORM_PREFIXES = tuple(prefix.encode("latin-1") for prefix in PLATFORM_HEADER_PREFIXES)
 _COOKIE, _SET_COOKIE = b"cookie", b"set-cookie"
 #: hop-by-hop headers (RFC 9110 7.6.1) belong to one connection and are never forwarded
 HOP_BY_HOP = frozenset(
@@ -128,7 +130,7 @@ def session_path(path: str) -> str:
     if clean == ".":
         clean = ""
     first = clean.split("/", 1)[0]
-    if first.lower() in CONTRACT_ROUTES:
+    if first.lower() in RUNTIME_ROUTES:
         raise NotFound(f"/{first} is not reachable through the Session API")
     return clean + ("/" if path.endswith("/") and clean else "")
 
@@ -211,7 +213,7 @@ def _request_headers(request: Request, live: LiveSession) -> RawHeaders:
     headers = [  # ASGI: lowercase names
         (k, v)
         for k, v in _forwarded(request.scope["headers"], _DROPPED_REQUEST)
-        if not k.startswith(PLATFORM_HEADER_PREFIXES)
+        if not k.startswith(_PLATFORM_PREFIXES)
     ]
     headers.append((INSTANCE_TOKEN_HEADER.encode("latin-1"), live.handle.token.encode("latin-1")))
     headers.append((SESSION_ID_HEADER.encode("latin-1"), live.id.encode("latin-1")))
