@@ -180,7 +180,16 @@ async def _open(settings: Settings) -> ControlState:
     metrics.watch(pools, supervisor.active_agent_keys)
     build_service = BuildService(settings, maker, settings.container.engine_url)
     await build_service.start()
-    deployer = Deployer(settings, pools, containers, log=router, sessionmaker=maker)
+    no_forking = None
+    if not backend.forking:
+        no_forking = (
+            "forking is off (CATTERY_BACKEND_FORK=0)"
+            if not settings.backend_fork
+            else f"forking is not supported on {sys.platform}"
+        )
+    deployer = Deployer(
+        settings, pools, containers, log=router, sessionmaker=maker, no_forking=no_forking
+    )
     backend.watch_plain_processes(deployer.plain_processes)
     return ControlState(
         settings=settings,

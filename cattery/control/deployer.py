@@ -93,12 +93,15 @@ class Deployer:
         *,
         log: DeploymentLog | None = None,
         sessionmaker: async_sessionmaker[AsyncSession] | None = None,
+        no_forking: str | None = None,
     ) -> None:
+        """``no_forking``: why the local backend forks no instance at all, if it doesn't."""
         self._settings = settings
         self._pools = pools
         self._containers = containers
         self._log = log
         self._sessionmaker = sessionmaker
+        self._no_forking = no_forking
         self._plans: dict[str, DeployPlan] = {}
         self._records = OwnedTasks("deployment records")
         self._status: dict[str, DeployStatus] = {}
@@ -162,6 +165,8 @@ class Deployer:
                 cooldown_seconds=defaults.cooldown_seconds,
                 start_timeout=defaults.start_timeout,
             )
+            if spec.backend == "local" and self._no_forking is not None:
+                self.plain_processes(spec, self._no_forking, level="INFO")
             await self._pools.ensure(plan.agent_key, spec, options)
             status.ready = True
             status.phase = Phase.READY
@@ -178,7 +183,7 @@ class Deployer:
         status.errors.append({"code": code, "message": message})
         self._line(plan, "ERROR", f"Deployment failed: {code}: {message}")
 
-    def plain_processes(self, spec: InstanceSpec, reason: str) -> None:
+    def plain_processes(self, spec: InstanceSpec, reason: str, level: str = "WARNING") -> None:
         """The backend runs ``spec``'s instances as plain processes: say so, with why, in
         the deployment's status, its record and the agent's logs."""
         status = self.status(spec.deployment_id)
@@ -187,7 +192,7 @@ class Deployer:
         if plan is not None:
             self._line(
                 plan,
-                "WARNING",
+                level,
                 f"Instances run as plain processes, not forked (starts take seconds): {reason}",
             )
         if self._sessionmaker is not None:

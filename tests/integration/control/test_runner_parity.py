@@ -225,6 +225,11 @@ def parity_serve(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Pla
             key=control.public_key(),
         )
         place.folder = folder  # type: ignore[attr-defined]
+        with control.client() as c:
+            details = c.get(f"/v1/organizations/{ORG}/services/{AGENT}").json()["body"]
+        forked = request.param == "forked"
+        assert details["processes"]["forked"] is forked, details
+        assert ("CATTERY_BACKEND_FORK=0" in details["currentRevision"]["phase"]) is not forked
         yield place
 
 
