@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import Request
 from fastapi.responses import Response
 
-from cattery.control.dashboard.auth import PREFIX
+from cattery.control.dashboard.auth import PAGE_HEADERS, PREFIX
 from cattery.control.dashboard.routes import templates
 
 
@@ -24,5 +24,5 @@ def offline_client_page(request: Request, agent_name: str, *, prebuilt: bool) ->
             "offer_url": "/sessions/{sessionId}/api/offer",
             "agent": {"name": agent_name},
         },
-        headers={"cache-control": "no-store"},
+        headers=PAGE_HEADERS,
     )

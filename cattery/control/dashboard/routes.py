@@ -47,7 +47,7 @@ def page(request: Request, name: str, viewer: Viewer | None, status: int = 200, 
         name,
         {"viewer": viewer, "prefix": PREFIX, **context},
         status_code=status,
-        headers={"cache-control": "no-store"},
+        headers=auth.PAGE_HEADERS,
     )
 
 

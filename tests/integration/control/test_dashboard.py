@@ -85,6 +85,9 @@ async def test_dashboard_walkthrough(control: ControlPlane, artifacts: Path, tmp
         page = context.pages[0] if context.pages else await context.new_page()
         failed: list[str] = []
         page.on("response", lambda r: failed.append(r.url) if r.status >= 400 else None)
+        complaints: list[str] = []  # script errors, and anything the page's policy blocked
+        context.on("console", lambda m: complaints.append(m.text) if m.type == "error" else None)
+        context.on("weberror", lambda e: complaints.append(str(e.error)))
 
         # No login: the login form, which refuses a wrong token.
         await page.goto(base + "/sessions")
@@ -185,5 +188,6 @@ async def test_dashboard_walkthrough(control: ControlPlane, artifacts: Path, tmp
         assert page.url.startswith(base + "/login")
 
         assert failed == [], failed
+        assert [c for c in complaints if "401" not in c] == [], complaints
         assert outside.blocked == [], f"the dashboard tried to leave loopback: {outside.blocked}"
     assert len(shots.taken) == 18 and all(p.stat().st_size > 0 for p in shots.taken)

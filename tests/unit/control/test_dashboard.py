@@ -81,10 +81,12 @@ async def test_the_admin_token_logs_in_with_a_strict_cookie_and_out_again(client
         "location"
     ] == DASH + "/"
 
-    for path in ("/", "/sessions", "/keys", "/secrets"):
+    for path in ("/", "/sessions", "/keys", "/secrets", "/builds"):
         page = await client.get(DASH + path)
         assert page.status_code == 200, path
         assert ADMIN_TOKEN not in page.text
+        policy = page.headers["content-security-policy"]
+        assert "default-src 'self'" in policy and "frame-ancestors 'none'" in policy
     page = await client.get(DASH + "/")
     refused = await client.post(DASH + "/logout")
     assert refused.status_code == 403
