@@ -55,6 +55,8 @@ class AgentTarget:
     agent_id: str
     deployment_id: str | None
     max_session_duration: int | None
+    #: the deployment's ``websocketAuth`` (``token``: carriers' WebSockets need a token)
+    websocket_auth: str | None = None
 
 
 class _Entries(Generic[K, V]):
@@ -148,6 +150,7 @@ class Lookups:
             agent_id=agent.id,
             deployment_id=dep.id if dep is not None else None,
             max_session_duration=dep.max_session_duration if dep is not None else None,
+            websocket_auth=dep.websocket_auth if dep is not None else None,
         )
         self._agents.put((org.id, name), target, generation)
         return target

@@ -102,6 +102,8 @@ class Call:
     replay: list[Message] = field(default_factory=list)
     #: the ``?body=`` for the instance, base64 as the connection sent it
     body: str | None = None
+    #: whether the connection came with a valid token from a start
+    authenticated: bool = False
 
 
 class _Gone(Exception):
@@ -127,6 +129,11 @@ async def serve_websocket(
         call = await _admit(state, websocket, route, service_host, path_token)
         with logger.contextualize(session_id=call.session_id):
             found = await target_of_host(state, call.service_host)
+            if found.websocket_auth == "token" and not call.authenticated:
+                raise Forbidden(
+                    "This agent's WebSockets need a token from POST /v1/public/{agent}/start "
+                    "(its websocketAuth is token)"
+                )
             live = await _place(state, websocket, call, found, requested_at)
     except _Gone:
         logger.info(f"A {route} WebSocket closed before its call was placed")
@@ -173,7 +180,8 @@ async def _admit(
     if body is not None and len(body) > MAX_WS_BODY_CHARS:
         raise PayloadTooLarge(f"?body= is {len(body)} characters; the limit is {MAX_WS_BODY_CHARS}")
     session_id = claims.session_id if claims is not None and claims.session_id else None
-    return Call(route, service_host, session_id or str(uuid.uuid4()), replay, body)
+    session_id = session_id or str(uuid.uuid4())
+    return Call(route, service_host, session_id, replay, body, authenticated=claims is not None)
 
 
 def _use_token(state: ControlState, claims: WsClaims, route: str, service_host: str) -> None:

@@ -97,6 +97,8 @@ class Target:
     agent_key: str
     max_session_seconds: int
     pool: Pool
+    #: the deployment's ``websocketAuth``: ``token`` makes its carriers' WebSockets need one
+    websocket_auth: str | None = None
 
 
 async def target(state: ControlState, db: AsyncSession, org: Organization, name: str) -> Target:
@@ -123,6 +125,7 @@ async def target(state: ControlState, db: AsyncSession, org: Organization, name:
         agent_key=key,
         max_session_seconds=agent.max_session_duration,
         pool=pool,
+        websocket_auth=agent.websocket_auth,
     )
 
 
