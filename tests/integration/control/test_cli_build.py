@@ -8,9 +8,12 @@ import re
 import shutil
 from pathlib import Path
 
+import docker
 import pytest
 
+from tests.integration.control.helpers import running_control, start_session, wait_ended
 from tests.support.control import ORG, CloudCLI, ControlPlane
+from tests.support.podman import CATTERY_BASE_IMAGE
 from tests.support.processes import TEST_BOTS
 from tests.support.waiting import wait_for
 
@@ -115,3 +118,40 @@ def test_deploy_of_an_unknown_build_is_refused(cli: CloudCLI, bad_id: str) -> No
     done = cli.run("deploy", "ghost", "--build-id", bad_id, "--yes", check=False)
     assert done.returncode != 0
     assert "ghost" not in cli.run("agent", "list", check=False).stdout.split()
+
+
+@pytest.mark.container
+def test_with_an_engine_the_dockerfile_is_built_and_sessions_run_in_containers(
+    tmp_path: Path, docker_client: docker.DockerClient, container_engine_url: str
+) -> None:
+    env = {
+        "CATTERY_CONTAINER__ENGINE_URL": container_engine_url,
+        "CATTERY_CONTAINER__PIPECAT_BASE_IMAGE": CATTERY_BASE_IMAGE,
+    }
+    with running_control(tmp_path, **env) as control:
+        (tmp_path / "home").mkdir()
+        cli = CloudCLI(control, tmp_path / "home")
+        project = make_project(tmp_path / "boxed", "boxed-bot")
+        deployed = cli.run("deploy", "--yes", cwd=project)
+        assert "is ready" in deployed.stdout, deployed.stdout
+        build_id = build_id_of(deployed.stdout)
+        status = cli.json("build", "status", build_id)
+        assert status["imageUri"].startswith("cattery-builds/default:")
+        assert status["imageSizeBytes"] > 0
+        logs = cli.run("build", "logs", build_id).stdout
+        assert CATTERY_BASE_IMAGE in logs  # the stand-in for dailyco/pipecat-base
+
+        session_id = start_session(control, control.public_key(), "boxed-bot", {"log_env": True})
+        assert wait_ended(control, "boxed-bot", session_id)["endState"] == "completed"
+        with control.client() as c:
+            body = c.get(f"/v1/organizations/{ORG}/services/boxed-bot").json()["body"]
+        assert body["deployment"]["manifest"]["spec"]["image"] == status["imageUri"]
+
+        before = cli.json("agent", "deployments", "boxed-bot")
+        (project / "Dockerfile").write_text(DOCKERFILE + "RUN false\n")
+        failed = cli.run("deploy", "--yes", cwd=project, check=False)
+        assert failed.returncode != 0 and "Build failed" in failed.stdout + failed.stderr
+        broken = cli.json("build", "list", "--status", "failed")["builds"][0]
+        assert "false" in cli.run("build", "logs", broken["id"]).stdout
+        assert cli.json("agent", "deployments", "boxed-bot") == before
+        cli.run("agent", "delete", "boxed-bot", "--force")
