@@ -20,12 +20,19 @@ class EndState(StrEnum):
     TERMINATED = "terminated"
     AGENT_START_TIMEOUT = "agent_start_timeout"
     ENDED_BEFORE_AGENT_START = "ended_before_agent_start"
+    OUT_OF_MEMORY = "out_of_memory"
 
 
 #: end states a runtime may log as a session's last line (the others are the control
 #: plane's own: a session whose bot never started)
 LOGGED_END_STATES = frozenset(
-    {EndState.COMPLETED, EndState.AGENT_ERROR, EndState.TERMINATED, EndState.AGENT_START_TIMEOUT}
+    {
+        EndState.COMPLETED,
+        EndState.AGENT_ERROR,
+        EndState.TERMINATED,
+        EndState.AGENT_START_TIMEOUT,
+        EndState.OUT_OF_MEMORY,
+    }
 )
 #: what ``endState=`` may filter sessions by: an end state, a live session, or none known
 SESSION_FILTERS = frozenset({*(s.value for s in EndState), "active", "unknown"})
@@ -79,6 +86,9 @@ DISABLED_FEATURES_ENV = "DISABLED_FEATURES"
 #: OpenTelemetry's OTLP endpoint and protocol: set, an instance exports its spans there
 OTLP_ENDPOINT_ENV = "OTEL_EXPORTER_OTLP_ENDPOINT"
 OTLP_PROTOCOL_ENV = "OTEL_EXPORTER_OTLP_PROTOCOL"
+#: the memory fallback's budget in bytes (where cgroups can't limit memory): the instance's
+#: address space may grow by this much beyond its size when it starts serving
+MEMORY_LIMIT_ENV = "CATTERY_MEMORY_LIMIT_BYTES"
 #: environment variables of the control plane all start so; an instance inherits none
 CONTROL_ENV_PREFIX = "CATTERY_"
 
@@ -88,5 +98,7 @@ CONTROL_ENV_PREFIX = "CATTERY_"
 BOT_STARTED = "Starting bot session"
 #: the last line of every session, followed by its end state
 SESSION_ENDED = "Session ended with end state"
+#: the line a session that ran out of memory leaves in its instance's log
+OUT_OF_MEMORY_LINE = "Session ran out of memory: its agent profile's memory limit was reached"
 #: startup timing and user-to-bot latency lines (``cattery.latency_lines`` has their format)
 OBSERVABILITY_MARKER = "[pcc-observability]"

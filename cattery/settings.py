@@ -202,6 +202,18 @@ class Settings(BaseSettings):
     #: what one session may store of its logs; beyond, lines are counted and summarised
     log_max_session_lines: int = Field(20_000, ge=1)
     log_max_session_bytes: int = Field(4 * 1024 * 1024, ge=1024)
+    #: local backend, as root: each organization's instances run as its own unprivileged
+    #: user in a private view of the files (``CATTERY_TENANT_USERS=0``: as cattery's user)
+    tenant_users: bool = True
+    #: the first uid (and gid) given to an organization's instances; no passwd entry needed
+    tenant_uid_base: int = Field(1_500_000_000, gt=0)
+    #: where instances can't have users of their own: let several organizations run bots
+    allow_shared_tenancy: bool = False
+    #: local backend: a cgroup v2 group per instance where the machine allows it
+    instance_cgroups: bool = True
+    #: folders agents' folders must be in (``os.pathsep``- or comma-separated); unset: the
+    #: folders of ``agents`` (``--agent``, ``cattery dev``) and the state dir's ``builds``
+    agent_roots: str | None = None
     #: local backend: hours an instance's log file is kept after its last line
     instance_log_retention_hours: float = Field(24.0, gt=0)
     #: the carriers' media WebSockets (``/ws/{carrier}``): ``none`` lets any call in that names
@@ -246,6 +258,22 @@ class Settings(BaseSettings):
     @property
     def key_file(self) -> Path:
         return self.state_dir / "secret.key"
+
+    @property
+    def builds_dir(self) -> Path:
+        """Uploaded build contexts and the folder agents made from them."""
+        return self.state_dir / "builds"
+
+    @property
+    def agent_root_folders(self) -> list[Path]:
+        """The folders an agent's folder must be inside (resolved, symlinks followed)."""
+        if self.agent_roots is not None:
+            given = [p for p in self.agent_roots.replace(",", os.pathsep).split(os.pathsep)]
+            roots = [Path(p.strip()).expanduser() for p in given if p.strip()]
+        else:
+            roots = [Path(folder) for folder in self.agents.values()]
+            roots.append(self.builds_dir)
+        return [Path(os.path.realpath(root)) for root in roots]
 
     @property
     def ice_urls(self) -> list[str]:

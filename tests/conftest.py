@@ -8,6 +8,8 @@ variants carry the ``postgres`` mark and are skipped, saying why, when no server
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -30,20 +32,70 @@ from tests.support.processes import ServerProcess, runtime_process
 from tests.support.waiting import wait_for
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """As root, tests get a temporary folder of their own that bots can cross: a control
+    plane running as root runs bots as unprivileged users, and pytest's shared default
+    (``/tmp/pytest-of-root``, 0700, reset by every run) would keep them out."""
+    if os.geteuid() == 0 and config.option.basetemp is None:
+        base = Path(tempfile.mkdtemp(prefix="cattery-tests-"))
+        base.chmod(0o711)
+        config.option.basetemp = str(base / "run")
+        config.stash[_OWN_BASETEMP] = base
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    base = config.stash.get(_OWN_BASETEMP, None)
+    if base is not None:
+        shutil.rmtree(base, ignore_errors=True)
+
+
+_OWN_BASETEMP = pytest.StashKey[Path]()
+
+
+@pytest.fixture(autouse=True)
+def tmp_path_open_to_bots(request: pytest.FixtureRequest) -> None:
+    """A test's ``tmp_path`` (where a probe bot writes its report) is open to the
+    unprivileged users bots run as, and so are the folders above it."""
+    if "tmp_path" not in request.fixturenames or os.geteuid() != 0:
+        return
+    tmp_path: Path = request.getfixturevalue("tmp_path")
+    tmp_path.chmod(0o1777)
+    root = Path(tempfile.gettempdir())
+    for folder in tmp_path.parents:
+        if folder == root or root not in folder.parents:
+            break
+        folder.chmod(folder.stat().st_mode | 0o111)
+
+
 @pytest.fixture(autouse=True)
 def no_leaked_children() -> Iterator[None]:
-    """Fail a test that leaves child processes or non-daemon threads behind."""
+    """Fail a test that leaves child processes or non-daemon threads behind. A process a
+    wider-scoped fixture started before the test (a shared server) is that fixture's, and
+    so is whatever it starts."""
     me = psutil.Process()
     before_threads = {t.ident for t in threading.enumerate()}
+    before = {c.pid for c in me.children()}
     yield
 
+    def started_here() -> list[psutil.Process]:
+        found = []
+        for child in me.children():
+            if child.pid in before:
+                continue
+            found.append(child)
+            try:
+                found += child.children(recursive=True)
+            except psutil.Error:
+                pass
+        return found
+
     def settled() -> bool:
-        return not [c for c in me.children(recursive=True) if c.status() != psutil.STATUS_ZOMBIE]
+        return not [c for c in started_here() if c.status() != psutil.STATUS_ZOMBIE]
 
     try:
         wait_for(settled, timeout=15, what="child processes to exit")
     except AssertionError:
-        leaked = me.children(recursive=True)
+        leaked = started_here()
         for child in leaked:
             child.kill()
         pytest.fail(f"test leaked child processes: {[c.cmdline() for c in leaked]}")

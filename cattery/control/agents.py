@@ -17,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cattery.control import profiles, wire
 from cattery.control.deploy_fields import deploy_fields
 from cattery.control.deployer import DeployPlan
+from cattery.control.enforcement import enforced_resources
 from cattery.control.images import load_pull_auth
 from cattery.control.lookups import AgentTarget
 from cattery.control.profiles import stored_resources
@@ -175,6 +176,7 @@ async def details(
         pool=pool.stats().as_dict() if pool is not None else None,
         phase=status.phase,
         plain_processes=status.plain_processes,
+        resources=enforced_resources(state, dep) if dep is not None else None,
     )
 
 

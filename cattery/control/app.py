@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -17,6 +18,7 @@ from cattery.backends.base import Backend
 from cattery.backends.container import ContainerBackend, Engine
 from cattery.backends.local import LocalBackend
 from cattery.backends.router import BackendRouter
+from cattery.backends.walls.policy import Walls
 from cattery.control import agents, dashboard, dev
 from cattery.control.api.private import (
     builds,
@@ -160,6 +162,14 @@ async def _open(settings: Settings) -> ControlState:
         pruner=lambda: recorder.prune_logs(timedelta(days=settings.log_retention_days)),
     )
     router.start()
+    walls = await asyncio.to_thread(
+        Walls.probe,
+        settings.state_dir,
+        users=settings.tenant_users,
+        cgroups=settings.instance_cgroups,
+        allow_shared=settings.allow_shared_tenancy,
+        uid_base=settings.tenant_uid_base,
+    )
     backend = LocalBackend(
         settings.state_dir,
         line_sink=router.line,
@@ -167,6 +177,7 @@ async def _open(settings: Settings) -> ControlState:
         sample_interval=settings.instance_sample_interval,
         fork=settings.backend_fork,
         log_retention=settings.instance_log_retention_hours * 3600,
+        walls=walls,
     )
     await backend.start()
     containers = await _open_containers(settings, router)

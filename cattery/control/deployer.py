@@ -119,7 +119,11 @@ class Deployer:
 
     def resolve(self, image: str) -> ImageSource:
         """What ``image`` names, or a 400 before anything is written."""
-        return resolve_image(image, containers=self._containers is not None)
+        return resolve_image(
+            image,
+            containers=self._containers is not None,
+            roots=self._settings.agent_root_folders,
+        )
 
     async def check_image(self, image: str, pull_auth: PullAuth | None) -> ImageSource:
         """Resolve ``image`` and, when it runs as containers, have the engine hold the image

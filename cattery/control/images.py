@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import unquote, urlparse
@@ -20,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from cattery.backends.base import PullAuth
 from cattery.backends.container import ImageNotFoundError, check_reference
 from cattery.backends.local import dependency_source
+from cattery.control.agent_roots import check_inside_roots, check_path_shape
 from cattery.errors import InvalidRequest, NotFound
 from cattery.store import repositories as repo
 from cattery.store.crypto import SecretBox
@@ -43,13 +45,19 @@ def is_folder_image(image: str) -> bool:
     return ref.startswith(("/", "file://"))
 
 
-def resolve_image(image: str, *, containers: bool) -> ImageSource:
+def resolve_image(
+    image: str, *, containers: bool, roots: Sequence[Path] | None = None
+) -> ImageSource:
     """What ``image`` names, or a 400 that says why it can't run here.
 
     ``containers``: whether a container engine is configured to run image references.
+    ``roots``: the folders a folder agent must be inside (None: anywhere).
     """
     if is_folder_image(image):
-        return ImageSource(folder=resolve_image_folder(image))
+        folder = resolve_image_folder(image)
+        if roots is not None:
+            check_inside_roots(folder, roots)
+        return ImageSource(folder=folder)
     if not containers:
         raise InvalidRequest(
             f"Image {image!r} is not the absolute path of a folder holding bot.py, and no "
@@ -68,6 +76,8 @@ def resolve_image_folder(image: str) -> Path:
     head, sep, tag = ref.rpartition(":")
     if sep and "/" not in tag:
         candidates.insert(0, head)
+    for candidate in candidates:
+        check_path_shape(candidate)
     absolute = [Path(c) for c in candidates if Path(c).is_absolute()]
     for path in absolute:
         if path.is_dir():

@@ -108,6 +108,12 @@ async def _already_connected(live: LiveSession) -> None:
     nothing left to join, only the instance to watch until it exits."""
 
 
+def _out_of_memory(handle: InstanceHandle) -> bool:
+    """Whether the kernel stopped the instance for its memory limit (where a backend can
+    tell: the local backend's cgroups)."""
+    return bool(getattr(handle, "out_of_memory", False))
+
+
 class SessionSupervisor:
     def __init__(
         self,
@@ -209,7 +215,10 @@ class SessionSupervisor:
                 end_state = (
                     EndState.TERMINATED.value if live.stop_requested else EndState.AGENT_ERROR.value
                 )
-                if not live.stop_requested:
+                if _out_of_memory(live.handle):
+                    end_state = EndState.OUT_OF_MEMORY.value
+                    logger.error("Instance of the session ran out of memory")
+                elif not live.stop_requested:
                     logger.error(f"Instance of the session died: {exc!r}")
                     self._metrics.session_instance_died(live.agent_key)
             except asyncio.CancelledError:
@@ -254,6 +263,8 @@ class SessionSupervisor:
                 await live.handle.aclose(grace=KILL_GRACE_SECONDS)
                 if live.logged_end_state is not None:
                     end_state = live.logged_end_state
+                elif _out_of_memory(live.handle):
+                    end_state = EndState.OUT_OF_MEMORY.value
                 elif end_state is None:
                     end_state = EndState.AGENT_ERROR.value
                     if not live.stop_requested:

@@ -45,10 +45,12 @@ def service_details(
     pool: dict[str, int] | None = None,
     phase: str | None = None,
     plain_processes: str | None = None,
+    resources: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """``pool``: the agent's instances right now (idle, starting, busy, total); cattery's own.
     ``phase`` (building its environment, starting, ready, failed) is what ``agent status``
-    shows of the active deployment, with why its instances are plain processes if they are."""
+    shows of the active deployment, with why its instances are plain processes if they are.
+    ``resources``: the profile's CPU and memory and what enforces them here."""
     deployment_id = dep.id if dep is not None else None
     plain_processes = plain_processes or (dep.plain_processes_reason if dep is not None else None)
     shown_phase = phase or ("Ready" if ready else "Pending")
@@ -92,6 +94,7 @@ def service_details(
             {"deploymentID": deployment_id, "phase": shown_phase} if dep is not None else None
         ),
         "processes": _processes(dep, plain_processes),
+        **({"resources": resources} if resources is not None else {}),
     }
 
 

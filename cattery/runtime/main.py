@@ -19,6 +19,9 @@ def prepare(path: str, options: RuntimeOptions) -> LoadedBot:
     Importing ``pipecatcloud`` replaces loguru's handlers, and a bot may import it, so
     logging is set up again once the bot is loaded (the pipecat-base image's order).
     """
+    from cattery.runtime.confine import hide_self
+
+    hide_self()  # the environment holds the agent's secrets; the bot's import may take long
     import pipecatcloud.agent  # noqa: F401  (its import resets loguru)
 
     configure_logging(options.log_level)
@@ -42,6 +45,7 @@ def serve_loaded(
 ) -> None:
     from cattery.runtime import observers, tracing
     from cattery.runtime.app import build_app
+    from cattery.runtime.confine import confine_self, reap_descendants
     from cattery.runtime.features import FeatureKey, enabled, log_features_summary
     from cattery.runtime.server import serve
 
@@ -52,17 +56,23 @@ def serve_loaded(
         log_features_summary(options)
     app, runner = build_app(loaded, options)
     logger.info(f"Serving {loaded.path} (image version {options.image_version})")
-    serve(
-        app,
-        runner,
-        host=options.host,
-        port=options.port,
-        shutdown_timeout=options.shutdown_timeout,
-        fd=fd,
-        one_session=one_session,
-        parent_pid=parent_pid,
-        owner_fd=owner_fd,
-    )
+    confine_self(options.memory_limit_bytes)
+    try:
+        serve(
+            app,
+            runner,
+            host=options.host,
+            port=options.port,
+            shutdown_timeout=options.shutdown_timeout,
+            fd=fd,
+            one_session=one_session,
+            parent_pid=parent_pid,
+            owner_fd=owner_fd,
+        )
+    finally:
+        left = reap_descendants()
+        if left:
+            logger.info(f"Stopped {left} process(es) the session left behind")
 
 
 def serve_forked(loaded: LoadedBot, *, fd: int, one_session: bool, owner_fd: int | None) -> None:

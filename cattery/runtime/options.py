@@ -13,6 +13,7 @@ from cattery.contract import (
     DISABLED_FEATURES_ENV,
     ICE_FALLBACK_URLS_ENV,
     INSTANCE_TOKEN_ENV,
+    MEMORY_LIMIT_ENV,
     OTLP_ENDPOINT_ENV,
 )
 from cattery.contract import END_STATE_HEADER as END_STATE_HEADER
@@ -51,6 +52,8 @@ class RuntimeOptions:
     disabled_features: frozenset[str] = frozenset()
     #: OpenTelemetry's OTLP/HTTP endpoint; set, sessions are traced
     otlp_endpoint: str | None = None
+    #: the memory fallback's budget (``confine.py``), set by the local backend
+    memory_limit_bytes: int | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Self:
@@ -84,6 +87,7 @@ class RuntimeOptions:
                 for key in env.get(DISABLED_FEATURES_ENV, "").split(",")
                 if key.strip()
             ),
+            "memory_limit_bytes": int(env.get(MEMORY_LIMIT_ENV) or 0) or None,
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

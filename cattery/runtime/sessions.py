@@ -13,7 +13,7 @@ from typing import Any
 
 from loguru import logger
 
-from cattery.contract import BOT_STARTED, EndState
+from cattery.contract import BOT_STARTED, OUT_OF_MEMORY_LINE, EndState
 from cattery.contract import SESSION_ENDED as SESSION_ENDED
 from cattery.runtime.loader import BotFunction
 
@@ -87,6 +87,9 @@ class SessionRunner:
             logger.warning("bot() was cancelled")
             return EndState.TERMINATED
         exc = bot_task.exception()
+        if isinstance(exc, MemoryError):
+            logger.error(f"{OUT_OF_MEMORY_LINE} ({exc!r})")
+            return EndState.OUT_OF_MEMORY
         if exc is not None:
             logger.opt(exception=exc).error(f"Exception running bot(): {exc!r}")
             return EndState.AGENT_ERROR

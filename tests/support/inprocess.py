@@ -17,11 +17,13 @@ from fastapi import FastAPI
 from cattery.control.app import create_app
 from cattery.settings import Settings
 from tests.support.control import ADMIN_TOKEN
+from tests.support.processes import AGENT_ROOTS
 
 BASE_URL = "http://cattery.test"
 
 
 def settings_for(state_dir: Path, **overrides: Any) -> Settings:
+    overrides.setdefault("agent_roots", AGENT_ROOTS)
     return Settings(state_dir=state_dir, admin_token=ADMIN_TOKEN, **overrides)
 
 

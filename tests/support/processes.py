@@ -11,6 +11,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,12 +34,18 @@ def bind_loopback() -> socket.socket:
     return sock
 
 
+#: the folders tests deploy agents from: the test bots, the examples, and their own
+#: temporary folders (``tmp_path``)
+AGENT_ROOTS = os.pathsep.join(str(p) for p in (TEST_BOTS, EXAMPLES, Path(tempfile.gettempdir())))
+
+
 def base_env(**extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CATTERY_", "PIPECAT_"))}
     env.update(
         {
             "PYTHONUNBUFFERED": "1",
             "CATTERY_ICE_FALLBACK_URLS": "",  # never the public STUN fallback in tests
+            "CATTERY_AGENT_ROOTS": AGENT_ROOTS,
             "PIPECAT_LOG_LEVEL": "DEBUG",
         }
     )

@@ -21,7 +21,7 @@ import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -30,6 +30,8 @@ from loguru import logger
 from cattery.backends.base import InstanceSpec
 from cattery.backends.forking import wire
 from cattery.backends.tasks import OwnedTasks
+from cattery.backends.walls.cgroups import Cgroup
+from cattery.backends.walls.policy import Launch
 from cattery.files import open_private_append
 
 PARENT_MODULE = "cattery.backends.forking.parent"
@@ -74,6 +76,8 @@ class ParentLaunch:
     cwd: Path
     env: Mapping[str, str]
     log_path: Path
+    #: the parent's walls: its program -> how to launch it and the cgroup it joins
+    wrap: Callable[[list[str]], tuple[Launch, Cgroup | None]] | None = None
 
 
 class ForkServer:
@@ -94,6 +98,7 @@ class ForkServer:
         self._refusal: str | None = None
         self._gone = asyncio.Event()
         self._tasks = OwnedTasks(f"forking parent {key}")
+        self._cgroup: Cgroup | None = None
 
     @property
     def pid(self) -> int | None:
@@ -131,26 +136,39 @@ class ForkServer:
             raise ParentUnavailable(f"exited with code {code} while loading its bot") from exc
 
     def _launch(self, theirs: socket.socket) -> subprocess.Popen[bytes]:
+        program = [
+            self.launch.python,
+            "-m",
+            PARENT_MODULE,
+            self.launch.bot,
+            "--control-fd",
+            str(theirs.fileno()),
+            "--lifeline-fd",
+            str(self._lifeline_fd),
+        ]
+        if self.launch.wrap is None:
+            launch = Launch(program, dict(self.launch.env), str(self.launch.cwd), None)
+        else:
+            launch, self._cgroup = self.launch.wrap(program)
         with open_private_append(self.launch.log_path) as log:
-            return subprocess.Popen(
-                [
-                    self.launch.python,
-                    "-m",
-                    PARENT_MODULE,
-                    self.launch.bot,
-                    "--control-fd",
-                    str(theirs.fileno()),
-                    "--lifeline-fd",
-                    str(self._lifeline_fd),
-                ],
+            popen = subprocess.Popen(
+                launch.args,
                 pass_fds=[theirs.fileno(), self._lifeline_fd],
-                stdin=subprocess.DEVNULL,
+                stdin=subprocess.DEVNULL if launch.plan is None else subprocess.PIPE,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                env=dict(self.launch.env),
-                cwd=self.launch.cwd,
+                env=launch.env,
+                cwd=launch.cwd,
                 start_new_session=True,  # a terminal's Ctrl-C is the control plane's
             )
+        if launch.plan is not None:
+            assert popen.stdin is not None
+            try:
+                popen.stdin.write(launch.plan)
+                popen.stdin.close()
+            except OSError:
+                pass  # it died at once; the read task reports it
+        return popen
 
     async def fork(self, env: Mapping[str, str], sock: socket.socket, log_fd: int) -> int:
         """A new child serving on ``sock`` and logging to ``log_fd``; its pid."""
@@ -187,11 +205,15 @@ class ForkServer:
         self._fail_pending(ForkFailed("the forking parent was closed"))
         self._gone.set()
         popen = self._popen
-        if popen is None or await _exited(popen, STOP_GRACE_SECONDS):
-            return
-        logger.warning(f"Forking parent {popen.pid} ignored its closed socket; killing it")
-        popen.kill()
-        await _exited(popen, STOP_GRACE_SECONDS)
+        try:
+            if popen is None or await _exited(popen, STOP_GRACE_SECONDS):
+                return
+            logger.warning(f"Forking parent {popen.pid} ignored its closed socket; killing it")
+            popen.kill()
+            await _exited(popen, STOP_GRACE_SECONDS)
+        finally:
+            if self._cgroup is not None:  # what its bot started at import goes with it
+                await asyncio.to_thread(self._cgroup.kill_and_remove)
 
     async def _read_task(self) -> None:
         loop = asyncio.get_running_loop()

@@ -8,10 +8,12 @@ CPU and memory (``metrics.py``).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 from collections.abc import Callable
 from pathlib import Path
 
+import psutil
 from loguru import logger
 
 from cattery.backends.base import (
@@ -26,6 +28,8 @@ from cattery.backends.local.logtail import LogTail
 from cattery.backends.local.proc import ProcessRef
 from cattery.backends.local.record import AdoptRecord
 from cattery.backends.tasks import OwnedTasks
+from cattery.backends.walls.cgroups import Cgroup
+from cattery.contract import OUT_OF_MEMORY_LINE
 
 EXIT_POLL_SECONDS = 0.1
 #: how long a SIGKILLed process may take to disappear before we give up waiting
@@ -51,6 +55,8 @@ class LocalInstanceHandle(HandleBase):
         log_offset: int = 0,
         status: InstanceStatus = InstanceStatus.STARTING,
         on_closed: Callable[[LocalInstanceHandle], None] | None = None,
+        cgroup: Cgroup | None = None,
+        memory_bytes: int | None = None,
     ) -> None:
         self.id = instance_id
         self.spec = spec
@@ -63,6 +69,11 @@ class LocalInstanceHandle(HandleBase):
         self._exited = asyncio.Event()
         self._stop_requested = False
         self._on_closed = on_closed
+        #: every process of the instance, killed whole when it is closed; None: the
+        #: runtime is a subreaper and the handle kills the tree it sees
+        self.cgroup = cgroup
+        self._memory_bytes = memory_bytes
+        self._oom_noted = False
         self._tail = LogTail(instance_id, log_path, line_sink, offset=log_offset)
         self._tasks = OwnedTasks(f"instance {instance_id}")
         self._tasks.spawn(self._tail.follow(), "log_tail_task")
@@ -148,9 +159,44 @@ class LocalInstanceHandle(HandleBase):
         await self._wait_exit(timeout)
 
     def kill(self) -> None:
-        """SIGKILL the instance's process group, without grace."""
+        """SIGKILL every process of the instance, without grace: its cgroup whole, else
+        its process group and every process below it."""
         self._stop_requested = True
+        self._kill_all()
+
+    def _kill_all(self) -> None:
+        strays = self._descendants() if self.cgroup is None else []
         self._process.signal_group(signal.SIGKILL)
+        if self.cgroup is not None:
+            with contextlib.suppress(OSError):
+                self.cgroup.kill()
+        for stray in strays:
+            with contextlib.suppress(psutil.Error):
+                stray.kill()
+
+    def _descendants(self) -> list[psutil.Process]:
+        proc = self._process.psutil_process()
+        if proc is None:
+            return []
+        try:
+            return proc.children(recursive=True)
+        except psutil.Error:
+            return []
+
+    @property
+    def out_of_memory(self) -> bool:
+        """Whether the kernel stopped the instance for its profile's memory limit."""
+        return self.cgroup is not None and self.cgroup.oom_killed
+
+    def _note_out_of_memory(self) -> None:
+        """Put the reason in the instance's own log, where its session's lines are."""
+        if self._oom_noted or not self.out_of_memory:
+            return
+        self._oom_noted = True
+        limit = f" of {self._memory_bytes // 2**20} MiB" if self._memory_bytes else ""
+        line = f"\n{OUT_OF_MEMORY_LINE}{limit}; the kernel stopped the instance\n"
+        with contextlib.suppress(OSError), self.log_path.open("a") as log:
+            log.write(line)
 
     async def wait(self) -> int | None:
         """Wait for the process to exit; its exit code, or None for an adopted process."""
@@ -177,6 +223,7 @@ class LocalInstanceHandle(HandleBase):
             log_offset=self._tail.offset,
             spec=self.spec,
             create_time=self._process.create_time,
+            cgroup=str(self.cgroup.path) if self.cgroup is not None else None,
         )
 
     async def detach(self) -> AdoptRecord:
@@ -198,11 +245,14 @@ class LocalInstanceHandle(HandleBase):
                     self._mark_draining()
                     if not await self._wait_exit(grace):
                         logger.warning(f"Instance still running {grace:g} s after SIGTERM; killing")
-                        self._process.signal_group(signal.SIGKILL)
+                        self._kill_all()
                         if not await self._wait_exit(KILL_WAIT_SECONDS):
                             logger.error("Instance survived SIGKILL; giving up waiting")
             finally:
                 await self._tasks.aclose()
+                if self.cgroup is not None:
+                    self._note_out_of_memory()
+                    await asyncio.to_thread(self.cgroup.kill_and_remove)
                 await self._tail.catch_up(final=self._process.exited)
                 if self._status not in TERMINAL:
                     self._set_status(InstanceStatus.STOPPED)

@@ -14,6 +14,7 @@ milliseconds instead of the second a fresh interpreter takes to import Pipecat.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import secrets
 import socket
@@ -21,7 +22,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from loguru import logger
@@ -36,14 +37,20 @@ from cattery.backends.base import (
 from cattery.backends.forking.client import ParentLaunch, fork_supported, spec_key
 from cattery.backends.forking.servers import ForkServers, PlainProcessesSink
 from cattery.backends.handles import close_all
+from cattery.backends.local.environment import build_env
 from cattery.backends.local.forkserver import ForkedProcess
 from cattery.backends.local.handle import LocalInstanceHandle
 from cattery.backends.local.metrics import MetricsSampler
 from cattery.backends.local.proc import AdoptedProcess, ChildProcess, ProcessRef
 from cattery.backends.local.record import AdoptRecord
-from cattery.contract import CONTROL_ENV_PREFIX, INSTANCE_TOKEN_ENV
+from cattery.backends.profiles import DEFAULT_PROFILE, PROFILES, Limits
+from cattery.backends.walls.cgroups import Cgroup
+from cattery.backends.walls.policy import Launch, Walls
+from cattery.backends.walls.tenants import Tenant
+from cattery.contract import INSTANCE_TOKEN_ENV, MEMORY_LIMIT_ENV
 from cattery.files import open_private_append, private_dir
 
+__all__ = ["INSTANCE_TOKEN_ENV", "LocalBackend", "instance_env"]
 LISTEN_BACKLOG = 128
 #: an instance's log file is kept this long after its last line (its lines are in the store)
 DEFAULT_LOG_RETENTION_SECONDS = 24 * 3600.0
@@ -69,14 +76,29 @@ def bind_loopback() -> socket.socket:
     return sock
 
 
-def instance_env(spec: InstanceSpec, token: str, base: Mapping[str, str] | None = None) -> dict:
-    """The instance's environment: ours without ``CATTERY_*``, then the agent's, then ours."""
-    source = os.environ if base is None else base
-    env = {k: v for k, v in source.items() if not k.startswith(CONTROL_ENV_PREFIX)}
-    env.update(spec.env)
-    env["PYTHONUNBUFFERED"] = "1"
-    env[INSTANCE_TOKEN_ENV] = token
-    return env
+def instance_env(
+    spec: InstanceSpec,
+    token: str | None,
+    base: Mapping[str, str] | None = None,
+    *,
+    home: Path | None = None,
+    memory_limit: int | None = None,
+) -> dict[str, str]:
+    """The instance's environment: the allow-listed part of ours (``environment.py``), the
+    agent's, then the instance's own (token, home, memory fallback)."""
+    extra = {MEMORY_LIMIT_ENV: str(memory_limit)} if memory_limit else {}
+    return build_env(
+        spec.env, token=token, home=str(home) if home else None, base=base, extra=extra
+    )
+
+
+def organization_of(spec: InstanceSpec) -> str:
+    return spec.agent_key.split("/", 1)[0]
+
+
+def limits_of(spec: InstanceSpec) -> Limits:
+    """What the spec's profile (or its deploy's own resources) allows."""
+    return spec.limits or PROFILES.get(spec.profile, PROFILES[DEFAULT_PROFILE])
 
 
 def bot_folder(image: str) -> Path:
@@ -102,12 +124,29 @@ def runtime_command(spec: InstanceSpec, fd: int) -> list[str]:
     ]
 
 
-def _popen(args: list[str], **kwargs: object) -> subprocess.Popen[bytes]:
-    """Start the runtime in a new session, so it survives its owner's death."""
+def _popen(launch: Launch, **kwargs: object) -> subprocess.Popen[bytes]:
+    """Start the runtime in a new session, so it survives its owner's death; through
+    ``enter`` (its plan on stdin) when it has walls to enter."""
+    stdin = subprocess.PIPE if launch.plan is not None else subprocess.DEVNULL
     try:
-        return subprocess.Popen(args, start_new_session=True, **kwargs)  # type: ignore[call-overload]
+        popen = subprocess.Popen(  # type: ignore[call-overload]
+            launch.args,
+            start_new_session=True,
+            stdin=stdin,
+            env=launch.env,
+            cwd=launch.cwd,
+            **kwargs,
+        )
     except OSError as exc:
-        raise InstanceFailed(f"could not start {args[0]}: {exc}") from exc
+        raise InstanceFailed(f"could not start {launch.args[0]}: {exc}") from exc
+    if launch.plan is not None:
+        assert popen.stdin is not None
+        try:
+            popen.stdin.write(launch.plan)
+            popen.stdin.close()
+        except OSError:
+            pass  # it died at once: its exit is the handle's to report
+    return popen
 
 
 def forking_enabled(requested: bool) -> bool:
@@ -121,17 +160,22 @@ def forking_enabled(requested: bool) -> bool:
     return requested
 
 
-def parent_launch(spec: InstanceSpec, log_path: Path) -> ParentLaunch:
+def parent_launch(
+    spec: InstanceSpec,
+    log_path: Path,
+    *,
+    env: Mapping[str, str] | None = None,
+    wrap: Callable[[list[str]], tuple[Launch, Cgroup | None]] | None = None,
+) -> ParentLaunch:
     """How to start the forking parent of ``spec``: an instance's command and environment,
     without an instance's token (each child gets its own)."""
-    env = instance_env(spec, "")
-    env.pop(INSTANCE_TOKEN_ENV)
     return ParentLaunch(
         python=str(spec.python) if spec.python else sys.executable,
         bot=str(Path(spec.image).resolve()),
         cwd=bot_folder(spec.image),
-        env=env,
+        env=dict(env) if env is not None else instance_env(spec, None),
         log_path=log_path,
+        wrap=wrap,
     )
 
 
@@ -150,8 +194,11 @@ class LocalBackend:
         sample_interval: float = 2.0,
         fork: bool = True,
         log_retention: float = DEFAULT_LOG_RETENTION_SECONDS,
+        walls: Walls | None = None,
     ) -> None:
         self.state_dir = Path(state_dir)
+        #: what walls instances in; None: they run as we do, with no limits
+        self.walls = walls
         self.instances_dir = self.state_dir / "instances"
         self._log_retention = log_retention
         self._last_prune: float | None = None
@@ -217,24 +264,34 @@ class LocalBackend:
         instance_id = new_instance_id()
         token = secrets.token_urlsafe(32)
         log_path = self.instances_dir / f"{instance_id}.log"
+        tenant = self._tenant(spec)
+        env = self._env(spec, tenant, token)
         sock = bind_loopback()
+        cgroup: Cgroup | None = None
         try:
             port = sock.getsockname()[1]
             with open_private_append(log_path) as log:
                 process: ProcessRef | None = None
                 if self._forks is not None:
-                    process = await self._fork(spec, token, sock, log.fileno())
+                    process = await self._fork(spec, tenant, env, sock, log.fileno())
+                    if process is not None:
+                        cgroup = self._cgroup(instance_id, spec)
+                        if cgroup is not None:
+                            with contextlib.suppress(OSError):
+                                cgroup.add(process.pid)
                 if process is None:
+                    cgroup = self._cgroup(instance_id, spec)
+                    launch = self._launch(
+                        tenant, runtime_command(spec, sock.fileno()), env, spec, cgroup
+                    )
                     popen = _popen(
-                        runtime_command(spec, sock.fileno()),
-                        pass_fds=[sock.fileno()],
-                        stdin=subprocess.DEVNULL,
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        env=instance_env(spec, token),
-                        cwd=bot_folder(spec.image),
+                        launch, pass_fds=[sock.fileno()], stdout=log, stderr=subprocess.STDOUT
                     )
                     process = ChildProcess(popen)
+        except BaseException:
+            if cgroup is not None:
+                await asyncio.to_thread(cgroup.kill_and_remove)
+            raise
         finally:
             sock.close()  # the child holds its own copy
         handle = self._own(
@@ -246,9 +303,46 @@ class LocalBackend:
             log_path=log_path,
             log_offset=0,
             status=InstanceStatus.STARTING,
+            cgroup=cgroup,
+            memory_bytes=limits_of(spec).memory_bytes,
         )
         logger.bind(**handle.log_context()).info(f"Started instance on port {port}")
         return handle
+
+    # -- walls --------------------------------------------------------------------------
+
+    def _tenant(self, spec: InstanceSpec) -> Tenant | None:
+        """The user ``spec``'s instances run as (None: ours); refuses an organization
+        that may not run bots here."""
+        return self.walls.tenant(organization_of(spec)) if self.walls is not None else None
+
+    def _env(self, spec: InstanceSpec, tenant: Tenant | None, token: str | None) -> dict:
+        memory = None
+        if self.walls is not None and self.walls.report.memory == "rlimit_as":
+            memory = limits_of(spec).memory_bytes
+        home = tenant.home if tenant is not None else None
+        return instance_env(spec, token, home=home, memory_limit=memory)
+
+    def _cgroup(self, name: str, spec: InstanceSpec) -> Cgroup | None:
+        if self.walls is None:
+            return None
+        limits = limits_of(spec)
+        return self.walls.cgroup(name, memory_bytes=limits.memory_bytes, cpus=limits.cpus)
+
+    def _launch(
+        self,
+        tenant: Tenant | None,
+        program: list[str],
+        env: Mapping[str, str],
+        spec: InstanceSpec,
+        cgroup: Cgroup | None,
+    ) -> Launch:
+        folder = bot_folder(spec.image)
+        if self.walls is None:
+            return Launch(args=program, env=dict(env), cwd=str(folder), plan=None)
+        return self.walls.launch(
+            tenant, program, env=env, cwd=folder, reveal=[folder], cgroup=cgroup
+        )
 
     async def prepare(self, spec: InstanceSpec) -> None:
         """Load the forking parent of ``spec`` ahead of its first instance (at deploy time),
@@ -257,20 +351,34 @@ class LocalBackend:
         if self._forks is None or self._closed:
             return
         await self.start()
-        await self._forks.prepare(spec, self._parent_launch(spec))
+        await self._forks.prepare(spec, self._parent_launch(spec, self._tenant(spec)))
 
     async def _fork(
-        self, spec: InstanceSpec, token: str, sock: socket.socket, log_fd: int
+        self,
+        spec: InstanceSpec,
+        tenant: Tenant | None,
+        env: dict[str, str],
+        sock: socket.socket,
+        log_fd: int,
     ) -> ProcessRef | None:
         """A child of the agent's forking parent, or None to start a plain process."""
         assert self._forks is not None
-        launch = self._parent_launch(spec)
-        forked = await self._forks.fork(spec, launch, instance_env(spec, token), sock, log_fd)
+        launch = self._parent_launch(spec, tenant)
+        forked = await self._forks.fork(spec, launch, env, sock, log_fd)
         return None if forked is None else ForkedProcess(*forked)
 
-    def _parent_launch(self, spec: InstanceSpec) -> ParentLaunch:
-        name = spec.agent_key.replace("/", "-")
-        return parent_launch(spec, self.instances_dir / f"parent-{name}-{spec_key(spec)}.log")
+    def _parent_launch(self, spec: InstanceSpec, tenant: Tenant | None = None) -> ParentLaunch:
+        """The agent's forking parent: walled in as its instances are (the parent imports
+        the bot, so it runs as the organization's user before it does)."""
+        key = spec_key(spec)
+        name = f"parent-{spec.agent_key.replace('/', '-')}-{key}"
+
+        def wrap(program: list[str]) -> tuple[Launch, Cgroup | None]:
+            cgroup = self._cgroup(f"{name}-{os.getpid()}", spec)
+            return self._launch(tenant, program, env, spec, cgroup), cgroup
+
+        env = self._env(spec, tenant, None)
+        return parent_launch(spec, self.instances_dir / f"{name}.log", env=env, wrap=wrap)
 
     async def adopt(self, record: AdoptRecord) -> LocalInstanceHandle | None:
         """Reattach an instance an earlier control plane started; None if it is gone."""
@@ -291,6 +399,8 @@ class LocalBackend:
             log_path=record.log_path,
             log_offset=record.log_offset,
             status=InstanceStatus.READY,
+            cgroup=Cgroup(Path(record.cgroup)) if record.cgroup else None,
+            memory_bytes=limits_of(record.spec).memory_bytes,
         )
         logger.bind(**handle.log_context()).info("Adopted instance")
         return handle

@@ -21,6 +21,8 @@ class AdoptRecord:
     log_offset: int
     spec: InstanceSpec
     create_time: float
+    #: the instance's cgroup (a folder of the v2 hierarchy), when it has one
+    cgroup: str | None = None
 
     def to_dict(self, *, include_env: bool = False) -> dict[str, Any]:
         """A JSON-ready form. The spec's env (secrets) is left out unless asked for:
@@ -37,6 +39,7 @@ class AdoptRecord:
             "log_offset": self.log_offset,
             "spec": spec,
             "create_time": self.create_time,
+            "cgroup": self.cgroup,
         }
 
     @classmethod
@@ -53,4 +56,5 @@ class AdoptRecord:
             log_offset=int(data["log_offset"]),
             spec=InstanceSpec(**spec),
             create_time=float(data["create_time"]),
+            cgroup=data.get("cgroup"),
         )

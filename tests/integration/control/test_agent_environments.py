@@ -26,7 +26,7 @@ import pytest
 from tests.integration.control.helpers import logs, start_session, wait_ended
 from tests.support.control import ORG, CloudCLI, ControlPlane
 from tests.support.packages import SimpleIndex
-from tests.support.processes import CATTERY, ServerProcess
+from tests.support.processes import AGENT_ROOTS, CATTERY, ServerProcess
 from tests.support.waiting import wait_for
 
 PACKAGE, MODULE = "cattery-test-greeting", "cattery_test_greeting"
@@ -60,10 +60,12 @@ def write_bot(folder: Path, extra_import: str = "", extra_field: str = "") -> No
 
 
 def no_settings_server(cwd: Path, index: SimpleIndex) -> ControlPlane:
-    """``cattery serve`` with no ``CATTERY_*`` at all, run from ``cwd``; the admin token is
-    the one it prints."""
+    """``cattery serve`` with no ``CATTERY_*`` but the agent roots the tests' folders are in,
+    run from ``cwd``; the admin token is the one it prints."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("CATTERY_", "PIPECAT_"))}
-    env.update(PYTHONUNBUFFERED="1", **index.uv_env(cwd / "uv-cache"))
+    env.update(
+        PYTHONUNBUFFERED="1", CATTERY_AGENT_ROOTS=AGENT_ROOTS, **index.uv_env(cwd / "uv-cache")
+    )
     proc = ServerProcess([*CATTERY, "serve"], cwd / "serve.log", env=env, cwd=cwd).start()
     proc.wait_ready("/healthz", timeout=60)
     found = wait_for(

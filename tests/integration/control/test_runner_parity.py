@@ -49,6 +49,7 @@ def parity_folder(root: Path) -> Path:
     records = root / "records"
     folder.mkdir(parents=True)
     records.mkdir()
+    records.chmod(0o1777)  # bots run as unprivileged users under a root control plane
     shutil.copy(BOT / "bot.py", folder / "bot.py")
     (folder / ".env").write_text(
         f"PARITY_RECORDS={records}\nPARITY_DOTENV=from-dotenv\n"
