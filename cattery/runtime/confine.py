@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import ctypes
-import ctypes.util
 import os
 import resource
 import signal
@@ -31,7 +30,7 @@ OUT_OF_MEMORY_ERRORS = (MemoryError,)
 def _prctl(option: int, value: int) -> bool:
     if not sys.platform.startswith("linux"):
         return False
-    libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+    libc = ctypes.CDLL(None, use_errno=True)  # this process's C library, found at once
     return libc.prctl(option, value, 0, 0, 0) == 0
 
 

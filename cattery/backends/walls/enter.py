@@ -19,7 +19,6 @@ It runs with an empty environment and ``-I``: nothing of the agent's (``LD_PRELO
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import json
 import os
 import sys
@@ -36,7 +35,8 @@ MS_PRIVATE = 1 << 18
 PR_SET_NO_NEW_PRIVS = 38
 EXIT_WALLS_FAILED = 126
 
-_libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+#: the C library this interpreter is linked with (``find_library`` would run ldconfig)
+_libc = ctypes.CDLL(None, use_errno=True)
 
 
 def _check(result: int, what: str) -> None:
