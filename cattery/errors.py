@@ -91,6 +91,21 @@ class ServiceUnavailable(CatteryError):
     default_message = "Service unavailable"
 
 
+class AgentStartFailed(ServiceUnavailable):
+    """The instance a start waited for died before it was ready (the bot's import failed)."""
+
+    code = "PCC-AGENT-START-FAILED"
+    default_message = "The agent's instance failed to start"
+
+
+class CallerGone(CatteryError):
+    """The caller closed its connection before its answer was ready (nobody reads this)."""
+
+    status_code = 499
+    code = "CLIENT_CLOSED_REQUEST"
+    default_message = "The caller closed the request"
+
+
 class StartTimeout(CatteryError):
     status_code = 504
     code = "PCC-AGENT-START-TIMEOUT"

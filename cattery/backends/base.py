@@ -115,7 +115,13 @@ class InstanceHandle(Protocol):
 
 
 class InstanceFailed(Exception):
-    """An instance died or never became ready."""
+    """An instance died or never became ready; ``instance_id`` names it once it existed
+    (its output is that instance's log lines), and ``output`` holds its last lines."""
+
+    def __init__(self, message: str, *, instance_id: str | None = None, output: str = "") -> None:
+        super().__init__(message)
+        self.instance_id = instance_id
+        self.output = output
 
 
 class InstanceStartTimeout(InstanceFailed):
@@ -128,6 +134,16 @@ class Backend(Protocol):
     async def spawn(self, spec: InstanceSpec) -> InstanceHandle: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Retiring(Protocol):
+    """A backend that keeps something per agent beyond its instances (the local backend's
+    forking parent). Optional: an agent's pool calls it once the agent is gone."""
+
+    async def retire(self, agent_key: str) -> None:
+        """Let go of what is kept for ``agent_key``; its instances are closed already."""
+        ...
 
 
 @runtime_checkable

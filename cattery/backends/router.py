@@ -8,16 +8,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from cattery.backends.base import Backend, InstanceHandle, InstanceSpec, Preparing
+from cattery.backends.base import Backend, InstanceHandle, InstanceSpec, Preparing, Retiring
 from cattery.errors import InvalidRequest
 
 
 class BackendRouter:
     def __init__(self, backends: Mapping[str, Backend]) -> None:
         self._backends = dict(backends)
-
-    def has(self, name: str) -> bool:
-        return name in self._backends
 
     def get(self, name: str) -> Backend:
         try:
@@ -36,6 +33,11 @@ class BackendRouter:
         backend = self.get(spec.backend)
         if isinstance(backend, Preparing):
             await backend.prepare(spec)
+
+    async def retire(self, agent_key: str) -> None:
+        for backend in self._backends.values():
+            if isinstance(backend, Retiring):
+                await backend.retire(agent_key)
 
     async def aclose(self) -> None:
         for backend in self._backends.values():

@@ -28,6 +28,8 @@ from cattery.store import repositories as repo
 from cattery.store.models import Agent, Deployment, Organization
 
 MIN_SESSION_SECONDS, MAX_SESSION_SECONDS = 60, 14400
+#: the longest a start may be set to wait for an instance
+MAX_START_QUEUE_SECONDS = 600
 
 
 class AutoScaling(BaseModel):
@@ -56,6 +58,8 @@ class DeployRequest(BaseModel):
     sessionCookies: bool | None = None
     #: cattery's own: where ``session.started`` and ``session.ended`` are posted ("" for none)
     sessionWebhookUrl: str | None = None
+    #: cattery's own: how long a start may wait for an instance when all are busy
+    startQueueSeconds: int | None = Field(None, ge=0, le=MAX_START_QUEUE_SECONDS)
 
 
 def _webhook_url(req: DeployRequest, previous: Any) -> str | None:
@@ -241,6 +245,11 @@ async def deploy(
         else (previous.session_cookies if previous else False)
     )
     webhook_url = _webhook_url(req, previous)
+    start_queue = (
+        req.startQueueSeconds
+        if req.startQueueSeconds is not None
+        else (previous.start_queue_seconds if previous else 0)
+    )
     max_session = req.maxSessionDuration or (
         previous.max_session_duration if previous else state.settings.pools.max_session_duration
     )
@@ -289,6 +298,7 @@ async def deploy(
         resources=resources.as_dict(),
         **fields,
         session_webhook_url=webhook_url,
+        start_queue_seconds=start_queue,
     )
     await repo.set_active_deployment(db, agent, dep.id)
     await db.commit()

@@ -4,12 +4,17 @@ Deploys return at once; the work happens in owned tasks, and ``status`` tells th
 (which polls) when the deployment is ready or why it failed. What a deployment goes
 through (its environment's build, uv's output, a fallback to plain processes) is also
 written to the agent's logs and, where it lasts, to the deployment record.
+
+A deployment is ready only once one of its instances has started (the probe): a bot that
+fails to import, or whose instance dies before it answers, fails its deploy within
+seconds, with the instance's last lines as the error and its output as the deployment's
+log lines, and the agent's pool keeps serving the previous deployment.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -17,17 +22,24 @@ from typing import Protocol
 from loguru import logger
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from cattery.backends.base import InstanceSpec, PullAuth
+from cattery.backends.base import (
+    InstanceFailed,
+    InstanceHandle,
+    InstanceSpec,
+    Preparing,
+    PullAuth,
+)
 from cattery.backends.container import ContainerBackend
 from cattery.backends.local import EnvironmentBuildFailed, build_environment
 from cattery.backends.profiles import Limits
-from cattery.backends.tasks import OwnedTasks
 from cattery.contract import ICE_FALLBACK_URLS_ENV, OTLP_ENDPOINT_ENV, OTLP_PROTOCOL_ENV
 from cattery.control.images import ImageSource, dependency_file, resolve_image
+from cattery.control.logrouter import InstanceContext
 from cattery.errors import CatteryError, InvalidRequest
 from cattery.pools import PoolManager, PoolOptions
 from cattery.settings import Settings
 from cattery.store import repositories as repo
+from cattery.tasks import OwnedTasks
 
 ENVIRONMENT_FAILED = "ENVIRONMENT_BUILD_FAILED"
 
@@ -56,6 +68,10 @@ class DeploymentLog(Protocol):
         self, organization_id: str, agent_id: str, deployment_id: str, level: str, text: str
     ) -> None: ...
 
+    def bind(self, instance_id: str, context: InstanceContext) -> None: ...
+
+    def unbind(self, instance_id: str) -> None: ...
+
 
 @dataclass(frozen=True)
 class DeployPlan:
@@ -81,7 +97,10 @@ class DeployPlan:
 #: what Pipecat's development runner (``python bot.py``) puts in its bots' environment
 DEV_RUNNER_ENV = {"ENV": "local"}
 
-SecretsLoader = Callable[[], Awaitable[Mapping[str, str]]]
+#: the deployment error of a bot whose first instance did not start
+DEPLOY_FAILED = "DEPLOYMENT_FAILED"
+#: how long a probe that started may take to stop again
+PROBE_CLOSE_GRACE_SECONDS = 2.0
 
 
 class Deployer:
@@ -106,7 +125,7 @@ class Deployer:
         self._records = OwnedTasks("deployment records")
         self._status: dict[str, DeployStatus] = {}
         self._cookie_deployments: set[str] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = OwnedTasks("deployer")
 
     def status(self, deployment_id: str | None) -> DeployStatus:
         if deployment_id is None:
@@ -153,9 +172,7 @@ class Deployer:
         self._plans[plan.deployment_id] = plan
         if plan.session_cookies:
             self._cookie_deployments.add(plan.deployment_id)
-        task = asyncio.create_task(self._activate(plan), name=f"deploy-{plan.deployment_id}")
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self._activate(plan), "deploy_task")
 
     async def _activate(self, plan: DeployPlan) -> None:
         status = self._status[plan.deployment_id]
@@ -171,7 +188,14 @@ class Deployer:
             )
             if spec.backend == "local" and self._no_forking is not None:
                 self.plain_processes(spec, self._no_forking, level="INFO")
-            await self._pools.ensure(plan.agent_key, spec, options)
+            probe = await self._probe(plan, spec, defaults.start_timeout)
+            warm: InstanceHandle | None = probe
+            if plan.min_agents == 0:  # nobody asked for a warm instance: don't keep one
+                warm = None
+                await probe.aclose(grace=PROBE_CLOSE_GRACE_SECONDS)
+                if self._log is not None:
+                    self._log.unbind(probe.id)
+            await self._pools.ensure(plan.agent_key, spec, options, warm=warm)
             status.ready = True
             status.phase = Phase.READY
             logger.info(f"Deployment {plan.deployment_id} of {plan.agent_key} is ready")
@@ -181,6 +205,36 @@ class Deployer:
         except Exception as exc:
             logger.opt(exception=exc).error(f"Deployment {plan.deployment_id} failed")
             self._failed(plan, status, "DEPLOYMENT_FAILED", str(exc))
+
+    async def _probe(self, plan: DeployPlan, spec: InstanceSpec, timeout: float) -> InstanceHandle:
+        """One instance of ``spec``, started and answering; the deploy's error if it can't."""
+        backend = self._pools.backend
+        if isinstance(backend, Preparing):
+            await backend.prepare(spec)  # a forking parent first, as the pool would
+        try:
+            handle = await backend.spawn(spec)
+        except InstanceFailed as exc:
+            message = f"The bot's instance did not start: {exc}"
+            raise CatteryError(message, code=DEPLOY_FAILED) from exc
+        try:
+            await handle.ready(timeout)
+        except InstanceFailed as exc:
+            await handle.aclose(grace=0)
+            self._keep_output(plan, handle.id)
+            output = exc.output or str(exc)
+            raise CatteryError(
+                f"The bot failed to start; its last lines:\n{output}", code=DEPLOY_FAILED
+            ) from exc
+        except BaseException:
+            await handle.aclose(grace=0)
+            raise
+        return handle
+
+    def _keep_output(self, plan: DeployPlan, instance_id: str) -> None:
+        """A failed probe's output is kept as the deployment's log lines (``agent logs``)."""
+        if self._log is not None and plan.agent_id:
+            context = InstanceContext(plan.organization_id, plan.agent_id, plan.deployment_id)
+            self._log.bind(instance_id, context)
 
     def _failed(self, plan: DeployPlan, status: DeployStatus, code: str, message: str) -> None:
         status.phase = Phase.FAILED
@@ -318,8 +372,6 @@ class Deployer:
         await self._pools.remove(agent_key)
 
     async def aclose(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self._tasks.aclose()
         await self._records.wait_all()
         await self._records.aclose()

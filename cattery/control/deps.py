@@ -61,6 +61,12 @@ async def private_key(principal: Annotated[Principal, Depends(any_key)]) -> Prin
     return principal
 
 
+async def disconnected(request: Request) -> None:
+    """Return once the caller has closed its connection (its body was read already)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
+
+
 def base_url(request: Request) -> str:
     """The control plane's URL as this caller reached it (scheme and host)."""
     return f"{request.url.scheme}://{request.url.netloc}"

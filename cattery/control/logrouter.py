@@ -20,6 +20,7 @@ from datetime import UTC, datetime
 from loguru import logger
 
 from cattery.contract import BOT_STARTED, SESSION_ENDED
+from cattery.tasks import OwnedTasks
 
 LINE_START = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d\.\d+ \| ")
 SESSION_TAG = re.compile(r" \| ([0-9a-fA-F-]{36}) - ")
@@ -120,12 +121,12 @@ class LogRouter:
     _unbound: dict[str, list[tuple[datetime, str]]] = field(default_factory=dict)
     _lines: list[LogRecord] = field(default_factory=list)
     _samples: list[Sample] = field(default_factory=list)
-    _flush_task: asyncio.Task[None] | None = None
+    _tasks: OwnedTasks = field(default_factory=lambda: OwnedTasks("log router"))
     _wake: asyncio.Event = field(default_factory=asyncio.Event)
 
     def start(self) -> None:
-        if self._flush_task is None:
-            self._flush_task = asyncio.create_task(self._flush_loop(), name="log-flush")
+        if not self._tasks and not self._tasks.closed:
+            self._tasks.spawn(self._flush_task(), "flush_task")
 
     def bind(self, instance_id: str, context: InstanceContext) -> None:
         """Attribute an instance's lines, including what it printed before, to ``context``."""
@@ -268,7 +269,7 @@ class LogRouter:
                 return
             await asyncio.sleep(0)  # requests waiting for the database go first
 
-    async def _flush_loop(self) -> None:
+    async def _flush_task(self) -> None:
         next_prune = 0.0
         loop = asyncio.get_running_loop()
         while True:
@@ -284,10 +285,7 @@ class LogRouter:
     async def aclose(self) -> None:
         for key in list(self._quotas):
             self._summarise(key)
-        if self._flush_task is not None:
-            self._flush_task.cancel()
-            await asyncio.gather(self._flush_task, return_exceptions=True)
-            self._flush_task = None
+        await self._tasks.aclose()
         await self.flush()
 
 

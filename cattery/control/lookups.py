@@ -57,6 +57,8 @@ class AgentTarget:
     max_session_duration: int | None
     #: the deployment's ``websocketAuth`` (``token``: carriers' WebSockets need a token)
     websocket_auth: str | None = None
+    #: how long a start may wait for an instance when the pool is full
+    start_queue_seconds: int = 0
 
 
 class _Entries(Generic[K, V]):
@@ -151,6 +153,7 @@ class Lookups:
             deployment_id=dep.id if dep is not None else None,
             max_session_duration=dep.max_session_duration if dep is not None else None,
             websocket_auth=dep.websocket_auth if dep is not None else None,
+            start_queue_seconds=dep.start_queue_seconds if dep is not None else 0,
         )
         self._agents.put((org.id, name), target, generation)
         return target

@@ -28,6 +28,7 @@ from cattery.control.supervisor import LiveSession
 from cattery.store import repositories as repo
 from cattery.store.crypto import SecretBox
 from cattery.store.repositories.logs import NewLogLine
+from cattery.tasks import OwnedTasks
 
 #: how often the instance records follow the instances (status, log offset, deletion)
 INSTANCE_SYNC_SECONDS = 2.0
@@ -83,14 +84,14 @@ class InstanceRecorder:
         self._written: dict[str, _Written] = {}
         self._seen_offsets: dict[str, int] = {}
         self._agent_ids: dict[str, str] = {}  # deployment id -> agent id
-        self._task: asyncio.Task[None] | None = None
+        self._tasks = OwnedTasks("instance records")
 
     def start(self, handles: Callable[[], Iterable[RecordedHandle]]) -> None:
         """Follow the instances ``handles()`` lists (the backend's). Called after start-up
         recovery, so a sync never sees a half-adopted instance."""
         self._handles = handles
-        if self._task is None:
-            self._task = asyncio.create_task(self._sync_task(), name="instance_sync_task")
+        if not self._tasks and not self._tasks.closed:
+            self._tasks.spawn(self._sync_task(), "instance_sync_task")
 
     def track(self, handle: RecordedHandle) -> None:
         """An instance adopted from its stored record: keep that record in step from now on."""
@@ -145,10 +146,7 @@ class InstanceRecorder:
 
     async def aclose(self) -> None:
         """Stop the sync; a last one deletes the records of instances closed meanwhile."""
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        await self._tasks.aclose()
         try:
             await self.sync()
         except Exception as exc:

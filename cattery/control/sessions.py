@@ -11,9 +11,11 @@ connection bridged to the instance → the instance released if anything before 
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -22,25 +24,33 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from cattery import jsonlimits
-from cattery.backends.base import InstanceFailed
+from cattery.backends.base import InstanceFailed, InstanceStartTimeout
+from cattery.contract import START_WAIT_HEADER
 from cattery.control.agents import agent_key, lookup
 from cattery.control.daily import daily_client, open_session_room
+from cattery.control.logrouter import InstanceContext
 from cattery.control.state import ControlState
 from cattery.control.supervisor import Connect, LiveSession, NewSession
 from cattery.control.wstokens import GENERIC, telephony_use
 from cattery.errors import (
     AgentNotFound,
+    AgentStartFailed,
     AtCapacity,
+    CallerGone,
     CatteryError,
     InvalidRequest,
     PayloadTooLarge,
     ServiceUnavailable,
+    StartTimeout,
 )
+from cattery.pools.options import Lease
 from cattery.pools.pool import Pool
 from cattery.store import repositories as repo
 from cattery.store.models import EndState, Organization
 
 MAX_START_BODY_BYTES = 1_000_000
+#: completes once the caller of a start has gone (its connection closed)
+Gone = Callable[[], Awaitable[None]]
 CARRIERS = ("twilio", "telnyx", "plivo", "exotel")
 #: the ``transport`` values of a start that hands back a WebSocket URL and a token
 WS_START_TRANSPORTS = frozenset({"websocket", *CARRIERS})
@@ -99,6 +109,8 @@ class Target:
     pool: Pool
     #: the deployment's ``websocketAuth``: ``token`` makes its carriers' WebSockets need one
     websocket_auth: str | None = None
+    #: how long a start may wait for an instance when the pool is full
+    start_queue_seconds: float = 0.0
 
 
 async def target(state: ControlState, db: AsyncSession, org: Organization, name: str) -> Target:
@@ -112,20 +124,26 @@ async def target(state: ControlState, db: AsyncSession, org: Organization, name:
         raise ServiceUnavailable(f"Agent {name!r} has no deployment")
     await db.commit()
     status = await state.deployer.wait(agent.deployment_id)
-    if status.errors:
-        raise ServiceUnavailable(f"Agent {name!r} is not ready: {status.errors[0]['message']}")
     key = agent_key(org, name)
     pool = state.pools.get(key)
+    deployment_id = agent.deployment_id
+    if status.errors:
+        if pool is None or pool.spec.deployment_id == deployment_id:
+            raise ServiceUnavailable(
+                f"Agent {name!r} is not ready: its deployment failed (see its status)"
+            )
+        deployment_id = pool.spec.deployment_id  # the previous deployment still serves
     if pool is None:
         raise ServiceUnavailable(f"Agent {name!r} is not ready")
     return Target(
         organization_id=org.id,
         agent_id=agent.agent_id,
-        deployment_id=agent.deployment_id,
+        deployment_id=deployment_id,
         agent_key=key,
         max_session_seconds=agent.max_session_duration,
         pool=pool,
         websocket_auth=agent.websocket_auth,
+        start_queue_seconds=agent.start_queue_seconds,
     )
 
 
@@ -169,13 +187,16 @@ async def start(
     room: RoomRequest | None = None,
     connect: Connect | None = None,
     record_refusal: bool = True,
+    wait: float = 0.0,
+    gone: Gone | None = None,
 ) -> Started:
     """A session on an instance from ``target``'s pool.
 
     With ``connect`` the session's lifetime is that connection to the instance (a bridge);
     without, it is dispatched with ``POST /bot`` carrying ``body``. A full pool raises
     ``AtCapacity`` (recorded as a refused session unless ``record_refusal`` is False);
-    anything failing after the instance was taken releases it.
+    anything failing after the instance was taken releases it. A full pool may make the
+    start wait ``wait`` seconds in the pool's queue, unless its caller is ``gone`` first.
     """
     daily = daily_client(state) if room is not None else None  # a 400 before anything
     if room is not None:
@@ -183,14 +204,13 @@ async def start(
     session_id = session_id or str(uuid.uuid4())
     try:
         with state.tracing.span("acquire"):
-            lease = await target.pool.acquire()
+            lease = await acquire_waiting(target.pool, wait, gone)
     except AtCapacity:
         if record_refusal:
-            await record_refused(state, target, session_id, transport)
+            await record_ended(state, target, session_id, transport)
         raise
     except InstanceFailed as exc:
-        await record_refused(state, target, session_id, transport)
-        raise CatteryError(f"The agent's instance failed to start: {exc}") from exc
+        raise await _failed_start(state, target, session_id, transport, exc) from exc
     try:
         opened = None
         if daily is not None and room is not None:
@@ -228,14 +248,90 @@ async def start(
     return Started(live, opened.room_url, opened.client_token)
 
 
-async def record_refused(
-    state: ControlState, target: Target, session_id: str, transport: str | None
+async def acquire_waiting(pool: Pool, wait: float, gone: Gone | None) -> Lease:
+    """An instance from ``pool``; at capacity, a place in its queue for up to ``wait``
+    seconds, given up as soon as the caller is ``gone`` (it is then never served)."""
+    if wait <= 0 or gone is None:
+        return await pool.acquire(wait)
+    acquiring = asyncio.ensure_future(pool.acquire(wait))
+    watching = asyncio.ensure_future(gone())
+    try:
+        await asyncio.wait({acquiring, watching}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watching.cancel()
+        if not acquiring.done():
+            acquiring.cancel()
+    try:
+        lease = await acquiring
+    except asyncio.CancelledError:
+        if watching.cancelled() or not watching.done():
+            raise  # we were cancelled ourselves
+        raise CallerGone("The caller left while waiting for an instance") from None
+    if watching.done() and not watching.cancelled():
+        await pool.release(lease.handle)  # served just as it left: nobody to start for
+        raise CallerGone("The caller left while waiting for an instance")
+    return lease
+
+
+def parse_start_wait(value: str | None) -> float | None:
+    """``X-Cattery-Start-Wait``: the seconds a start may wait for an instance (capped by
+    the agent's ``startQueueSeconds``); None when not sent."""
+    if value is None or not value.strip():
+        return None
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = -1.0
+    if not 0 <= seconds < float("inf"):
+        raise InvalidRequest(f"{START_WAIT_HEADER} must be a number of seconds, not {value!r}")
+    return seconds
+
+
+def start_budget(target: Target, asked: float | None) -> float:
+    """How long a start may wait: what it asked for, within the agent's setting."""
+    allowed = target.start_queue_seconds
+    return allowed if asked is None else min(asked, allowed)
+
+
+async def _failed_start(
+    state: ControlState,
+    target: Target,
+    session_id: str,
+    transport: str | None,
+    exc: InstanceFailed,
+) -> CatteryError:
+    """The instance a start waited for failed: the session is recorded with its end state,
+    the instance's output becomes its log lines, and the caller's error says where to look
+    (the traceback itself is the agent owner's to read, not an app's)."""
+    timed_out = isinstance(exc, InstanceStartTimeout)
+    end_state = EndState.AGENT_START_TIMEOUT if timed_out else EndState.AGENT_ERROR
+    logger.bind(session_id=session_id).error(f"The session's instance failed to start: {exc}")
+    if exc.instance_id is not None:
+        context = InstanceContext(
+            target.organization_id, target.agent_id, target.deployment_id, session_id
+        )
+        state.router.bind(exc.instance_id, context)
+    await record_ended(state, target, session_id, transport, end_state)
+    where = f"its log lines are session {session_id}'s"
+    if timed_out:
+        return StartTimeout(f"The agent's instance did not start in time; {where}")
+    return AgentStartFailed(f"The agent's instance failed to start; {where}")
+
+
+async def record_ended(
+    state: ControlState,
+    target: Target,
+    session_id: str,
+    transport: str | None,
+    end_state: EndState = EndState.ENDED_BEFORE_AGENT_START,
 ) -> None:
-    """A start the pool had no instance for: a session that ended before its bot started.
+    """A start that got no running instance: a session that ended before its bot started
+    (the pool was full), or whose instance failed to start.
 
     Never raises: the caller is refusing the start already, and that must still happen.
     """
-    logger.warning(f"Start refused: no instance; recorded as session {session_id}")
+    if end_state == EndState.ENDED_BEFORE_AGENT_START:
+        logger.warning(f"Start refused: no instance; recorded as session {session_id}")
     try:
         async with state.sessionmaker.begin() as db:
             await repo.create_session(
@@ -246,7 +342,7 @@ async def record_refused(
                 session_id=session_id,
                 transport=transport,
             )
-            await repo.end_session(db, session_id, EndState.ENDED_BEFORE_AGENT_START)
+            await repo.end_session(db, session_id, end_state)
     except Exception as exc:
         logger.opt(exception=exc).error("Failed to record a refused start")
 
@@ -263,13 +359,18 @@ async def answer_start(
     *,
     base_url: str,
     requested_at: float,
+    start_wait: float | None = None,
+    gone: Gone | None = None,
 ) -> dict[str, Any]:
     """Any start request's answer: for a WebSocket (``websocket``, a carrier's name) its URL
     and a token, as the client or carrier connects later; for any other transport a session
-    now. ``base_url`` is the control plane's own, as the caller reached it."""
+    now. ``base_url`` is the control plane's own, as the caller reached it; ``start_wait``
+    the caller's own bound on waiting for an instance, and ``gone`` says when it left."""
     if req.transport in WS_START_TRANSPORTS:
         return await ws_start(state, db, org, name, req.transport, req.body, base_url)
-    return await start_now(state, db, org, name, req, requested_at=requested_at)
+    return await start_now(
+        state, db, org, name, req, requested_at=requested_at, start_wait=start_wait, gone=gone
+    )
 
 
 async def start_now(
@@ -281,11 +382,15 @@ async def start_now(
     *,
     requested_at: float,
     record_refusal: bool = False,
+    start_wait: float | None = None,
+    gone: Gone | None = None,
 ) -> dict[str, Any]:
     """A session of agent ``name`` dispatched now; Pipecat's ``StartBotResult`` shape:
     ``sessionId``, the Daily room when one was made, for WebRTC the ICE servers to use."""
     with state.tracing.span("start", agent=agent_key(org, name)):
-        return await _start_now(state, db, org, name, req, requested_at, record_refusal)
+        return await _start_now(
+            state, db, org, name, req, requested_at, record_refusal, start_wait, gone
+        )
 
 
 async def _start_now(
@@ -296,6 +401,8 @@ async def _start_now(
     req: StartRequest,
     requested_at: float,
     record_refusal: bool,
+    start_wait: float | None,
+    gone: Gone | None,
 ) -> dict[str, Any]:
     found = await target(state, db, org, name)
     room = None
@@ -310,6 +417,8 @@ async def _start_now(
         body=req.body,
         room=room,
         record_refusal=record_refusal,
+        wait=start_budget(found, start_wait),
+        gone=gone,
     )
     response: dict[str, Any] = {"sessionId": started.live.id}
     if started.room_url is not None:

@@ -38,6 +38,7 @@ from cattery.contract import (
 from cattery.control.logrouter import InstanceContext, LogRouter
 from cattery.control.metrics import ControlMetrics
 from cattery.control.session_webhooks import SessionWebhooks
+from cattery.tasks import OwnedTasks
 
 #: extra time past the session's own limit before the control plane kills the instance
 BACKSTOP_GRACE_SECONDS = 30.0
@@ -128,7 +129,8 @@ class SessionSupervisor:
         self._webhooks = webhooks
         self._live: dict[str, LiveSession] = {}
         self._http = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0))
-        self._background: set[asyncio.Task[None]] = set()
+        #: each live session's task, and the recordings of bots' starts
+        self._tasks = OwnedTasks("sessions")
         router.on_session_event = self._on_session_event
 
     def get(self, session_id: str) -> LiveSession | None:
@@ -181,9 +183,9 @@ class SessionSupervisor:
         if daily is not None:
             headers[ROOM_URL_HEADER] = daily.room_url
             headers[ROOM_TOKEN_HEADER] = daily.bot_token
-        live.task = asyncio.create_task(
+        live.task = self._tasks.spawn(
             self._run(live, headers, body, new.max_session_seconds, new.release),
-            name=f"dispatch-{live.id}",
+            "dispatch_task",
         )
         return live
 
@@ -239,8 +241,8 @@ class SessionSupervisor:
         """
         live = await self._record_live(new)
         budget = new.max_session_seconds + BACKSTOP_GRACE_SECONDS
-        live.task = asyncio.create_task(
-            self._bridged(live, connect, budget, new.release), name=f"bridge-{live.id}"
+        live.task = self._tasks.spawn(
+            self._bridged(live, connect, budget, new.release), "bridge_task"
         )
         return live
 
@@ -316,9 +318,8 @@ class SessionSupervisor:
         elapsed = (datetime.now(UTC) - created_at).total_seconds()
         budget = max(0.0, max_session_seconds + BACKSTOP_GRACE_SECONDS - elapsed)
         self._live[live.id] = live
-        live.task = asyncio.create_task(
-            self._bridged(live, _already_connected, budget, release),
-            name=f"reattached-{live.id}",
+        live.task = self._tasks.spawn(
+            self._bridged(live, _already_connected, budget, release), "reattached_task"
         )
         return live
 
@@ -360,9 +361,7 @@ class SessionSupervisor:
             return
         seconds = max(0.0, time.monotonic() - live.started_monotonic)
         self._metrics.bot_started(live.agent_key, _start_kind(live), seconds)
-        task = asyncio.get_running_loop().create_task(self._bot_started(session_id, seconds))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        self._tasks.spawn(self._bot_started(session_id, seconds), "bot_started_task")
 
     async def _bot_started(self, session_id: str, seconds: float) -> None:
         await self._recorder.bot_started(session_id, seconds)
@@ -374,11 +373,8 @@ class SessionSupervisor:
         return [live.agent_key for live in self._live.values()]
 
     async def aclose(self) -> None:
-        tasks = [live.task for live in self._live.values() if live.task is not None]
-        tasks += list(self._background)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
+        """Live sessions end as terminated; every task is cancelled and awaited."""
+        await self._tasks.aclose()
         await self._http.aclose()
 
 

@@ -5,15 +5,14 @@ from __future__ import annotations
 import re
 
 from cattery.errors import InvalidRequest, PayloadTooLarge
+from cattery.store.repositories._validate import SECRET_KEY, check_slug
+from cattery.store.repositories._validate import SLUG as AGENT_NAME
 
-#: matched with ``fullmatch``: ``$`` would let a trailing newline through
-AGENT_NAME = re.compile(r"[a-z0-9-]{1,63}")
-SECRET_KEY = re.compile(r"[A-Za-z0-9_-]{1,64}")
-#: starts with a letter or digit: never ``.``, ``..`` or a hidden name
+#: starts with a letter or digit: never ``.``, ``..`` or a hidden name (matched with
+#: ``fullmatch``: ``$`` would let a trailing newline through)
 SET_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,254}")
 NAME_RULES = {
-    "agent name": (AGENT_NAME, "lowercase letters, digits and '-', at most 63"),
-    "agent profile name": (AGENT_NAME, "lowercase letters, digits and '-', at most 63"),
+    "agent profile name": (AGENT_NAME, "lowercase letters, digits and inner '-', at most 63"),
     "secret set name": (
         SET_NAME,
         "letters, digits, '_', '-' and '.', starting with a letter or digit, at most 255",
@@ -40,7 +39,8 @@ def check_name(kind: str, name: str) -> str:
 
 
 def check_agent_name(name: str) -> str:
-    return check_name("agent name", name)
+    """The one rule for agent names, the store's own (it checks it again on create)."""
+    return check_slug(name or "", "agent")
 
 
 def check_set_name(name: str) -> str:

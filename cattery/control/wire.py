@@ -30,6 +30,7 @@ def deployment_manifest(dep: Any) -> dict[str, Any]:
                 "secretSet": dep.secret_set,
                 "agentProfile": dep.agent_profile,
                 "resources": dep.resources,
+                "startQueueSeconds": dep.start_queue_seconds,
             }
         }
     }
@@ -89,7 +90,7 @@ def service_details(
             {"id": deployment_id, **deployment_manifest(dep)} if dep is not None else None
         ),
         "errors": errors,
-        "pool": pool or {"idle": 0, "starting": 0, "busy": 0, "total": 0},
+        "pool": pool or {"idle": 0, "starting": 0, "busy": 0, "total": 0, "waiting": 0},
         "currentRevision": (
             {"deploymentID": deployment_id, "phase": shown_phase} if dep is not None else None
         ),

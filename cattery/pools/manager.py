@@ -11,7 +11,7 @@ import asyncio
 
 from loguru import logger
 
-from cattery.backends.base import Backend, InstanceHandle, InstanceSpec
+from cattery.backends.base import Backend, InstanceHandle, InstanceSpec, Retiring
 from cattery.backends.handles import close_all
 from cattery.pools.options import PoolOptions, PoolStats
 from cattery.pools.pool import Pool
@@ -25,8 +25,17 @@ class PoolManager:
         self._adopted: dict[str, dict[str, InstanceHandle]] = {}
         self._closed = False
 
-    async def ensure(self, key: str, spec: InstanceSpec, options: PoolOptions) -> Pool:
-        """The pool for ``key``, created and started, or updated to ``spec`` and ``options``."""
+    async def ensure(
+        self,
+        key: str,
+        spec: InstanceSpec,
+        options: PoolOptions,
+        *,
+        warm: InstanceHandle | None = None,
+    ) -> Pool:
+        """The pool for ``key``, created and started, or updated to ``spec`` and ``options``;
+        ``warm``, a ready instance of ``spec`` (a deploy's probe), becomes one of its idle
+        ones."""
         if self._closed:
             raise RuntimeError("the pool manager is closed")
         pool = self._pools.get(key)
@@ -34,9 +43,11 @@ class PoolManager:
             pool = self._pools[key] = Pool(key, spec, options, self.backend)
             for handle in self._adopted.pop(key, {}).values():
                 pool.adopt_busy(handle)  # counted before the pool starts any instance
+            if warm is not None:
+                pool.adopt_idle(warm)
             await pool.start()
         else:
-            await pool.update(spec, options)
+            await pool.update(spec, options, warm=warm)
         return pool
 
     def get(self, key: str) -> Pool | None:
@@ -72,12 +83,15 @@ class PoolManager:
             await handle.aclose()
 
     async def remove(self, key: str) -> None:
-        """Close the pool of ``key`` (its sessions end) and forget it."""
+        """Close the pool of ``key`` (its sessions end) and forget it; the backend lets go
+        of what it kept for the agent (its forking parent)."""
         pool = self._pools.pop(key, None)
         pending = list(self._adopted.pop(key, {}).values())
         if pool is not None:
             await pool.aclose()
         await close_all(pending)
+        if isinstance(self.backend, Retiring):
+            await self.backend.retire(key)
 
     async def aclose(self) -> None:
         """Close every pool. Idempotent."""

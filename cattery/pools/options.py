@@ -51,6 +51,8 @@ class PoolStats:
     idle: int
     starting: int
     busy: int
+    #: starts queued for an instance to free (an agent's ``startQueueSeconds``)
+    waiting: int = 0
 
     @property
     def total(self) -> int:
@@ -58,4 +60,4 @@ class PoolStats:
 
     def as_dict(self) -> dict[str, int]:
         counts = {"idle": self.idle, "starting": self.starting, "busy": self.busy}
-        return {**counts, "total": self.total}
+        return {**counts, "total": self.total, "waiting": self.waiting}

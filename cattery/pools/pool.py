@@ -13,6 +13,7 @@ tasks, so an acquire never waits for a refill.
 from __future__ import annotations
 
 import asyncio
+import collections
 import time
 from dataclasses import dataclass, field
 
@@ -20,9 +21,9 @@ from loguru import logger
 
 from cattery.backends.base import Backend, InstanceFailed, InstanceHandle, InstanceSpec, Preparing
 from cattery.backends.base import InstanceStatus as Status
-from cattery.backends.tasks import OwnedTasks
 from cattery.errors import AtCapacity, ServiceUnavailable
 from cattery.pools.options import Lease, PoolCounts, PoolOptions, PoolStats
+from cattery.tasks import OwnedTasks
 
 #: after this many failed starts in a row, refills wait up to ``MAX_BACKOFF_SECONDS``
 BACKOFF_BASE_SECONDS = 0.5
@@ -47,6 +48,13 @@ class _Starting:
 
 
 @dataclass(eq=False)
+class _Waiter:
+    """A start waiting for an instance to free, in the pool's queue."""
+
+    woken: asyncio.Event = field(default_factory=asyncio.Event)
+
+
+@dataclass(eq=False)
 class _Idle:
     handle: InstanceHandle
     generation: int
@@ -67,6 +75,8 @@ class Pool:
         self._idle: list[_Idle] = []
         self._starting: list[_Starting] = []
         self._busy: dict[str, InstanceHandle] = {}
+        #: starts waiting for an instance to free, first come first served
+        self._waiters: collections.deque[_Waiter] = collections.deque()
         self._generation = 0
         self._failures = 0
         self._retry_at = 0.0
@@ -91,32 +101,83 @@ class Pool:
             self._refill_locked()
         await self._prepare(self.spec)
 
-    async def acquire(self) -> Lease:
+    async def acquire(self, wait: float = 0.0) -> Lease:
         """An instance for one session: warm if any, else one that is starting or new.
 
-        Raises ``AtCapacity`` when ``max_agents`` instances exist and none is free, and
-        ``InstanceFailed`` when the instance started for this session fails.
+        When ``max_agents`` instances exist and none is free, the caller waits up to
+        ``wait`` seconds in a first-come, first-served queue for one to free; then (or at
+        once, with no ``wait``) ``AtCapacity``. A caller that is cancelled while it waits
+        leaves the queue. Raises ``InstanceFailed`` when the instance started for this
+        session fails.
         """
         await self.start()
-        async with self._lock:
-            self._check_open()
-            handle = self._take_idle_locked()
-            if handle is not None:
-                self._busy[handle.id] = handle
-                self._refill_soon()
-                return Lease(handle, cold_start=False)
-            slot = next((s for s in self._starting if self._claimable(s)), None)
-            if slot is None:
-                if self._total() >= self.options.max_agents:
-                    self.counts.capacity_refusals += 1
-                    raise AtCapacity(
-                        f"Agent {self.key} is at capacity: all {self.options.max_agents} "
-                        "instances (maxAgents) are in use"
-                    )
-                slot = self._start_locked()
-            slot.claimed = True
-            self._refill_locked()
-        return Lease(await self._wait_claimed(slot), cold_start=True)
+        deadline = time.monotonic() + max(0.0, wait)
+        waiter: _Waiter | None = None
+        try:
+            while True:
+                async with self._lock:
+                    self._check_open()
+                    taken = self._take_locked() if self._may_take(waiter) else None
+                    if taken is not None:
+                        if waiter is not None:
+                            self._waiters.remove(waiter)
+                            waiter = None
+                            self._wake_locked()  # there may be room for the next one too
+                        break
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        self.counts.capacity_refusals += 1
+                        raise AtCapacity(
+                            f"Agent {self.key} is at capacity: all {self.options.max_agents} "
+                            "instances (maxAgents) are in use"
+                        )
+                    if waiter is None:
+                        waiter = _Waiter()
+                        self._waiters.append(waiter)
+                    waiter.woken.clear()
+                try:
+                    async with asyncio.timeout(remaining):
+                        await waiter.woken.wait()
+                except TimeoutError:
+                    pass  # one last look, then the refusal
+        finally:
+            if waiter is not None:  # it gave up: refused, cancelled or the pool closed
+                self._leave(waiter)
+        if isinstance(taken, Lease):
+            return taken
+        return Lease(await self._wait_claimed(taken), cold_start=True)
+
+    def _may_take(self, waiter: _Waiter | None) -> bool:
+        """Whether the caller may take an instance now: nobody waits before it."""
+        return not self._waiters or self._waiters[0] is waiter
+
+    def _take_locked(self) -> Lease | _Starting | None:
+        """A warm instance, or a starting one claimed (a new one when there is room)."""
+        handle = self._take_idle_locked()
+        if handle is not None:
+            self._busy[handle.id] = handle
+            self._refill_soon()
+            return Lease(handle, cold_start=False)
+        slot = next((s for s in self._starting if self._claimable(s)), None)
+        if slot is None:
+            if self._total() >= self.options.max_agents:
+                return None
+            slot = self._start_locked()
+        slot.claimed = True
+        self._refill_locked()
+        return slot
+
+    def _wake_locked(self) -> None:
+        """Room may have freed: the first waiter looks again."""
+        if self._waiters:
+            self._waiters[0].woken.set()
+
+    def _leave(self, waiter: _Waiter) -> None:
+        first = bool(self._waiters) and self._waiters[0] is waiter
+        if waiter in self._waiters:
+            self._waiters.remove(waiter)
+        if first:
+            self._wake_locked()  # whatever woke it is the next one's
 
     async def release(self, handle: InstanceHandle) -> None:
         """The session on ``handle`` is over: discard the instance, start its replacement."""
@@ -129,10 +190,14 @@ class Pool:
             if was_busy and self._total() < self.options.max_agents and not self._backing_off():
                 self._start_locked()  # the cooldown replacement
             self._refill_locked()
+            self._wake_locked()
 
-    async def update(self, spec: InstanceSpec, options: PoolOptions) -> None:
-        """A new deployment or new settings. Idle instances of an older spec are replaced;
-        busy ones keep serving their session."""
+    async def update(
+        self, spec: InstanceSpec, options: PoolOptions, *, warm: InstanceHandle | None = None
+    ) -> None:
+        """A new deployment or new settings. Idle instances of an older spec are replaced
+        (by ``warm``, a ready instance of ``spec``, first); busy ones keep serving their
+        session."""
         async with self._lock:
             self._check_open()
             self.options = options
@@ -142,9 +207,12 @@ class Pool:
                 for entry in self._idle:
                     self._close_later(entry.handle)
                 self._idle = []
+            if warm is not None:
+                self._idle.append(_Idle(warm, self._generation))
             self._failures, self._retry_at = 0, 0.0
             self._trim_locked()
             self._refill_locked()
+            self._wake_locked()
         await self._prepare(spec)
 
     async def _prepare(self, spec: InstanceSpec) -> None:
@@ -157,13 +225,24 @@ class Pool:
         except Exception as exc:
             logger.bind(agent=self.key).warning(f"Preparing the backend failed: {exc!r}")
 
+    def adopt_idle(self, handle: InstanceHandle) -> None:
+        """A ready instance of the pool's spec, started elsewhere (a deploy's probe), is one
+        of its idle instances; call before ``start``."""
+        self._check_open()
+        self._idle.append(_Idle(handle, self._generation))
+
     def adopt_busy(self, handle: InstanceHandle) -> None:
         """Count an instance reattached after a restart as busy; ``release`` it as usual."""
         self._check_open()
         self._busy[handle.id] = handle
 
     def stats(self) -> PoolStats:
-        return PoolStats(idle=len(self._idle), starting=len(self._starting), busy=len(self._busy))
+        return PoolStats(
+            idle=len(self._idle),
+            starting=len(self._starting),
+            busy=len(self._busy),
+            waiting=len(self._waiters),
+        )
 
     @property
     def closed(self) -> bool:
@@ -178,6 +257,8 @@ class Pool:
                 self._closed = True
                 handles = [e.handle for e in self._idle] + list(self._busy.values())
                 self._idle, self._busy = [], {}
+            for waiter in self._waiters:  # each sees the pool closed
+                waiter.woken.set()
         await self._tasks.aclose()  # a starting instance closes its own handle
         for handle in handles:
             self._close_later(handle)
@@ -243,6 +324,7 @@ class Pool:
                 self._close_later(entry.handle)
                 over_cap -= 1
                 excess -= 1
+        self._wake_locked()
 
     def _backing_off(self) -> bool:
         return time.monotonic() < self._retry_at
@@ -274,6 +356,7 @@ class Pool:
             return
         if not self._closed and slot.generation == self._generation:
             self._idle.append(_Idle(handle, slot.generation))
+            self._wake_locked()
         else:
             self._close_later(handle)
 
@@ -313,6 +396,7 @@ class Pool:
             self._refill_locked()
         else:
             self._idle.append(_Idle(handle, slot.generation))
+        self._wake_locked()
 
     def _start_failed_locked(
         self, slot: _Starting, error: Exception | None, handle: InstanceHandle | None
@@ -322,7 +406,10 @@ class Pool:
             self._close_later(handle)
         failure = error if isinstance(error, InstanceFailed) else None
         if failure is None:
-            failure = InstanceFailed(f"an instance of {self.key} failed to start: {error!r}")
+            failure = InstanceFailed(
+                f"an instance of {self.key} failed to start: {error!r}",
+                instance_id=handle.id if handle is not None else None,
+            )
             failure.__cause__ = error
         self._failures += 1
         self.counts.start_failures += 1
@@ -332,6 +419,7 @@ class Pool:
             logger.bind(agent=self.key).warning(
                 f"A warm instance failed to start; refilling again in {delay:g} s: {failure}"
             )
+        self._wake_locked()
 
     async def _deferred_refill_task(self) -> None:
         await asyncio.sleep(REFILL_DELAY_SECONDS)

@@ -146,6 +146,8 @@ class Deployment(Base):
     plain_processes_reason: Mapped[str | None] = mapped_column(Text)
     #: the Session API passes cookies both ways for its sessions (the agent opted in)
     session_cookies: Mapped[bool] = mapped_column(default=False)
+    #: how long a start may wait for an instance when the pool is full (0: a 429 at once)
+    start_queue_seconds: Mapped[int] = mapped_column(default=0, server_default="0")
     #: ``{"cpu": "500m", "memory": "1Gi"}`` given at deploy instead of a profile
     resources: Mapped[dict[str, Any] | None]
     architecture: Mapped[str | None] = mapped_column(String(16))

@@ -26,7 +26,7 @@ from cattery.backends.base import (
 )
 from cattery.backends.container.engine import Engine
 from cattery.backends.handles import TERMINAL, HandleBase, Probe, probe_livez
-from cattery.backends.tasks import OwnedTasks
+from cattery.tasks import OwnedTasks
 
 LAST_LINES = 20
 
@@ -237,7 +237,11 @@ class ContainerInstanceHandle(HandleBase):
             self._set_status(InstanceStatus.FAILED)
         lines = "\n".join(self._last_lines)
         message = f"instance {self.id} of {self.spec.agent_key} {reason}"
-        raise error(f"{message}; last log lines:\n{lines}" if lines else message)
+        raise error(
+            f"{message}; last log lines:\n{lines}" if lines else message,
+            instance_id=self.id,
+            output=lines,
+        )
 
     def __repr__(self) -> str:
         return f"<ContainerInstanceHandle {self.id} {self._status} {self.container.id[:12]}>"

@@ -29,10 +29,10 @@ from loguru import logger
 
 from cattery.backends.base import InstanceSpec
 from cattery.backends.forking import wire
-from cattery.backends.tasks import OwnedTasks
 from cattery.backends.walls.cgroups import Cgroup
 from cattery.backends.walls.policy import Launch
 from cattery.files import open_private_append
+from cattery.tasks import OwnedTasks
 
 PARENT_MODULE = "cattery.backends.forking.parent"
 #: how long a parent may take to import its bot before it is given up on

@@ -27,7 +27,7 @@ from cattery.backends.forking.client import (
     ParentUnavailable,
     spec_key,
 )
-from cattery.backends.tasks import OwnedTasks
+from cattery.tasks import OwnedTasks
 
 #: told, once per spec, that its instances are plain processes and why
 PlainProcessesSink = Callable[[InstanceSpec, str], None]
@@ -143,6 +143,15 @@ class ForkServers:
             self._servers[agent_key] = server
             log.info(f"Forking parent {server.pid} loaded its bot in {time.monotonic() - t0:.2f} s")
             return server
+
+    async def retire(self, agent_key: str) -> None:
+        """Stop the agent's parent (the agent is gone); its children are the handles'."""
+        lock = self._locks.setdefault(agent_key, asyncio.Lock())
+        async with lock:
+            server = self._servers.pop(agent_key, None)
+        self._locks.pop(agent_key, None)
+        if server is not None:
+            await server.aclose()
 
     async def aclose(self) -> None:
         """Stop every parent (their children are the handles' to close) and drop the

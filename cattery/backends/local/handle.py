@@ -27,9 +27,9 @@ from cattery.backends.handles import TERMINAL, HandleBase, Probe, probe_livez
 from cattery.backends.local.logtail import LogTail
 from cattery.backends.local.proc import ProcessRef
 from cattery.backends.local.record import AdoptRecord
-from cattery.backends.tasks import OwnedTasks
 from cattery.backends.walls.cgroups import Cgroup
 from cattery.contract import OUT_OF_MEMORY_LINE
+from cattery.tasks import OwnedTasks
 
 EXIT_POLL_SECONDS = 0.1
 #: how long a SIGKILLed process may take to disappear before we give up waiting
@@ -144,7 +144,11 @@ class LocalInstanceHandle(HandleBase):
             self._set_status(InstanceStatus.FAILED)
         lines = self._tail.last_lines()
         message = f"instance {self.id} of {self.spec.agent_key} {reason}"
-        raise error(f"{message}; last log lines:\n{lines}" if lines else message)
+        raise error(
+            f"{message}; last log lines:\n{lines}" if lines else message,
+            instance_id=self.id,
+            output=lines,
+        )
 
     async def drain(self, timeout: float) -> None:
         """SIGTERM, then wait up to ``timeout`` s for the exit (the runtime finishes its session).

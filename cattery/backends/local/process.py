@@ -353,6 +353,11 @@ class LocalBackend:
         await self.start()
         await self._forks.prepare(spec, self._parent_launch(spec, self._tenant(spec)))
 
+    async def retire(self, agent_key: str) -> None:
+        """The agent is gone: its forking parent (some 100 MB) stops now, not at shutdown."""
+        if self._forks is not None:
+            await self._forks.retire(agent_key)
+
     async def _fork(
         self,
         spec: InstanceSpec,
@@ -419,10 +424,6 @@ class LocalBackend:
     def _forget(self, handle: LocalInstanceHandle) -> None:
         self._handles.pop(handle.id, None)
         self._metrics.remove(handle.id)
-
-    async def detach_all(self) -> list[AdoptRecord]:
-        """Stop watching every instance but leave them running (a control plane restart)."""
-        return [await handle.detach() for handle in self.handles]
 
     async def aclose(self) -> None:
         """Close every instance this backend still owns, then its forking parents.

@@ -21,7 +21,6 @@ from loguru import logger
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from starlette.datastructures import Headers
 
-from cattery.backends.tasks import OwnedTasks
 from cattery.control.builds import runner
 from cattery.control.builds.uploads import (
     HASH_LENGTH,
@@ -36,6 +35,7 @@ from cattery.settings import Settings
 from cattery.store import repositories as repo
 from cattery.store.models import Build, Organization
 from cattery.store.types import utcnow
+from cattery.tasks import OwnedTasks
 
 PENDING, BUILDING, SUCCESS, FAILED, TIMEOUT = "pending", "building", "success", "failed", "timeout"
 STATUSES = (PENDING, BUILDING, SUCCESS, FAILED, TIMEOUT)

@@ -25,12 +25,19 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import RedirectResponse
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cattery.control.deps import DB, State, base_url
+from cattery.contract import START_WAIT_HEADER
+from cattery.control.deps import DB, State, base_url, disconnected
 from cattery.control.dev.client import add_client_routes
 from cattery.control.dev.peers import PeerSessions
 from cattery.control.dev.telephony import add_telephony_routes
 from cattery.control.forwarding import METHODS, forward, session_path
-from cattery.control.sessions import CARRIERS, StartRequest, answer_start, parse_start_request
+from cattery.control.sessions import (
+    CARRIERS,
+    StartRequest,
+    answer_start,
+    parse_start_request,
+    parse_start_wait,
+)
 from cattery.control.state import ControlState
 from cattery.errors import InvalidRequest, SessionNotFound
 from cattery.runtime.bodies import json_object
@@ -140,7 +147,15 @@ async def _start(
     name = state.settings.dev.agent
     assert name is not None, "the dev routes exist only in dev mode"
     return await answer_start(
-        state, db, org, name, req, base_url=base_url(request), requested_at=requested_at
+        state,
+        db,
+        org,
+        name,
+        req,
+        base_url=base_url(request),
+        requested_at=requested_at,
+        start_wait=parse_start_wait(request.headers.get(START_WAIT_HEADER)),
+        gone=lambda: disconnected(request),
     )
 
 

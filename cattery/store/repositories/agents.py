@@ -99,6 +99,7 @@ async def create_deployment(
     websocket_auth: str | None = None,
     krisp_viva_audio_filter: str | None = None,
     session_webhook_url: str | None = None,
+    start_queue_seconds: int = 0,
 ) -> Deployment:
     """A new deployment record; making it the active one is a separate step."""
     if not 0 <= min_agents <= max_agents:
@@ -117,6 +118,7 @@ async def create_deployment(
         image_pull_secret_set=image_pull_secret_set,
         session_cookies=session_cookies,
         session_webhook_url=session_webhook_url,
+        start_queue_seconds=start_queue_seconds,
         build_id=build_id,
         backend=backend,
         environment_python=environment_python,

@@ -68,7 +68,7 @@ def test_warm_start_cap_and_refill(control: ControlPlane, tmp_path: Path) -> Non
     with control.client() as c:
         status = c.get(f"/v1/organizations/{ORG}/services/probe").json()["body"]
     assert status["activeSessionCount"] == 2
-    assert status["pool"] == {"idle": 0, "starting": 0, "busy": 2, "total": 2}
+    assert status["pool"] == {"idle": 0, "starting": 0, "busy": 2, "total": 2, "waiting": 0}
 
     # Stopping a session frees its slot; a fresh warm instance takes its place.
     stop_session(control, "probe", first)

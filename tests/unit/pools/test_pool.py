@@ -58,7 +58,7 @@ async def test_warm_acquire_takes_an_idle_instance_and_refills(make_pool, backen
     assert isinstance(lease.handle, InstanceHandle)
     assert lease.handle.status == InstanceStatus.READY
     await until(lambda: pool.stats().idle == 1, "the refill")
-    assert pool.stats().as_dict() == {"idle": 1, "starting": 0, "busy": 1, "total": 2}
+    assert pool.stats().as_dict() == {"idle": 1, "starting": 0, "busy": 1, "total": 2, "waiting": 0}
 
 
 async def test_cold_acquire_starts_an_instance(make_pool, backend) -> None:

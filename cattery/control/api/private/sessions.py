@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query
 
 from cattery.contract import SESSION_FILTERS
-from cattery.control import wire
+from cattery.control import responses, wire
 from cattery.control.agents import get_agent
 from cattery.control.deps import DB, Org, State
 from cattery.control.routing import BoundedJSONRoute
@@ -23,7 +23,7 @@ def build_router() -> APIRouter:
 
 
 def _add_routes(router: APIRouter, base: str) -> None:
-    @router.get(base + "/sessions")
+    @router.get(base + "/sessions", response_model=responses.SessionList)
     async def list_sessions(
         db: DB,
         org: Org,
@@ -37,7 +37,7 @@ def _add_routes(router: APIRouter, base: str) -> None:
         sessions = await repo.list_sessions(db, agent.id, end_state=endState, limit=limit)
         return {"total_count": len(sessions), "sessions": [wire.session_item(s) for s in sessions]}
 
-    @router.get(base + "/sessions/{session_id}")
+    @router.get(base + "/sessions/{session_id}", response_model=responses.SessionDetail)
     async def get_session(db: DB, org: Org, name: str, session_id: str) -> dict:
         agent = await get_agent(db, org, name)
         session = await repo.get_session(db, org.id, agent.id, session_id)
@@ -56,7 +56,7 @@ def _add_routes(router: APIRouter, base: str) -> None:
         deliveries = await repo.list_deliveries(db, session.id)
         return {"deliveries": [wire.webhook_delivery(d) for d in deliveries]}
 
-    @router.delete(base + "/sessions/{session_id}")
+    @router.delete(base + "/sessions/{session_id}", response_model=responses.StoppedSession)
     async def stop_session(state: State, db: DB, org: Org, name: str, session_id: str) -> dict:
         agent = await get_agent(db, org, name)
         session = await repo.get_session(db, org.id, agent.id, session_id)
@@ -65,7 +65,7 @@ def _add_routes(router: APIRouter, base: str) -> None:
         await state.supervisor.stop(session.id)
         return {"status": "OK", "session_id": session.id}
 
-    @router.get(base + "/logs")
+    @router.get(base + "/logs", response_model=responses.LogList)
     async def get_logs(
         state: State,
         db: DB,
