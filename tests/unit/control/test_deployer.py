@@ -25,7 +25,8 @@ def bot_folder(tmp_path: Path) -> Path:
 async def deployer(tmp_path: Path) -> AsyncIterator[tuple[Deployer, FakeBackend, PoolManager]]:
     backend = FakeBackend()
     pools = PoolManager(backend)  # type: ignore[arg-type]
-    deployer = Deployer(Settings(state_dir=tmp_path / "state"), pools)
+    settings = Settings(state_dir=tmp_path / "state", agent_roots=str(tmp_path))
+    deployer = Deployer(settings, pools)
     yield deployer, backend, pools
     await deployer.aclose()
     await pools.aclose()
