@@ -73,6 +73,7 @@ class ControlPlane:
             # idle instances beyond minAgents retire at once: an empty pool stays empty
             CATTERY_POOLS__COOLDOWN_SECONDS="0",
             CATTERY_POOLS__MAX_AGENTS="50",
+            CATTERY_AGENT_ROOTS=str(BOTS),  # the bench's bots are the only agents
         )
         with (self.state_dir / "control.log").open("ab") as log:
             self.proc = subprocess.Popen(
