@@ -387,8 +387,11 @@ async def run(plan: Plan, args: argparse.Namespace) -> None:
     started = time.monotonic()
     load = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="cattery-bench-"))
+    # Bots run as their organization's unprivileged user: they cross ``work`` and write stamps.
+    os.chmod(work, 0o711)
     for stamps in ("stamps", "stamps-plain"):
         (work / stamps).mkdir()
+        os.chmod(work / stamps, 0o1777)
     results: dict[str, object] = {}
     loads: list[float] = []
     sampler = asyncio.create_task(sample_load(loads))

@@ -180,7 +180,10 @@ def test_names_bodies_and_sessions(control: ControlPlane, tmp_path: Path) -> Non
         (no_bot / "main.py").write_text("async def bot(args): pass\n")
         error = refused(c.post(services, json={"serviceName": "x", "image": f"{no_bot}:v1"}), 400)
         assert str(no_bot) in error["error"] and "no bot.py" in error["error"]
-        for image_ref in (f"{TEST_BOTS}/missing:latest", "bots/probe:latest", "probe"):
+        missing = f"{TEST_BOTS}/missing"
+        error = refused(c.post(services, json={"serviceName": "x", "image": f"{missing}:v1"}), 400)
+        assert missing in error["error"] and "does not exist" in error["error"]
+        for image_ref in ("bots/probe:latest", "probe"):
             error = refused(c.post(services, json={"serviceName": "x", "image": image_ref}), 400)
             assert image_ref in error["error"] and "bot.py" in error["error"]
         refused(c.get(f"{services}/x"), 404)  # nothing was created
