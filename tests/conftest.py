@@ -52,6 +52,20 @@ def pytest_unconfigure(config: pytest.Config) -> None:
 _OWN_BASETEMP = pytest.StashKey[Path]()
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Container tests run last. The private podman's first container adds its bridge
+    (``cni-podman0``) to the test namespace, and WebRTC tests need a namespace holding
+    only ``lo`` (``tests/support/browser.py``): run after it, they could only skip."""
+
+    def uses_containers(item: pytest.Item) -> bool:
+        fixtures = getattr(item, "fixturenames", ())
+        return item.get_closest_marker("container") is not None or (
+            "container_engine_url" in fixtures
+        )
+
+    items.sort(key=uses_containers)  # stable: the rest keep their order
+
+
 @pytest.fixture(autouse=True)
 def tmp_path_open_to_bots(request: pytest.FixtureRequest) -> None:
     """A test's ``tmp_path`` (where a probe bot writes its report) is open to the
