@@ -178,18 +178,20 @@ def start_runtime(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
         proc.stop()
 
 
-@pytest.fixture(scope="session")
-def container_engine_url() -> Iterator[str]:
-    """The Docker Engine API of a private podman (``tests/support/podman.py``), for the test
-    session; skips the test when none was prepared here."""
+def _prepared_podman(*, init: bool = True) -> PodmanHome:
+    """The private podman ``./scripts/test`` prepared; skips without one, fails (one
+    sentence) when a tool it needs is missing."""
     folder = os.environ.get(PODMAN_DIR_ENV)
     if not folder:
         pytest.skip(f"no prepared podman ({PODMAN_DIR_ENV}; ./scripts/test prepares one)")
-    home = PodmanHome(Path(folder))
-    problem = missing_tools()
+    problem = missing_tools(init=init)
     if problem is not None:
         pytest.fail(f"container tests can't run: {problem}", pytrace=False)
-    engine = EngineForTests(home)
+    return PodmanHome(Path(folder))
+
+
+def _serving(engine: EngineForTests) -> Iterator[str]:
+    """The engine's API URL while it runs; skips when it can't start."""
     try:
         url = engine.start()
     except PodmanUnavailable as exc:
@@ -198,6 +200,13 @@ def container_engine_url() -> Iterator[str]:
         yield url
     finally:
         engine.stop()
+
+
+@pytest.fixture(scope="session")
+def container_engine_url() -> Iterator[str]:
+    """The Docker Engine API of a private podman (``tests/support/podman.py``), for the test
+    session; skips the test when none was prepared here."""
+    yield from _serving(EngineForTests(_prepared_podman()))
 
 
 @pytest.fixture
@@ -205,22 +214,8 @@ def engine_without_init(tmp_path: Path) -> Iterator[str]:
     """The Docker Engine API of a second podman on the private one's storage that doesn't
     see its init binary (its folder is empty in the service's own mount namespace): it
     answers, but can't start a container the way instances start."""
-    folder = os.environ.get(PODMAN_DIR_ENV)
-    if not folder:
-        pytest.skip(f"no prepared podman ({PODMAN_DIR_ENV}; ./scripts/test prepares one)")
-    home = PodmanHome(Path(folder))
-    problem = missing_tools(init=False)
-    if problem is not None:
-        pytest.fail(f"container tests can't run: {problem}", pytrace=False)
-    engine = EngineForTests(home.sibling(tmp_path / "no-init"), hide=DEFAULT_INIT_PATH.parent)
-    try:
-        url = engine.start()
-    except PodmanUnavailable as exc:
-        pytest.skip(str(exc))
-    try:
-        yield url
-    finally:
-        engine.stop()
+    home = _prepared_podman(init=False).sibling(tmp_path / "no-init")
+    yield from _serving(EngineForTests(home, hide=DEFAULT_INIT_PATH.parent))
 
 
 @pytest.fixture(scope="session")
