@@ -102,3 +102,7 @@ SESSION_ENDED = "Session ended with end state"
 OUT_OF_MEMORY_LINE = "Session ran out of memory: its agent profile's memory limit was reached"
 #: startup timing and user-to-bot latency lines (``cattery.latency_lines`` has their format)
 OBSERVABILITY_MARKER = "[pcc-observability]"
+
+#: the Ray node label naming the region a cluster node belongs to (``ray start --labels
+#: cattery-region=<key>``); a node without it belongs to the platform's default region
+REGION_LABEL = "cattery-region"

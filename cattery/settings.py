@@ -160,6 +160,22 @@ class DevSettings(BaseModel):
     transport: str | None = None
 
 
+class RaySettings(BaseModel):
+    """A Ray cluster to run instances on (``CATTERY_RAY__*``); unset, nothing imports Ray."""
+
+    #: the cluster's address as a driver reaches it (``host:port``), or ``auto`` for a local
+    #: ``ray start --head``; unset, instances run on this machine alone
+    address: str | None = None
+    #: the cluster's Ray token (what Ray reads from ``RAY_AUTH_TOKEN``, with
+    #: ``RAY_AUTH_MODE=token``): the control plane uses it and hands it to joining nodes
+    auth_token: SecretStr | None = None
+    #: the ``host:port`` nodes joining with ``cattery node join`` reach the head at; unset,
+    #: ``address`` (unless it is ``auto``)
+    join_address: str | None = None
+    #: how long a region's enroll token may be exchanged (once) for the join details
+    enroll_token_ttl_seconds: float = Field(3600.0, gt=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CATTERY_",
@@ -231,6 +247,7 @@ class Settings(BaseSettings):
     #: an OTLP/HTTP endpoint (``OTEL_EXPORTER_OTLP_ENDPOINT``): starts are traced there, and
     #: instances send their own spans (Pipecat's ``enable_tracing``) to it too
     otlp_endpoint: str | None = None
+    ray: RaySettings = Field(default_factory=RaySettings)
 
     @classmethod
     def settings_customise_sources(

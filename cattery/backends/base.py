@@ -68,6 +68,9 @@ class InstanceSpec:
     pull_auth: PullAuth | None = field(default=None, repr=False)
     #: container backend: a folder holding bot.py, mounted at /app of ``image``
     mount: str | None = None
+    #: the deployment's region: a cluster places it only on that region's nodes; a
+    #: single machine is every region at once
+    region: str | None = None
 
 
 @runtime_checkable

@@ -157,6 +157,7 @@ async def deployment_plan(
         session_cookies=dep.session_cookies,
         organization_id=org.id,
         agent_id=dep.agent_id,
+        region=dep.region,
     )
 
 

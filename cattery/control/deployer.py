@@ -92,6 +92,8 @@ class DeployPlan:
     #: whose deployment it is, for the lines it writes to the agent's logs
     organization_id: str = ""
     agent_id: str = ""
+    #: the region its instances must run in (a cluster's nodes labelled with it)
+    region: str | None = None
 
 
 #: what Pipecat's development runner (``python bot.py``) puts in its bots' environment
@@ -286,6 +288,7 @@ class Deployer:
             "deployment_id": plan.deployment_id,
             "profile": plan.profile,
             "limits": plan.limits,
+            "region": plan.region,
         }
         if source.reference is not None:
             return InstanceSpec(
