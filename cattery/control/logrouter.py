@@ -122,7 +122,9 @@ class LogRouter:
     _lines: list[LogRecord] = field(default_factory=list)
     _samples: list[Sample] = field(default_factory=list)
     _tasks: OwnedTasks = field(default_factory=lambda: OwnedTasks("log router"))
-    _wake: asyncio.Event = field(default_factory=asyncio.Event)
+    #: one flush at a time: a flush returns only once the lines buffered before it, and
+    #: any batch already on its way to the store, are written
+    _flushing: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def start(self) -> None:
         if not self._tasks and not self._tasks.closed:
@@ -254,7 +256,12 @@ class LogRouter:
         )
 
     async def flush(self) -> None:
-        """Write what is buffered, ``FLUSH_BATCH`` lines per transaction."""
+        """Write what is buffered, ``FLUSH_BATCH`` lines per transaction; after a batch
+        another flush has under way."""
+        async with self._flushing:
+            await self._flush_buffered()
+
+    async def _flush_buffered(self) -> None:
         while self._lines or self._samples:
             lines, self._lines = self._lines[:FLUSH_BATCH], self._lines[FLUSH_BATCH:]
             samples, self._samples = self._samples, []

@@ -122,13 +122,15 @@ class SessionSupervisor:
         recorder: SessionRecorder,
         metrics: ControlMetrics | None = None,
         webhooks: SessionWebhooks | None = None,
+        http: httpx.AsyncClient | None = None,
     ) -> None:
+        """``http``: the client that dispatches to instances (owned: closed by ``aclose``)."""
         self._router = router
         self._recorder = recorder
         self._metrics = metrics or ControlMetrics()
         self._webhooks = webhooks
         self._live: dict[str, LiveSession] = {}
-        self._http = httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0))
+        self._http = http or httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0))
         #: each live session's task, and the recordings of bots' starts
         self._tasks = OwnedTasks("sessions")
         router.on_session_event = self._on_session_event
@@ -223,6 +225,8 @@ class SessionSupervisor:
                 elif not live.stop_requested:
                     logger.error(f"Instance of the session died: {exc!r}")
                     self._metrics.session_instance_died(live.agent_key)
+                # its last lines (a traceback) are read before the end is recorded
+                await live.handle.aclose(grace=KILL_GRACE_SECONDS)
             except asyncio.CancelledError:
                 end_state = EndState.TERMINATED.value
                 raise
@@ -324,8 +328,14 @@ class SessionSupervisor:
         return live
 
     async def _finish(self, live: LiveSession, end_state: str, release: Release) -> None:
+        """Record the end, after the lines the session printed so far: a reader who sees
+        the end state sees the output (a crash's traceback) that led to it."""
         self._live.pop(live.id, None)
         self._metrics.session_ended(live.agent_key, end_state)
+        try:
+            await self._router.flush()
+        except Exception as exc:
+            logger.opt(exception=exc).error("Failed to store a session's last log lines")
         try:
             await self._recorder.ended(live.id, end_state, datetime.now(UTC))
         except Exception as exc:

@@ -10,7 +10,7 @@ import pytest
 from cattery.control.deployer import DEPLOY_FAILED, Deployer, DeployPlan
 from cattery.pools import PoolManager
 from cattery.settings import Settings
-from tests.unit.pools.fakes import FakeBackend
+from tests.support.fake_backend import FakeBackend
 
 
 @pytest.fixture

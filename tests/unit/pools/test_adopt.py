@@ -5,8 +5,8 @@ from __future__ import annotations
 
 from cattery.backends.base import InstanceSpec, InstanceStatus
 from cattery.pools import PoolManager, PoolOptions
+from tests.support.fake_backend import FakeBackend, FakeHandle
 from tests.support.waiting import async_wait_for
-from tests.unit.pools.fakes import FakeBackend, FakeHandle
 
 SPEC = InstanceSpec(agent_key="org/agent", deployment_id="d1", image="/bots/agent")
 

@@ -10,8 +10,8 @@ import pytest
 from cattery.backends.base import InstanceFailed, InstanceHandle, InstanceSpec, InstanceStatus
 from cattery.errors import AtCapacity, ServiceUnavailable
 from cattery.pools import Pool, PoolManager, PoolOptions
+from tests.support.fake_backend import FakeBackend
 from tests.support.waiting import async_wait_for
-from tests.unit.pools.fakes import FakeBackend
 
 SPEC = InstanceSpec(agent_key="org/agent", deployment_id="d1", image="/bots/agent")
 SPEC_2 = InstanceSpec(agent_key="org/agent", deployment_id="d2", image="/bots/agent")

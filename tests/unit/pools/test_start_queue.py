@@ -12,8 +12,8 @@ from cattery.control.sessions import acquire_waiting
 from cattery.errors import AtCapacity, CallerGone
 from cattery.pools import Pool, PoolOptions
 from cattery.pools.options import Lease
+from tests.support.fake_backend import FakeBackend
 from tests.support.waiting import async_wait_for
-from tests.unit.pools.fakes import FakeBackend
 
 SPEC = InstanceSpec(agent_key="org/agent", deployment_id="d1", image="/bots/agent")
 
