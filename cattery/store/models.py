@@ -360,3 +360,39 @@ class AgentProfile(Base):
     enabled: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class Region(Base):
+    """A place agents may run: on a cluster, the nodes labelled with its key. Regions are
+    the platform's, shared by its organizations, as its nodes are."""
+
+    __tablename__ = "regions"
+
+    key: Mapped[str] = mapped_column(String(63), primary_key=True)
+    display_name: Mapped[str | None] = mapped_column(String(255))
+    #: the ``--architecture`` values its nodes run; unset, the platform's
+    supported_architectures: Mapped[list[Any] | None]
+    default_architecture: Mapped[str | None] = mapped_column(String(16))
+    ws_public_endpoint: Mapped[str | None] = mapped_column(String(2048))
+    workloads_namespace: Mapped[str | None] = mapped_column(String(63))
+    #: when a machine first joined it with an enroll token (the settings' regions: at
+    #: registration, this machine serving them)
+    enrolled_at: Mapped[datetime | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class EnrollToken(Base):
+    """A one-time token a new machine exchanges for the cluster's join details; only its
+    hash is kept, and exchanging it marks it used."""
+
+    __tablename__ = "enroll_tokens"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True, default=lambda: new_id("enr"))
+    region_key: Mapped[str] = mapped_column(
+        ForeignKey("regions.key", ondelete="CASCADE"), index=True
+    )
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    expires_at: Mapped[datetime]
+    used_at: Mapped[datetime | None]

@@ -42,6 +42,8 @@ TABLES = {
     "builds",
     "build_log_lines",
     "agent_profiles",
+    "regions",
+    "enroll_tokens",
 }
 
 
