@@ -149,6 +149,47 @@ def token_create(
     typer.echo(raw)
 
 
+node = typer.Typer(help="This machine as a node of a cattery cluster.", no_args_is_help=True)
+cli.add_typer(node, name="node")
+
+
+@node.command("join", context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
+def node_join(
+    ctx: typer.Context,
+    control: str = typer.Option(
+        ..., "--control", help="The control plane's URL, e.g. http://10.0.0.5:7870."
+    ),
+    token: str = typer.Option(
+        ...,
+        "--token",
+        envvar="CATTERY_ENROLL_TOKEN",
+        help="A one-time token from `pipecat cloud regions enroll-token REGION`.",
+    ),
+) -> None:
+    """Join the cluster as a node of the token's region: trade the token for the cluster's
+    address and Ray token, then run `ray start --address ... --labels cattery-region=...`.
+    Further options (e.g. --node-ip-address 10.0.0.6, --num-cpus 4) go to `ray start`."""
+    import subprocess
+
+    from cattery.node import (
+        JoinRefused,
+        fetch_join_details,
+        ray_executable,
+        ray_start_command,
+        ray_start_env,
+    )
+
+    try:
+        ray = ray_executable()
+        details = fetch_join_details(control, token)
+    except JoinRefused as exc:
+        typer.echo(str(exc), err=True)
+        raise typer.Exit(1) from None
+    typer.echo(f"Joining {details.ray_address} in region {details.region}")
+    command = ray_start_command(details, ctx.args, ray=ray)
+    raise typer.Exit(subprocess.run(command, env=ray_start_env(details)).returncode)
+
+
 def main() -> None:
     cli()
 

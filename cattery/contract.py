@@ -106,3 +106,5 @@ OBSERVABILITY_MARKER = "[pcc-observability]"
 #: the Ray node label naming the region a cluster node belongs to (``ray start --labels
 #: cattery-region=<key>``); a node without it belongs to the platform's default region
 REGION_LABEL = "cattery-region"
+#: the control plane's route where a new machine spends a region's enroll token
+CLUSTER_JOIN_PATH = "/v1/cluster/join"

@@ -14,7 +14,7 @@ from loguru import logger
 from pydantic import BaseModel, ConfigDict, Field
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cattery.control import profiles, wire
+from cattery.control import profiles, regions, wire
 from cattery.control.deploy_fields import deploy_fields
 from cattery.control.deployer import DeployPlan
 from cattery.control.enforcement import enforced_resources
@@ -282,6 +282,8 @@ async def deploy(
         existing.region if existing else (org.default_region or state.settings.default_region)
     )
     check_text("region", region, max_chars=64)
+    if req.region is not None or existing is None:  # a region newly chosen must exist
+        await regions.check_region(db, region)
     agent = existing or await repo.create_agent(db, org.id, name, region)
     dep = await repo.create_deployment(
         db,

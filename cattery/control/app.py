@@ -24,13 +24,14 @@ from cattery.control.api.private import (
     builds,
     organization,
     profiles,
+    regions,
     secrets,
     self_hosted,
     services,
     sessions,
 )
 from cattery.control.api.private import metrics as metrics_route
-from cattery.control.api.public import proxy, start, webhooks
+from cattery.control.api.public import nodes, proxy, start, webhooks
 from cattery.control.api.public.telephony import build_router as media_websockets
 from cattery.control.bootstrap import bootstrap
 from cattery.control.builds import BuildService
@@ -85,10 +86,12 @@ def create_app(settings: Settings) -> FastAPI:
         sessions,
         secrets,
         organization,
+        regions,
         builds,
         profiles,
         self_hosted,
         webhooks,
+        nodes,
         metrics_route,
     )
     for module in modules:

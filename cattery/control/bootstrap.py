@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from cattery.control import regions
 from cattery.settings import Settings
 from cattery.store import repositories as repo
 from cattery.store.crypto import hash_key
@@ -19,6 +20,7 @@ class Bootstrap:
 
 
 async def bootstrap(db: AsyncSession, settings: Settings) -> Bootstrap:
+    await regions.seed(db, settings)
     org = await repo.ensure_default_organization(db, settings.organization)
     user = await repo.ensure_user(db, settings.admin_email)
     keys = await repo.list_api_keys(db, org.id)

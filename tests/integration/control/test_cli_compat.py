@@ -102,6 +102,28 @@ def test_official_cli_end_to_end(cli: CloudCLI, control: ControlPlane, tmp_path:
     assert "probe-secrets" not in cli.run("secrets", "list", check=False).stdout
     cli.run("agent", "delete", "probe", "-f")
     assert "probe" not in cli.run("agent", "list", check=False).stdout.split()
+    regions_walk(cli)
+
+
+def regions_walk(cli: CloudCLI) -> None:
+    """Regions are stored: registered, listed, shown, deployed to, kept while used."""
+    cli.run("regions", "register", "pce-lab", "--display-name", "Lab", "--architectures", "amd64")
+    assert "pce-lab" in cli.run("regions", "list").stdout
+    shown = cli.run("regions", "show", "pce-lab").stdout
+    assert "Lab" in shown and "pending" in shown
+    minted = cli.run("--output", "json", "regions", "enroll-token", "pce-lab").stdout
+    assert json.loads(minted)["token"].startswith("cattery_enroll_")
+    refused = cli.run(
+        "deploy", "nowhere-bot", f"{PROBE}:latest", "--region", "mars", "--yes", check=False
+    )
+    assert refused.returncode != 0
+    cli.run("deploy", "lab-bot", f"{PROBE}:latest", "--region", "pce-lab", "--yes")
+    assert "pce-lab" in cli.run("agent", "list").stdout
+    kept = cli.run("regions", "delete", "pce-lab", "--yes", check=False)
+    assert kept.returncode != 0 and "1 agent(s)" in kept.stdout + kept.stderr
+    cli.run("agent", "delete", "lab-bot", "-f")
+    cli.run("regions", "delete", "pce-lab", "--yes")
+    assert "pce-lab" not in cli.run("regions", "list").stdout
 
 
 SDK_SCRIPT = """

@@ -6,7 +6,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Request, Response
 from pydantic import BaseModel, ConfigDict, Field
 
-from cattery.control import wire
+from cattery.control import regions, wire
 from cattery.control.builds import STATUSES
 from cattery.control.deps import DB, Org, State
 from cattery.control.routing import BoundedJSONRoute
@@ -28,14 +28,9 @@ class CreateBuildRequest(BaseModel):
     dockerfilePath: str = Field("Dockerfile", min_length=1, max_length=1024)
 
 
-def _region(state: State, org: Org, region: str | None) -> str:
+async def _region(state: State, db: DB, org: Org, region: str | None) -> str:
     chosen = region or org.default_region or state.settings.default_region
-    if chosen not in state.settings.regions:
-        raise InvalidRequest(
-            f"Unknown region {chosen!r}; this cattery has {', '.join(state.settings.regions)}",
-            code="INVALID_REGION",
-        )
-    return chosen
+    return await regions.check_region(db, chosen)
 
 
 def build_router() -> APIRouter:
@@ -83,10 +78,10 @@ def _add_routes(router: APIRouter, base: str) -> None:
 
     @router.post(base + "/upload-url")
     async def upload_url(
-        state: State, request: Request, org: Org, req: UploadUrlRequest | None = None
+        state: State, db: DB, request: Request, org: Org, req: UploadUrlRequest | None = None
     ) -> dict:
         req = req or UploadUrlRequest()
-        _region(state, org, req.region)
+        await _region(state, db, org, req.region)
         return state.builds.upload_url(org, str(request.base_url), req.contextHash)
 
     @router.post(base)
@@ -96,7 +91,7 @@ def _add_routes(router: APIRouter, base: str) -> None:
             org,
             upload_id=req.uploadId,
             dockerfile_path=req.dockerfilePath,
-            region=_region(state, org, req.region),
+            region=await _region(state, db, org, req.region),
         )
         return {
             "build": wire.build_item(build),

@@ -1,4 +1,4 @@
-"""Organizations, API keys, the calling user, regions and properties."""
+"""Organizations, API keys, the calling user and properties."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from typing import Any
 from fastapi import APIRouter, Body
 from pydantic import BaseModel, Field
 
-from cattery.control import keys, wire
+from cattery.control import keys, regions, wire
 from cattery.control.deps import DB, Org, PrivateCaller, State
 from cattery.control.routing import BoundedJSONRoute
-from cattery.errors import InvalidRequest, NotFound
+from cattery.errors import InvalidRequest
 from cattery.store import repositories as repo
 from cattery.store.models import Organization
 
@@ -23,23 +23,6 @@ class CreateKeyRequest(BaseModel):
 def default_region(state: State, org: Organization) -> str:
     """The organization's ``defaultRegion`` property, else the platform's."""
     return org.default_region or state.settings.default_region
-
-
-def _names(state: State) -> str:
-    return ", ".join(state.settings.regions)
-
-
-def _regions(state: State) -> list[dict[str, str]]:
-    archs = state.settings.architectures
-    return [
-        {
-            "code": r,
-            "display_name": f"{r} (this cattery)",
-            "supported_architectures": archs,
-            "default_architecture": archs[0] if archs else None,
-        }
-        for r in state.settings.regions
-    ]
 
 
 def build_router() -> APIRouter:
@@ -62,28 +45,12 @@ def build_router() -> APIRouter:
 
 
 def _add_org_routes(router: APIRouter, base: str) -> None:
-    @router.get(base + "/regions")
-    async def regions(state: State, org: Org) -> dict:
-        return {"regions": _regions(state)}
-
-    @router.get(base + "/regions/{region_key}")
-    async def region(state: State, org: Org, region_key: str) -> dict:
-        for found in _regions(state):
-            if found["code"] == region_key:
-                return {
-                    **found,
-                    "region_key": region_key,
-                    "enrollment_status": "enrolled",
-                    "ws_public_endpoint": None,
-                }
-        raise NotFound(f"Region {region_key!r} not found: this cattery has {_names(state)}")
-
     @router.get(base + "/properties")
     async def properties(state: State, org: Org) -> dict:
         return {"properties": {"defaultRegion": default_region(state, org)}}
 
     @router.get(base + "/properties/schema")
-    async def properties_schema(state: State, org: Org) -> dict:
+    async def properties_schema(state: State, db: DB, org: Org) -> dict:
         return {
             "properties": {
                 "defaultRegion": {
@@ -92,7 +59,7 @@ def _add_org_routes(router: APIRouter, base: str) -> None:
                     "default": state.settings.default_region,
                     "currentValue": default_region(state, org),
                     "readOnly": False,
-                    "availableValues": list(state.settings.regions),
+                    "availableValues": await regions.names(db),
                 }
             }
         }
@@ -107,11 +74,9 @@ def _add_org_routes(router: APIRouter, base: str) -> None:
                 f"Unknown properties: {', '.join(sorted(unknown))}; this cattery has defaultRegion"
             )
         region = req.get("defaultRegion")
-        if region not in state.settings.regions:
-            raise InvalidRequest(
-                f"Unknown region {region!r}; use one of {', '.join(state.settings.regions)}",
-                code="INVALID_REGION",
-            )
+        if not isinstance(region, str):
+            raise InvalidRequest("defaultRegion must be a region's key", code="INVALID_REGION")
+        await regions.check_region(db, region)
         await repo.set_default_region(db, org.id, region)
         await db.commit()  # then forgotten: callers' cached organization holds the old one
         state.lookups.forget_keys(org.id)

@@ -25,10 +25,6 @@ REGISTRY = (
     "deploy with --credentials (an image pull secret), or let `pipecat cloud deploy` build "
     "the image here"
 )
-REGIONS = (
-    "A self-hosted cattery's regions are its own configuration, not registered ones: list "
-    "them in CATTERY_REGIONS (and run one cattery per place you need)"
-)
 REFERENCES = (
     "A self-hosted cattery keeps secrets itself: set them with `pipecat cloud secrets set` "
     "instead of referencing another region's"
@@ -90,11 +86,5 @@ def build_router() -> APIRouter:
         ("/registry-keys/{key}", ["DELETE"]),
     ):
         router.add_api_route(ORG + path, _refuse(REGISTRY), methods=methods)
-    for path, methods in (
-        ("/regions", ["POST"]),
-        ("/regions/{region}", ["DELETE", "PUT", "PATCH"]),
-        ("/regions/{region}/enrollment-tokens", ["POST"]),
-    ):
-        router.add_api_route(ORG + path, _refuse(REGIONS), methods=methods)
     router.add_api_route(ORG + "/secrets/references", _refuse(REFERENCES), methods=["POST"])
     return router
