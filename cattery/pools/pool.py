@@ -21,7 +21,7 @@ from loguru import logger
 
 from cattery.backends.base import Backend, InstanceFailed, InstanceHandle, InstanceSpec, Preparing
 from cattery.backends.base import InstanceStatus as Status
-from cattery.errors import AtCapacity, ServiceUnavailable
+from cattery.errors import AtCapacity, CatteryError, ServiceUnavailable
 from cattery.pools.options import Lease, PoolCounts, PoolOptions, PoolStats
 from cattery.tasks import OwnedTasks
 
@@ -404,7 +404,8 @@ class Pool:
         self._starting.remove(slot)
         if handle is not None:
             self._close_later(handle)
-        failure = error if isinstance(error, InstanceFailed) else None
+        # the backend's own refusal (no node of the region) reaches the caller as it is
+        failure = error if isinstance(error, (InstanceFailed, CatteryError)) else None
         if failure is None:
             failure = InstanceFailed(
                 f"an instance of {self.key} failed to start: {error!r}",

@@ -99,6 +99,8 @@ class FakeBackend:
     def __init__(self, *, auto_ready: bool = True) -> None:
         self.auto_ready = auto_ready
         self.fail_starts = False
+        #: raised by ``spawn`` itself (a backend refusing to place, e.g. no node fits)
+        self.spawn_error: Exception | None = None
         self.handles: list[FakeHandle] = []
         self.peak_open = 0
 
@@ -107,6 +109,8 @@ class FakeBackend:
 
     async def spawn(self, spec: InstanceSpec) -> FakeHandle:
         await asyncio.sleep(0)  # a real backend yields here too
+        if self.spawn_error is not None:
+            raise self.spawn_error
         handle = FakeHandle(spec, fail=self.fail_starts)
         if self.auto_ready:
             handle.gate.set()

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator, Callable
 import pytest
 
 from cattery.backends.base import InstanceFailed, InstanceHandle, InstanceSpec, InstanceStatus
+from cattery.backends.regions import NoNodeInRegion
 from cattery.errors import AtCapacity, ServiceUnavailable
 from cattery.pools import Pool, PoolManager, PoolOptions
 from tests.support.fake_backend import FakeBackend
@@ -146,6 +147,16 @@ async def test_a_failed_start_frees_its_slot(make_pool, backend) -> None:
     backend.fail_starts = False
     lease = await pool.acquire()
     assert lease.handle.status == InstanceStatus.READY
+
+
+async def test_a_backend_refusing_to_place_answers_the_caller_with_its_error(
+    make_pool, backend
+) -> None:
+    backend.spawn_error = NoNodeInRegion("eu-lab")
+    pool = make_pool(min_agents=0)
+    with pytest.raises(NoNodeInRegion):
+        await pool.acquire()
+    assert pool.stats().total == 0
 
 
 async def test_warm_start_failures_back_off_then_recover(make_pool, backend) -> None:
