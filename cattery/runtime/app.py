@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import inspect
 import uuid
+from dataclasses import dataclass
 from typing import Any
 
 from fastapi import FastAPI, Header, Query, Request, WebSocket
@@ -28,7 +29,7 @@ from cattery.error_handlers import install_error_handlers
 from cattery.errors import InvalidRequest
 from cattery.runtime import tracing
 from cattery.runtime.bodies import decode_ws_body, json_object
-from cattery.runtime.guard import InstanceGuard
+from cattery.runtime.guard import InstanceGuard, InstanceToken
 from cattery.runtime.loader import LoadedBot
 from cattery.runtime.options import RuntimeOptions
 from cattery.runtime.sessions import SessionRunner
@@ -74,13 +75,52 @@ def ws_transport_type(header: str | None) -> str | None:
     return PLAIN_WEBSOCKET if (header or "").strip().lower() == PLAIN_WEBSOCKET else None
 
 
-def build_app(loaded: LoadedBot, options: RuntimeOptions) -> tuple[FastAPI, SessionRunner]:
+@dataclass(frozen=True)
+class Unbuilt:
+    """What ``build_app`` changes on the shared app, as it was before: the bot's own routes,
+    middleware and lifespan. A forked child whose settings differ from those its parent
+    built with puts this back, then builds the app for its own."""
+
+    routes: list[Any]
+    middleware: list[Any]
+    handlers: dict[Any, Any]
+    lifespan: Any
+
+    @classmethod
+    def of(cls, app: FastAPI) -> Unbuilt:
+        return cls(
+            list(app.router.routes),
+            list(app.user_middleware),
+            dict(app.exception_handlers),
+            app.router.lifespan_context,
+        )
+
+    def restore(self, app: FastAPI) -> None:
+        app.router.routes[:] = self.routes
+        app.user_middleware[:] = self.middleware
+        app.exception_handlers.clear()
+        app.exception_handlers.update(self.handlers)
+        app.router.lifespan_context = self.lifespan
+        app.middleware_stack = None
+
+
+@dataclass(frozen=True)
+class ServedApp:
+    """The runtime's app, the runner of its sessions, and the token its guard checks."""
+
+    app: FastAPI
+    runner: SessionRunner
+    token: InstanceToken
+
+
+def build_app(loaded: LoadedBot, options: RuntimeOptions) -> ServedApp:
     """Register the contract's routes on the shared app, after any the bot added at import."""
     app = get_app()
     runner = SessionRunner(loaded.bot, image_version=options.image_version)
     webrtc = WebRTCSessions(runner, options)
+    token = InstanceToken(options.instance_token)
     install_error_handlers(app)
-    app.add_middleware(InstanceGuard, runner=runner, token=options.instance_token)
+    app.add_middleware(InstanceGuard, runner=runner, token=token)
 
     @app.get("/livez")
     async def livez() -> dict[str, str]:
@@ -142,4 +182,4 @@ def build_app(loaded: LoadedBot, options: RuntimeOptions) -> tuple[FastAPI, Sess
     add_webrtc_routes(app, webrtc)
     if options.whatsapp is not None:
         add_whatsapp_routes(app, runner, webrtc, options.whatsapp)
-    return app, runner
+    return ServedApp(app, runner, token)

@@ -15,22 +15,35 @@ SESSION_PATHS = frozenset({"/bot", "/ws", "/api/offer", "/whatsapp"})
 WS_TRY_AGAIN_LATER = 1013
 
 
+class InstanceToken:
+    """The token every request but the open paths must carry (None: no check). Settable: a
+    forked instance's app is built in its parent, before the instance has a token."""
+
+    def __init__(self, value: str | None = None) -> None:
+        self.value: bytes | None = None
+        self.set(value)
+
+    def set(self, value: str | None) -> None:
+        self.value = value.encode() if value else None
+
+
 class InstanceGuard:
     """Refuses requests without the instance token, and new sessions while draining."""
 
-    def __init__(self, app: ASGIApp, runner: SessionRunner, token: str | None) -> None:
+    def __init__(self, app: ASGIApp, runner: SessionRunner, token: InstanceToken) -> None:
         self.app = app
         self.runner = runner
-        self.token = token.encode() if token else None
+        self.token = token
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
         path = scope["path"]
-        if self.token is not None and path not in OPEN_PATHS:
+        token = self.token.value
+        if token is not None and path not in OPEN_PATHS:
             given = dict(scope["headers"]).get(INSTANCE_TOKEN_HEADER.encode(), b"")
-            if not hmac.compare_digest(given, self.token):
+            if not hmac.compare_digest(given, token):
                 await _refuse(scope, send, 401, "401", "Missing or wrong instance token")
                 return
         if self.runner.draining and path in SESSION_PATHS and _starts_session(scope):

@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from loguru import logger
 
 from cattery.runtime.loader import BotLoadError, LoadedBot, load_bot
 from cattery.runtime.logs import configure_logging
 from cattery.runtime.options import RuntimeOptions
+
+if TYPE_CHECKING:
+    import uvicorn
+
+    from cattery.runtime.app import ServedApp, Unbuilt
 
 EXIT_BAD_BOT = 2
 
@@ -43,8 +50,35 @@ def serve_loaded(
     parent_pid: int | None = None,
     owner_fd: int | None = None,
 ) -> None:
-    from cattery.runtime import observers, tracing
     from cattery.runtime.app import build_app
+    from cattery.runtime.server import make_config
+
+    served = build_app(loaded, options)
+    config = make_config(served.app, host=options.host, port=options.port)
+    _serve_built(
+        loaded,
+        served,
+        config,
+        options,
+        fd=fd,
+        one_session=one_session,
+        parent_pid=parent_pid,
+        owner_fd=owner_fd,
+    )
+
+
+def _serve_built(
+    loaded: LoadedBot,
+    served: ServedApp,
+    config: uvicorn.Config,
+    options: RuntimeOptions,
+    *,
+    fd: int | None,
+    one_session: bool,
+    parent_pid: int | None = None,
+    owner_fd: int | None = None,
+) -> None:
+    from cattery.runtime import observers, tracing
     from cattery.runtime.confine import confine_self, reap_descendants
     from cattery.runtime.features import FeatureKey, enabled, log_features_summary
     from cattery.runtime.server import serve
@@ -54,15 +88,12 @@ def serve_loaded(
     tracing.setup(options.otlp_endpoint)
     if options.log_features_summary:
         log_features_summary(options)
-    app, runner = build_app(loaded, options)
     logger.info(f"Serving {loaded.path} (image version {options.image_version})")
     confine_self(options.memory_limit_bytes)
     try:
         serve(
-            app,
-            runner,
-            host=options.host,
-            port=options.port,
+            config,
+            served.runner,
             shutdown_timeout=options.shutdown_timeout,
             fd=fd,
             one_session=one_session,
@@ -75,16 +106,76 @@ def serve_loaded(
             logger.info(f"Stopped {left} process(es) the session left behind")
 
 
-def serve_forked(loaded: LoadedBot, *, fd: int, one_session: bool, owner_fd: int | None) -> None:
-    """Serve a bot ``prepare`` loaded in a parent, in a child forked from it, on ``fd``.
+#: the settings ``build_app`` builds into the app; the rest are read when serving
+APP_SETTINGS = ("image_version", "ice_config_url", "ice_fallback_urls", "whatsapp", "esp32_host")
 
-    The child's environment is its own by now, so options and logging are read again.
-    ``owner_fd`` is the read end of a pipe only the owner writes to: once it reads end of
-    file and no session runs, the instance exits (``--parent-pid`` for a forked child).
+
+@dataclass(frozen=True)
+class Prebuilt:
+    """A bot's serving side built once, in its forking parent, before any fork: the app
+    with its routes and middleware, and uvicorn's loaded settings. Building them took most
+    of a forked instance's start; a child now only takes its own token and serves."""
+
+    loaded: LoadedBot
+    options: RuntimeOptions
+    served: ServedApp
+    config: uvicorn.Config
+    unbuilt: Unbuilt
+
+    def serves(self, options: RuntimeOptions) -> bool:
+        """Whether a child with ``options`` may serve this build: the same settings for
+        everything built into the app (its token, limits and logging are its own)."""
+        return all(getattr(options, f) == getattr(self.options, f) for f in APP_SETTINGS)
+
+
+def prebuild(loaded: LoadedBot, options: RuntimeOptions) -> Prebuilt:
+    """Build what every child of a forking parent serves (``options`` are the parent's:
+    the agent's once its bot is imported, without an instance token)."""
+    from cattery.runtime.app import Unbuilt, build_app
+    from cattery.runtime.server import make_config
+    from cattery.runtime.system import get_app
+
+    unbuilt = Unbuilt.of(get_app())
+    served = build_app(loaded, options)
+    # Starlette builds the middleware stack on the first request: do it once, here.
+    served.app.middleware_stack = served.app.build_middleware_stack()
+    config = make_config(served.app, host=options.host, port=options.port)
+    return Prebuilt(loaded, options, served, config, unbuilt)
+
+
+def serve_forked(
+    prepared: LoadedBot | Prebuilt, *, fd: int, one_session: bool, owner_fd: int | None
+) -> None:
+    """Serve a bot its parent prepared (loaded, or built whole), in a child forked from
+    it, on ``fd``.
+
+    The child's environment is its own by now, so its options are read again; a build
+    made with other app settings is put back and the child builds its own, as a fresh
+    process would. ``owner_fd`` is the read end of a pipe only the owner writes to: once
+    it reads end of file and no session runs, the instance exits (``--parent-pid`` for
+    a forked child).
     """
     options = RuntimeOptions.from_env(host="127.0.0.1")
-    configure_logging(options.log_level)
-    serve_loaded(loaded, options, fd=fd, one_session=one_session, owner_fd=owner_fd)
+    if not isinstance(prepared, Prebuilt):
+        configure_logging(options.log_level)
+        serve_loaded(prepared, options, fd=fd, one_session=one_session, owner_fd=owner_fd)
+        return
+    if options.log_level != prepared.options.log_level:
+        configure_logging(options.log_level)  # else the parent's holds: stderr is our log
+    if not prepared.serves(options):
+        prepared.unbuilt.restore(prepared.served.app)
+        serve_loaded(prepared.loaded, options, fd=fd, one_session=one_session, owner_fd=owner_fd)
+        return
+    prepared.served.token.set(options.instance_token)
+    _serve_built(
+        prepared.loaded,
+        prepared.served,
+        prepared.config,
+        options,
+        fd=fd,
+        one_session=one_session,
+        owner_fd=owner_fd,
+    )
 
 
 def run_runtime(

@@ -93,12 +93,27 @@ class DrainingServer(uvicorn.Server):
                 self.should_exit = True
 
 
+def make_config(app: FastAPI, *, host: str, port: int) -> uvicorn.Config:
+    """uvicorn's settings for ``app``, loaded (the app wrapped, its protocols picked): a
+    forking parent loads them once for all its children."""
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=True,
+        lifespan="on",
+        ws="websockets-sansio",
+        timeout_graceful_shutdown=GRACEFUL_CLOSE_SECONDS,
+    )
+    config.load()
+    return config
+
+
 def serve(
-    app: FastAPI,
+    config: uvicorn.Config,
     runner: SessionRunner,
     *,
-    host: str,
-    port: int,
     shutdown_timeout: float,
     fd: int | None = None,
     one_session: bool = False,
@@ -110,16 +125,6 @@ def serve(
     # set on sockets it knows to be TCP), and a response written in two parts waits for
     # the peer's delayed ACK (~40 ms).
     sockets = [socket.socket(fileno=fd)] if fd is not None else None
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_config=None,
-        access_log=True,
-        lifespan="on",
-        ws="websockets-sansio",
-        timeout_graceful_shutdown=GRACEFUL_CLOSE_SECONDS,
-    )
     server = DrainingServer(config, runner, shutdown_timeout)
     if one_session:
         server.exit_after_first_session()

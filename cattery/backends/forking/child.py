@@ -117,9 +117,11 @@ def become_instance(
 def reseed() -> None:
     """Fresh random state: the parent's would repeat in every child."""
     random.seed()
-    numpy = sys.modules.get("numpy")
-    if numpy is not None:
+    # Only a generator the parent imported has state to renew: ``numpy.random`` is imported
+    # lazily, on first use (~10 ms), and a child that imports it later seeds it afresh.
+    numpy_random = sys.modules.get("numpy.random")
+    if numpy_random is not None:
         try:
-            numpy.random.seed()
+            numpy_random.seed()
         except Exception:
             pass

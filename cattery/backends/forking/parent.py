@@ -221,13 +221,16 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     gc.disable()  # no holes in pages the children will share; children enable it again
 
-    from cattery.runtime.main import prepare
+    from cattery.runtime.main import prebuild, prepare
     from cattery.runtime.options import RuntimeOptions
 
     control = socket.socket(fileno=args.control_fd)
     launched_env = dict(os.environ)
     loaded = prepare(args.path, RuntimeOptions.from_env(host="127.0.0.1"))
     preload_serving_modules()
+    # built once here, with the settings a child reads (the bot's import may have set
+    # some): each child only takes its own token and serves
+    prepared = prebuild(loaded, RuntimeOptions.from_env(host="127.0.0.1"))
     if threading.active_count() > 1:
         names = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
         reason = f"importing the bot started threads ({', '.join(names)}), which a fork would lose"
@@ -235,7 +238,7 @@ def main(argv: list[str] | None = None) -> None:
         _send_refusal(control, reason)
         raise SystemExit(EXIT_THREADS)
     gc.freeze()
-    ForkingParent(loaded, control, args.lifeline_fd, launched_env).run()
+    ForkingParent(prepared, control, args.lifeline_fd, launched_env).run()
 
 
 if __name__ == "__main__":
