@@ -5,7 +5,7 @@ A pool owns handles; a handle owns its process. Only the owner signals a pid.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from pathlib import Path
@@ -156,4 +156,61 @@ class Preparing(Protocol):
 
     async def prepare(self, spec: InstanceSpec) -> None:
         """Get ready to spawn ``spec`` fast; never raises for a spec that can't be sped up."""
+        ...
+
+
+@dataclass(frozen=True)
+class Locator:
+    """Where a running instance is, as the store keeps it for a later control plane. Only
+    the backend that made the instance reads it back (``Adopting.adopt``); every field but
+    ``address`` and ``token`` means what that backend makes of it."""
+
+    address: str
+    token: str = field(repr=False)
+    #: the instance's process, and when it started (epoch seconds): a pid gets reused
+    pid: int | None = None
+    started_at: float | None = None
+    #: where its output goes (the local backend: a file), and how much of it is stored
+    log: str | None = None
+    log_offset: int = 0
+
+
+@dataclass(frozen=True)
+class Adoption:
+    """What adopting found: the handle of an instance that still runs (owned by the backend
+    again), or, for one that is gone, the last lines it wrote after the stored offset
+    (handed to the backend's line sink already, so its session keeps them)."""
+
+    handle: InstanceHandle | None
+    last_lines: tuple[str, ...] = ()
+
+
+@runtime_checkable
+class Adopting(Protocol):
+    """A backend whose instances outlive the control plane that started them. Optional.
+
+    The control plane stores ``locate(handle)`` for each of ``handles`` (under the spec's
+    ``backend`` name) and keeps it in step; a control plane started after a crash gives
+    each stored locator back to the backend of that name with ``adopt``, and reads how a
+    session ended from ``last_lines``. Instances of a backend without it are not stored:
+    after a restart their sessions end as ``terminated``.
+    """
+
+    @property
+    def handles(self) -> Sequence[InstanceHandle]:
+        """Every instance the backend owns now."""
+        ...
+
+    def locate(self, handle: InstanceHandle) -> Locator | None:
+        """Where ``handle`` runs, to store; None if it could not be found again."""
+        ...
+
+    async def adopt(self, instance_id: str, spec: InstanceSpec, locator: Locator) -> Adoption:
+        """Own again the instance ``locator`` names (``spec`` as stored: no secrets). An
+        empty ``locator.token`` means nothing can talk to it: adopt it to be closed."""
+        ...
+
+    async def last_lines(self, instance_id: str) -> tuple[str, ...]:
+        """The last lines a gone instance wrote, if the backend still has them (a session
+        whose instance record went before its end was recorded); else ``()``."""
         ...

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from datetime import timedelta
 from http.cookiejar import CookieJar, DefaultCookiePolicy
@@ -73,8 +73,10 @@ The dashboard: {url}/dashboard/  (log in with the admin token)
 """
 
 
-def create_app(settings: Settings) -> FastAPI:
-    app = FastAPI(title="cattery", lifespan=_lifespan(settings))
+def create_app(settings: Settings, *, backends: Mapping[str, Backend] | None = None) -> FastAPI:
+    """``backends``: more backends by name, beside the ones the settings make (the
+    in-memory one of unit tests); specs naming them run there."""
+    app = FastAPI(title="cattery", lifespan=_lifespan(settings, backends or {}))
     install_error_handlers(app)
     install_openapi(app)
     # the public routes first: every start and Session API call is matched against the
@@ -108,10 +110,10 @@ def create_app(settings: Settings) -> FastAPI:
     return app
 
 
-def _lifespan(settings: Settings):
+def _lifespan(settings: Settings, more_backends: Mapping[str, Backend]):
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state = await _open(settings)
+        state = await _open(settings, more_backends)
         app.state.control = state
         try:
             if state.admin_token_created:
@@ -136,7 +138,7 @@ def _lifespan(settings: Settings):
     return lifespan
 
 
-async def _open(settings: Settings) -> ControlState:
+async def _open(settings: Settings, more_backends: Mapping[str, Backend]) -> ControlState:
     private_dir(settings.state_dir)
     key = (
         settings.secret_key.get_secret_value()
@@ -187,7 +189,9 @@ async def _open(settings: Settings) -> ControlState:
     backends: dict[str, Backend] = {"local": backend}
     if containers is not None:
         backends["container"] = containers
-    pools = PoolManager(BackendRouter(backends))
+    backends.update(more_backends)
+    backend_router = BackendRouter(backends)
+    pools = PoolManager(backend_router)
     webhooks = SessionWebhooks(maker, box, settings.webhooks, flush_logs=router.flush)
     webhooks.start()
     supervisor = SessionSupervisor(router, recorder, metrics, webhooks)
@@ -216,6 +220,7 @@ async def _open(settings: Settings) -> ControlState:
         deployer=deployer,
         proxy_http=_cookieless_client(),
         backend=backend,
+        backends=backend_router,
         containers=containers,
         instances=instances,
         builds=build_service,
@@ -258,7 +263,7 @@ async def _recover(state: ControlState) -> None:
             f"Recovered from a restart: {done.adopted} session(s) reattached, "
             f"{done.closed} idle instance(s) closed, {done.ended} session(s) recorded as ended"
         )
-    state.instances.start(lambda: state.backend.handles)
+    state.instances.start(state.backends)
 
 
 async def _close(state: ControlState) -> None:

@@ -10,17 +10,16 @@ the backend has let the instance go.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Iterable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import Protocol
 
 from loguru import logger
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from cattery.backends.base import InstanceHandle, InstanceStatus
+from cattery.backends.base import InstanceHandle, InstanceStatus, Locator
 from cattery.control import latency
 from cattery.control.logrouter import LogRecord, Sample
 from cattery.control.metrics import ControlMetrics
@@ -32,25 +31,19 @@ from cattery.tasks import OwnedTasks
 
 #: how often the instance records follow the instances (status, log offset, deletion)
 INSTANCE_SYNC_SECONDS = 2.0
-BACKEND_NAME = "local"
 #: log lines deleted per transaction when pruning
 PRUNE_BATCH = 5000
 #: statuses a record never takes: a record is deleted when its instance is let go instead
 _TERMINAL = frozenset({InstanceStatus.STOPPED, InstanceStatus.FAILED})
 
 
-@runtime_checkable
-class RecordedHandle(InstanceHandle, Protocol):
-    """An instance whose process a later control plane can find again (local backend)."""
+class Locating(Protocol):
+    """The instances whose records are kept, and where each runs (the backends' router:
+    only backends that can adopt instances after a restart have any)."""
 
-    @property
-    def log_path(self) -> Path: ...
+    def adoptable(self) -> Iterable[InstanceHandle]: ...
 
-    @property
-    def log_offset(self) -> int: ...
-
-    @property
-    def create_time(self) -> float: ...
+    def locate(self, handle: InstanceHandle) -> Locator | None: ...
 
 
 @dataclass(frozen=True)
@@ -78,7 +71,7 @@ class InstanceRecorder:
     ) -> None:
         self._sessionmaker = sessionmaker
         self._box = box
-        self._handles: Callable[[], Iterable[RecordedHandle]] | None = None
+        self._backends: Locating | None = None
         self._interval = interval
         self._lock = asyncio.Lock()
         self._written: dict[str, _Written] = {}
@@ -86,17 +79,18 @@ class InstanceRecorder:
         self._agent_ids: dict[str, str] = {}  # deployment id -> agent id
         self._tasks = OwnedTasks("instance records")
 
-    def start(self, handles: Callable[[], Iterable[RecordedHandle]]) -> None:
-        """Follow the instances ``handles()`` lists (the backend's). Called after start-up
-        recovery, so a sync never sees a half-adopted instance."""
-        self._handles = handles
+    def start(self, backends: Locating) -> None:
+        """Follow the instances ``backends`` can adopt. Called after start-up recovery, so
+        a sync never sees a half-adopted instance."""
+        self._backends = backends
         if not self._tasks and not self._tasks.closed:
             self._tasks.spawn(self._sync_task(), "instance_sync_task")
 
-    def track(self, handle: RecordedHandle) -> None:
-        """An instance adopted from its stored record: keep that record in step from now on."""
-        self._written[handle.id] = _Written(_status(handle), handle.log_offset)
-        self._seen_offsets[handle.id] = handle.log_offset
+    def track(self, handle: InstanceHandle, locator: Locator) -> None:
+        """An instance adopted from its stored ``locator``: keep its record in step from now
+        on."""
+        self._written[handle.id] = _Written(_status(handle), locator.log_offset)
+        self._seen_offsets[handle.id] = locator.log_offset
 
     @asynccontextmanager
     async def assigning(
@@ -106,9 +100,10 @@ class InstanceRecorder:
         async with self._lock:
             async with self._sessionmaker.begin() as db:
                 yield db
-                if not isinstance(handle, RecordedHandle):
-                    return  # a container: the engine keeps it, under our labels
-                await self._upsert(db, handle, agent_id, session_id)
+                locator = self._backends.locate(handle) if self._backends else None
+                if locator is None:
+                    return  # its backend cannot adopt it after a restart: nothing to keep
+                await self._upsert(db, handle, locator, agent_id, session_id)
             self._written[handle.id] = _Written(_status(handle), self._offset_to_store(handle.id))
 
     async def sync(self) -> None:
@@ -116,10 +111,11 @@ class InstanceRecorder:
 
         A tick with nothing to change does not touch the store.
         """
-        if self._handles is None:
+        if self._backends is None:
             return
         async with self._lock:
-            owned = {handle.id: handle for handle in self._handles()}
+            located = {h.id: (h, self._backends.locate(h)) for h in self._backends.adoptable()}
+            owned = {i: h for i, (h, where) in located.items() if where is not None}
             now = {i: _Written(_status(h), self._offset_to_store(i)) for i, h in owned.items()}
             new = [
                 h for i, h in owned.items() if i not in self._written and h.status not in _TERMINAL
@@ -130,8 +126,9 @@ class InstanceRecorder:
                 async with self._sessionmaker.begin() as db:
                     for handle in new:
                         agent_id = await self._agent_id(db, handle.spec.deployment_id)
-                        if agent_id is not None:
-                            await self._upsert(db, handle, agent_id, None)
+                        where = located[handle.id][1]
+                        if agent_id is not None and where is not None:
+                            await self._upsert(db, handle, where, agent_id, None)
                     for instance_id, written in changed.items():
                         await repo.update_instance(
                             db, instance_id, status=written.status, log_offset=written.log_offset
@@ -142,7 +139,9 @@ class InstanceRecorder:
                 self._written.update(changed)
                 for instance_id in let_go:
                     del self._written[instance_id]
-            self._seen_offsets = {i: h.log_offset for i, h in owned.items()}
+            self._seen_offsets = {
+                i: where.log_offset for i, (_, where) in located.items() if where is not None
+            }
 
     async def aclose(self) -> None:
         """Stop the sync; a last one deletes the records of instances closed meanwhile."""
@@ -172,7 +171,12 @@ class InstanceRecorder:
         return self._agent_ids[deployment_id]
 
     async def _upsert(
-        self, db: AsyncSession, handle: RecordedHandle, agent_id: str, session_id: str | None
+        self,
+        db: AsyncSession,
+        handle: InstanceHandle,
+        locator: Locator,
+        agent_id: str,
+        session_id: str | None,
     ) -> None:
         await repo.upsert_instance(
             db,
@@ -180,14 +184,14 @@ class InstanceRecorder:
             handle.id,
             agent_id=agent_id,
             deployment_id=handle.spec.deployment_id,
-            backend=BACKEND_NAME,
-            address=handle.address,
-            token=handle.token,
+            backend=handle.spec.backend,
+            address=locator.address,
+            token=locator.token,
             status=_status(handle),
-            pid=handle.pid,
-            log_path=str(handle.log_path),
+            pid=locator.pid,
+            log_path=locator.log,
             log_offset=self._offset_to_store(handle.id),
-            process_started_at=handle.create_time,
+            process_started_at=locator.started_at,
             session_id=session_id,
         )
 

@@ -3,15 +3,17 @@
 Runs in the lifespan before the app serves and before the pools are rebuilt. For every
 instance still on record:
 
-- its process runs and serves a session that has not ended: the instance is adopted, its
+- it still runs and serves a session that has not ended: the instance is adopted, its
   agent's pool counts it as busy, and the supervisor watches the session as a live one;
-- its process runs but serves nothing (a warm instance, or one whose session ended): it is
-  closed (idle instances exit once their owner is gone anyway; this makes sure);
-- its process is gone: its session, if still open, ends with the end state the log's last
-  lines name, else ``terminated``; the lines it wrote meanwhile are stored.
+- it runs but serves nothing (a warm instance, or one whose session ended): it is closed
+  (idle instances exit once their owner is gone anyway; this makes sure);
+- it is gone: its session, if still open, ends with the end state its last lines name,
+  else ``terminated``; the lines it wrote meanwhile are stored.
 
-A session left open whose instance is not on record ends the same way. Afterwards every
-instance process the store knew of has an owner again, or is gone.
+Finding an instance again is its backend's work (``Adopting``, asked through the backends'
+router by the name on the record): this module knows no backend. A session left open
+whose instance is not on record ends the same way. Afterwards every instance the store
+knew of has an owner again, or is gone.
 """
 
 from __future__ import annotations
@@ -20,14 +22,11 @@ import asyncio
 from dataclasses import dataclass
 from datetime import datetime
 from functools import partial
-from pathlib import Path
-from urllib.parse import urlsplit
 
 from loguru import logger
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from cattery.backends.base import InstanceSpec
-from cattery.backends.local import AdoptRecord, LocalInstanceHandle, LogTail
+from cattery.backends.base import Adoption, InstanceHandle, InstanceSpec, Locator
 from cattery.control.logrouter import END_STATE, InstanceContext
 from cattery.control.state import ControlState
 from cattery.control.supervisor import LOGGED_END_STATES
@@ -60,10 +59,13 @@ class OpenSession:
 
 @dataclass(frozen=True)
 class FoundInstance:
-    """An instance on record: how to find its process, and the open session it serves."""
+    """An instance on record: the backend that made it, where it runs, and the open session
+    it serves."""
 
     instance_id: str
-    record: AdoptRecord | None  # None: the record cannot locate (or talk to) a process
+    backend: str
+    spec: InstanceSpec
+    locator: Locator
     session: OpenSession | None
 
 
@@ -80,31 +82,33 @@ async def recover(state: ControlState) -> Recovery:
     """Adopt, close or settle every instance and open session the store holds."""
     async with state.sessionmaker() as db:
         found, open_sessions = await _load(db, state)
-    backend, done = state.backend, Recovery()
+    backends, done = state.backends, Recovery()
     end_states: dict[str, str] = {}
     forget: list[str] = []
-    idle: list[LocalInstanceHandle] = []
+    idle: list[InstanceHandle] = []
     for item in found:
         session = item.session
         if session is not None:
             open_sessions.pop(session.id, None)
             state.router.bind(item.instance_id, session.context())
-        handle = await backend.adopt(item.record) if item.record is not None else None
+        adoption: Adoption = await backends.adopt(
+            item.backend, item.instance_id, item.spec, item.locator
+        )
+        handle = adoption.handle
         if handle is not None and session is not None and handle.token:
-            _reattach(state, handle, session)
+            _reattach(state, handle, session, item.locator)
             done.adopted += 1
             continue
         forget.append(item.instance_id)
         if handle is not None:
             idle.append(handle)  # serves nothing, or nothing can talk to it: closed
         if session is not None:
-            gone = item.record if handle is None else None  # its log tells how it ended
-            end_states[session.id] = (
-                _replay_log(state, gone) if gone is not None else EndState.TERMINATED.value
-            )
+            gone = handle is None  # its last lines tell how it ended
+            logged = _last_end_state(adoption.last_lines) if gone else None
+            end_states[session.id] = logged or EndState.TERMINATED.value
     for session in open_sessions.values():
-        log = backend.instances_dir / f"{session.instance_id}.log" if session.instance_id else None
-        end_states[session.id] = _end_state_in(log) or EndState.TERMINATED.value
+        lines = await backends.last_lines(session.instance_id) if session.instance_id else ()
+        end_states[session.id] = _last_end_state(lines) or EndState.TERMINATED.value
     done.closed = len(idle)
     await asyncio.gather(*(h.aclose(grace=IDLE_CLOSE_GRACE_SECONDS) for h in idle))
     async with state.sessionmaker.begin() as db:
@@ -118,9 +122,11 @@ async def recover(state: ControlState) -> Recovery:
     return done
 
 
-def _reattach(state: ControlState, handle: LocalInstanceHandle, session: OpenSession) -> None:
+def _reattach(
+    state: ControlState, handle: InstanceHandle, session: OpenSession, locator: Locator
+) -> None:
     state.pools.adopt_busy(session.agent_key, handle)
-    state.instances.track(handle)
+    state.instances.track(handle, locator)
     state.supervisor.reattach(
         session_id=session.id,
         organization_id=session.organization_id,
@@ -139,31 +145,7 @@ def _reattach(state: ControlState, handle: LocalInstanceHandle, session: OpenSes
     )
 
 
-def _replay_log(state: ControlState, record: AdoptRecord) -> str:
-    """Store what a gone instance wrote since its last recorded offset; the end state its
-    last lines name, else ``terminated``."""
-    seen: list[str] = []
-
-    def sink(instance_id: str, line: str) -> None:
-        seen.append(line)
-        state.router.line(instance_id, line)
-
-    LogTail(record.instance_id, record.log_path, sink, offset=record.log_offset).read_available(
-        final=True
-    )
-    return _last_end_state(seen) or EndState.TERMINATED.value
-
-
-def _end_state_in(log: Path | None) -> str | None:
-    """The end state a log file names last, if it names one."""
-    if log is None:
-        return None
-    seen: list[str] = []
-    LogTail("", log, lambda _, line: seen.append(line)).read_available(final=True)
-    return _last_end_state(seen)
-
-
-def _last_end_state(lines: list[str]) -> str | None:
+def _last_end_state(lines: tuple[str, ...]) -> str | None:
     for line in reversed(lines):
         match = END_STATE.search(line)
         if match is not None and match.group(1) in LOGGED_END_STATES:
@@ -184,9 +166,10 @@ async def _load(
     for row in await repo.list_unended_sessions(db):
         sessions[row.id] = await _open_session(db, row, names, limits)
     found = []
-    for row in await repo.list_live_instances(db, backend="local"):
+    for row in await repo.list_live_instances(db):
         session = sessions.get(row.session_id) if row.session_id else None
-        found.append(FoundInstance(row.id, await _adopt_record(db, state, row, names), session))
+        spec = await _stored_spec(db, row, names)
+        found.append(FoundInstance(row.id, row.backend, spec, _locator(state, row), session))
     return found, sessions
 
 
@@ -222,31 +205,29 @@ async def _agent_key(db: AsyncSession, agent_id: str, names: dict[str, str]) -> 
     return names[agent_id]
 
 
-async def _adopt_record(
-    db: AsyncSession, state: ControlState, row: Instance, names: dict[str, str]
-) -> AdoptRecord | None:
-    port = urlsplit(row.address).port
-    if row.pid is None or row.process_started_at is None or not row.log_path or port is None:
-        return None
+async def _stored_spec(db: AsyncSession, row: Instance, names: dict[str, str]) -> InstanceSpec:
+    """The instance's spec as far as the store knows it (its secrets are not stored)."""
+    deployment = await repo.get_deployment(db, row.deployment_id)
+    return InstanceSpec(
+        agent_key=await _agent_key(db, row.agent_id, names),
+        deployment_id=row.deployment_id,
+        image=deployment.image if deployment is not None else "",
+        profile=deployment.agent_profile if deployment is not None else "agent-1x",
+        backend=row.backend,
+    )
+
+
+def _locator(state: ControlState, row: Instance) -> Locator:
     try:
         token = repo.instance_token(state.box, row)
     except DecryptionError:
         logger.bind(instance_id=row.id).error("Instance token does not decrypt with this key")
         token = ""  # adopted only to be closed: nothing can talk to it
-    deployment = await repo.get_deployment(db, row.deployment_id)
-    spec = InstanceSpec(
-        agent_key=await _agent_key(db, row.agent_id, names),
-        deployment_id=row.deployment_id,
-        image=deployment.image if deployment is not None else "",
-        profile=deployment.agent_profile if deployment is not None else "agent-1x",
-    )
-    return AdoptRecord(
-        instance_id=row.id,
-        pid=row.pid,
-        port=port,
+    return Locator(
+        address=row.address,
         token=token,
-        log_path=Path(row.log_path),
+        pid=row.pid,
+        started_at=row.process_started_at,
+        log=row.log_path,
         log_offset=row.log_offset,
-        spec=spec,
-        create_time=row.process_started_at,
     )

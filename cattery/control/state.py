@@ -9,6 +9,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
 from cattery.backends.container import ContainerBackend
 from cattery.backends.local import LocalBackend
+from cattery.backends.router import BackendRouter
 from cattery.control.builds import BuildService
 from cattery.control.calls import CallMap
 from cattery.control.deployer import Deployer
@@ -37,6 +38,9 @@ class ControlState:
     deployer: Deployer
     proxy_http: httpx.AsyncClient
     backend: LocalBackend
+    #: every backend by name (the local one, containers, a cluster): pools spawn through
+    #: it, and recovery asks it to adopt what a crash left running
+    backends: BackendRouter
     containers: ContainerBackend | None
     instances: InstanceRecorder
     builds: BuildService

@@ -33,10 +33,11 @@ def in_process_settings(state_dir: Path, **overrides: Any) -> Settings:
 
 
 @asynccontextmanager
-async def app_client(settings: Settings) -> AsyncIterator[httpx.AsyncClient]:
-    """A client of ``create_app(settings)``, its lifespan running; no redirects followed.
-    ``client.control`` is the app's ``ControlState`` (its store, for arranging rows)."""
-    app = create_app(settings)
+async def app_client(settings: Settings, **app_options: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of ``create_app(settings, **app_options)``, its lifespan running; no
+    redirects followed. ``client.control`` is the app's ``ControlState`` (its store, for
+    arranging rows)."""
+    app = create_app(settings, **app_options)
     async with app.router.lifespan_context(app) as state:
 
         async def with_state(scope: dict, receive: Any, send: Any) -> None:

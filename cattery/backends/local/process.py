@@ -28,15 +28,19 @@ from pathlib import Path
 from loguru import logger
 
 from cattery.backends.base import (
+    Adoption,
     InstanceFailed,
+    InstanceHandle,
     InstanceSpec,
     InstanceStatus,
     LineSink,
+    Locator,
     MetricsSink,
 )
 from cattery.backends.forking.client import ParentLaunch, fork_supported, spec_key
 from cattery.backends.forking.servers import ForkServers, PlainProcessesSink
 from cattery.backends.handles import close_all
+from cattery.backends.local.adoption import locator_of, read_last_lines, record_from, replay
 from cattery.backends.local.environment import build_env
 from cattery.backends.local.forkserver import ForkedProcess
 from cattery.backends.local.handle import LocalInstanceHandle
@@ -385,7 +389,28 @@ class LocalBackend:
         env = self._env(spec, tenant, None)
         return parent_launch(spec, self.instances_dir / f"{name}.log", env=env, wrap=wrap)
 
-    async def adopt(self, record: AdoptRecord) -> LocalInstanceHandle | None:
+    # -- adoption (``Adopting``): instances outlive a control plane that is killed --------
+
+    def locate(self, handle: InstanceHandle) -> Locator | None:
+        if not isinstance(handle, LocalInstanceHandle):
+            return None
+        return locator_of(handle)
+
+    async def adopt(self, instance_id: str, spec: InstanceSpec, locator: Locator) -> Adoption:
+        record = record_from(instance_id, spec, locator)
+        handle = await self.adopt_record(record) if record is not None else None
+        if handle is not None or not locator.log:
+            return Adoption(handle)
+        return Adoption(
+            None, replay(instance_id, Path(locator.log), locator.log_offset, self._line_sink)
+        )
+
+    async def last_lines(self, instance_id: str) -> tuple[str, ...]:
+        if not instance_id or "/" in instance_id:
+            return ()
+        return read_last_lines(self.instances_dir / f"{instance_id}.log")
+
+    async def adopt_record(self, record: AdoptRecord) -> LocalInstanceHandle | None:
         """Reattach an instance an earlier control plane started; None if it is gone."""
         if self._closed:
             raise RuntimeError("the local backend is closed")

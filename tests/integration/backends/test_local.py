@@ -303,7 +303,7 @@ async def test_an_instance_survives_its_owner_and_is_adopted(tmp_path, sinks) ->
             assert (await c.get("/livez")).status_code == 200
 
             backend = LocalBackend(tmp_path / "state", sinks.line, sinks.metrics, 0.2)
-            handle = await backend.adopt(record)
+            handle = await backend.adopt_record(record)
             assert isinstance(handle, LocalInstanceHandle)
             assert handle.status == InstanceStatus.READY and handle.pid == record.pid
             # lines written since the record was taken reach the new sink, older ones do not
@@ -318,7 +318,7 @@ async def test_an_instance_survives_its_owner_and_is_adopted(tmp_path, sinks) ->
             resp = await session
             assert resp.headers["x-cattery-end-state"] == "terminated"
         await until(lambda: gone(record.pid), "the adopted instance to exit")
-        assert await backend.adopt(record) is None  # gone now
+        assert await backend.adopt_record(record) is None  # gone now
         await backend.aclose()
     finally:
         if owner.poll() is None:
@@ -339,14 +339,14 @@ async def test_adopt_refuses_a_reused_pid(backend, tmp_path) -> None:
         spec=probe_spec(),
         create_time=1.0,
     )
-    assert await backend.adopt(record) is None
+    assert await backend.adopt_record(record) is None
 
 
 async def test_adopt_refuses_a_dead_instance(backend) -> None:
     handle = await backend.spawn(probe_spec())
     record = handle.record()
     await handle.aclose(grace=0)
-    assert await backend.adopt(record) is None
+    assert await backend.adopt_record(record) is None
 
 
 def test_record_round_trips_without_secrets(tmp_path) -> None:
