@@ -108,3 +108,8 @@ OBSERVABILITY_MARKER = "[pcc-observability]"
 REGION_LABEL = "cattery-region"
 #: the control plane's route where a new machine spends a region's enroll token
 CLUSTER_JOIN_PATH = "/v1/cluster/join"
+#: a file the instance's owner touches while the control plane still reaches it; once its
+#: modification time is older than ``LEASE_SECONDS_ENV`` seconds the instance has lost its
+#: lease (its node was fenced off) and ends its session and exits
+LEASE_FILE_ENV = "CATTERY_LEASE_FILE"
+LEASE_SECONDS_ENV = "CATTERY_LEASE_SECONDS"

@@ -98,6 +98,13 @@ class AgentStartFailed(ServiceUnavailable):
     default_message = "The agent's instance failed to start"
 
 
+class SessionUnreachable(ServiceUnavailable):
+    """The session's instance is on a node the control plane no longer reaches."""
+
+    code = "PCC-SESSION-UNREACHABLE"
+    default_message = "The session's instance can't be reached: its machine stopped answering"
+
+
 class CallerGone(CatteryError):
     """The caller closed its connection before its answer was ready (nobody reads this)."""
 

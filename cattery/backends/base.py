@@ -140,6 +140,16 @@ class Backend(Protocol):
 
 
 @runtime_checkable
+class Fencing(Protocol):
+    """A handle whose node may stop answering (a cluster node that hangs). Optional: while
+    ``fenced`` names why, nothing is sent to the instance (it may still run, and exits
+    itself once it loses its lease) and its session is on its way to an end state."""
+
+    @property
+    def fenced(self) -> str | None: ...
+
+
+@runtime_checkable
 class Retiring(Protocol):
     """A backend that keeps something per agent beyond its instances (the local backend's
     forking parent). Optional: an agent's pool calls it once the agent is gone."""

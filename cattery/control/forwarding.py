@@ -34,7 +34,7 @@ from cattery.contract import (
 )
 from cattery.control.state import ControlState
 from cattery.control.supervisor import LiveSession
-from cattery.errors import NotFound, SessionNotFound
+from cattery.errors import NotFound, SessionNotFound, SessionUnreachable
 
 _PLATFORM_PREFIXES = tuple(prefix.encode("latin-1") for prefix in PLATFORM_HEADER_PREFIXES)
 _COOKIE, _SET_COOKIE = b"cookie", b"set-cookie"
@@ -137,6 +137,11 @@ def session_path(path: str) -> str:
 
 async def forward(state: ControlState, live: LiveSession, request: Request, path: str) -> Response:
     """``request`` sent on to ``path`` on the session's instance; the instance's answer as sent."""
+    if getattr(live.handle, "fenced", None):  # backends.base.Fencing, where offered
+        raise SessionUnreachable(
+            f"Session {live.id} can't be reached: its machine stopped answering, and the "
+            "session is being ended"
+        )
     url = f"{live.handle.address}/{path}"
     query: bytes = request.scope.get("query_string", b"")
     if query:

@@ -99,6 +99,7 @@ def _serve_built(
             one_session=one_session,
             parent_pid=parent_pid,
             owner_fd=owner_fd,
+            lease=(options.lease_file, options.lease_seconds) if options.lease_file else None,
         )
     finally:
         left = reap_descendants()

@@ -13,6 +13,8 @@ from cattery.contract import (
     DISABLED_FEATURES_ENV,
     ICE_FALLBACK_URLS_ENV,
     INSTANCE_TOKEN_ENV,
+    LEASE_FILE_ENV,
+    LEASE_SECONDS_ENV,
     MEMORY_LIMIT_ENV,
     OTLP_ENDPOINT_ENV,
 )
@@ -54,6 +56,9 @@ class RuntimeOptions:
     otlp_endpoint: str | None = None
     #: the memory fallback's budget (``confine.py``), set by the local backend
     memory_limit_bytes: int | None = None
+    #: a cluster node's lease file (``server.py``'s ``watch_lease``); unset, no lease
+    lease_file: str | None = None
+    lease_seconds: float = 5.0
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None, **overrides: object) -> Self:
@@ -88,6 +93,8 @@ class RuntimeOptions:
                 if key.strip()
             ),
             "memory_limit_bytes": int(env.get(MEMORY_LIMIT_ENV) or 0) or None,
+            "lease_file": env.get(LEASE_FILE_ENV) or None,
+            "lease_seconds": float(env.get(LEASE_SECONDS_ENV) or 5.0),
         }
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)  # type: ignore[arg-type]

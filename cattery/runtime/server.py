@@ -11,6 +11,7 @@ import os
 import select
 import signal
 import socket
+import time
 from types import FrameType
 
 import uvicorn
@@ -31,18 +32,21 @@ class DrainingServer(uvicorn.Server):
         self._drain_task: asyncio.Task[None] | None = None
         self.parent_pid: int | None = None
         self.owner_fd: int | None = None
+        self.lease: tuple[str, float] | None = None
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
-        watcher = None
+        watchers = []
         if self.parent_pid is not None:
-            watcher = asyncio.create_task(self.watch_parent(self.parent_pid))
+            watchers.append(asyncio.create_task(self.watch_parent(self.parent_pid)))
         elif self.owner_fd is not None:
-            watcher = asyncio.create_task(self.watch_owner_pipe(self.owner_fd))
+            watchers.append(asyncio.create_task(self.watch_owner_pipe(self.owner_fd)))
+        if self.lease is not None:
+            watchers.append(asyncio.create_task(self.watch_lease(*self.lease)))
         try:
             await super().serve(sockets)
         finally:
-            if watcher is not None:
+            for watcher in watchers:
                 watcher.cancel()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
@@ -92,6 +96,24 @@ class DrainingServer(uvicorn.Server):
                 self._runner.draining = True
                 self.should_exit = True
 
+    async def watch_lease(self, path: str, seconds: float, interval: float = 0.5) -> None:
+        """Exit, cutting off the running session, once ``path`` was not touched for
+        ``seconds``: the control plane no longer reaches this instance's node and has
+        given its sessions up, so nothing may be served here any more."""
+        started = time.time()
+        while not self.should_exit:
+            await asyncio.sleep(interval)
+            try:
+                touched = os.stat(path).st_mtime
+            except OSError:
+                touched = 0.0
+            if time.time() - max(touched, started) > seconds:
+                logger.warning(f"Lost its lease (not renewed for {seconds:g} s); exiting")
+                self._runner.draining = True
+                await self._runner.drain(0)
+                self.should_exit = True
+                return
+
 
 def make_config(app: FastAPI, *, host: str, port: int) -> uvicorn.Config:
     """uvicorn's settings for ``app``, loaded (the app wrapped, its protocols picked): a
@@ -119,6 +141,7 @@ def serve(
     one_session: bool = False,
     parent_pid: int | None = None,
     owner_fd: int | None = None,
+    lease: tuple[str, float] | None = None,
 ) -> None:
     # An inherited socket is opened here rather than by uvicorn, which labels it AF_UNIX:
     # asyncio then leaves Nagle's algorithm on for every connection (TCP_NODELAY is only
@@ -130,4 +153,5 @@ def serve(
         server.exit_after_first_session()
     server.parent_pid = parent_pid
     server.owner_fd = owner_fd
+    server.lease = lease
     server.run(sockets=sockets)

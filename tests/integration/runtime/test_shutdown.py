@@ -75,3 +75,24 @@ def test_one_session_instance_exits_after_its_session(start_runtime) -> None:
         assert "Session ended with end state completed" in one.logs()
     finally:
         one.stop()
+
+
+def test_an_instance_that_loses_its_lease_ends_its_session_and_exits(
+    start_runtime, tmp_path
+) -> None:
+    lease = tmp_path / "lease"
+    lease.touch()
+    rt = start_runtime(PROBE, CATTERY_LEASE_FILE=str(lease), CATTERY_LEASE_SECONDS="2")
+    result: dict = {}
+    thread = _start_session(rt.url, {"action": "forever"}, result)
+    wait_for(lambda: "probe bot action 'forever'" in rt.logs(), what="session start")
+    # renewed, it keeps serving: touch it until a later check than the lease has passed
+    renewed_until = time.monotonic() + 3
+    while time.monotonic() < renewed_until:
+        lease.touch()
+        assert rt.proc.poll() is None
+        time.sleep(0.2)
+    assert rt.wait(30) == 0  # then no longer renewed: it lets the session go and exits
+    thread.join(30)
+    assert result["resp"].headers["x-cattery-end-state"] == "terminated"
+    assert "Lost its lease" in rt.logs()
