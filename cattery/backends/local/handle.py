@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import psutil
@@ -57,6 +57,7 @@ class LocalInstanceHandle(HandleBase):
         on_closed: Callable[[LocalInstanceHandle], None] | None = None,
         cgroup: Cgroup | None = None,
         memory_bytes: int | None = None,
+        joining: Awaitable[None] | None = None,
     ) -> None:
         self.id = instance_id
         self.spec = spec
@@ -72,6 +73,8 @@ class LocalInstanceHandle(HandleBase):
         #: every process of the instance, killed whole when it is closed; None: the
         #: runtime is a subreaper and the handle kills the tree it sees
         self.cgroup = cgroup
+        #: the move into ``cgroup``, when it follows the start (a forked child)
+        self._joining = joining
         self._memory_bytes = memory_bytes
         self._oom_noted = False
         self._tail = LogTail(instance_id, log_path, line_sink, offset=log_offset)
@@ -128,6 +131,8 @@ class LocalInstanceHandle(HandleBase):
         if self._status != InstanceStatus.STARTING:
             raise InstanceFailed(f"instance {self.id} is {self._status}, not starting")
         probe = await probe_livez(self.address, timeout, exited=self._check_exit)
+        if self._joining is not None:
+            await self._joining  # in its cgroup before it may be ready for a session
         if probe is Probe.EXITED:
             self._fail_start(f"exited with code {self._exit_code} before it was ready")
         if probe is Probe.TIMED_OUT:
@@ -255,6 +260,8 @@ class LocalInstanceHandle(HandleBase):
             finally:
                 await self._tasks.aclose()
                 if self.cgroup is not None:
+                    if self._joining is not None:
+                        await self._joining  # no move lands in a cgroup being removed
                     self._note_out_of_memory()
                     await asyncio.to_thread(self.cgroup.kill_and_remove)
                 await self._tail.catch_up(final=self._process.exited)

@@ -153,6 +153,19 @@ def _popen(launch: Launch, **kwargs: object) -> subprocess.Popen[bytes]:
     return popen
 
 
+def _join_soon(cgroup: Cgroup, pid: int) -> asyncio.Future[None]:
+    """Move forked child ``pid`` into its cgroup, in a thread: a move may wait some 10 ms
+    in the kernel (for an RCU grace period), which neither the control plane's loop nor
+    the child's start should wait for. The child starts serving meanwhile; its handle is
+    ready only once the move is done, so no session runs before it."""
+
+    def join() -> None:
+        with contextlib.suppress(OSError):
+            cgroup.add(pid)
+
+    return asyncio.ensure_future(asyncio.to_thread(join))
+
+
 def forking_enabled(requested: bool) -> bool:
     """Whether instances are forked: asked for, and possible here (logged once if not)."""
     global _fork_unsupported_logged
@@ -272,6 +285,7 @@ class LocalBackend:
         env = self._env(spec, tenant, token)
         sock = bind_loopback()
         cgroup: Cgroup | None = None
+        joining: asyncio.Future[None] | None = None
         try:
             port = sock.getsockname()[1]
             with open_private_append(log_path) as log:
@@ -281,8 +295,7 @@ class LocalBackend:
                     if process is not None:
                         cgroup = self._cgroup(instance_id, spec)
                         if cgroup is not None:
-                            with contextlib.suppress(OSError):
-                                cgroup.add(process.pid)
+                            joining = _join_soon(cgroup, process.pid)
                 if process is None:
                     cgroup = self._cgroup(instance_id, spec)
                     launch = self._launch(
@@ -309,6 +322,7 @@ class LocalBackend:
             status=InstanceStatus.STARTING,
             cgroup=cgroup,
             memory_bytes=limits_of(spec).memory_bytes,
+            joining=joining,
         )
         logger.bind(**handle.log_context()).info(f"Started instance on port {port}")
         return handle

@@ -101,3 +101,15 @@ async def test_a_killed_instance_takes_what_it_started(
         await handle.aclose()
         await asyncio.gather(session, return_exceptions=True)
     await until(lambda: not with_marker(marker), "the instance's processes to be gone", timeout=5)
+
+
+async def test_a_ready_instance_is_in_its_group(backend: LocalBackend) -> None:
+    handle = await backend.spawn(hostile_spec())
+    await handle.ready(timeout=60)
+    try:
+        if handle.cgroup is None:
+            assert backend.walls is not None and backend.walls.report.processes == "subreaper"
+        else:  # a forked child is moved into its group after the fork: ready waits for it
+            assert handle.pid in handle.cgroup.pids()
+    finally:
+        await handle.aclose()
