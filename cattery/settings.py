@@ -210,6 +210,10 @@ class Settings(BaseSettings):
     #: local backend: fork instances from a per-agent parent that has imported the bot
     #: (Linux only; ``CATTERY_BACKEND_FORK=0`` starts each instance as a fresh process)
     backend_fork: bool = True
+    #: local backend, forking: an agent's parent that has forked nothing (and has no
+    #: instance running) for this long exits; its next start forms one again from the
+    #: interpreter's shared parent (the bot's own import: ``CATTERY_PARENT_IDLE_SECONDS``)
+    parent_idle_seconds: float = Field(600.0, gt=0)
     #: agents deployed at start: name -> folder holding bot.py
     agents: dict[str, str] = Field(default_factory=dict)
     instance_sample_interval: float = 2.0

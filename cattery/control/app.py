@@ -181,6 +181,7 @@ async def _open(settings: Settings, more_backends: Mapping[str, Backend]) -> Con
         metrics_sink=router.sample,
         sample_interval=settings.instance_sample_interval,
         fork=settings.backend_fork,
+        parent_idle_seconds=settings.parent_idle_seconds,
         log_retention=settings.instance_log_retention_hours * 3600,
         walls=walls,
     )

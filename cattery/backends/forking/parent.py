@@ -1,11 +1,15 @@
-"""The forking parent: import the bot once, then fork one instance per request.
+"""An agent's forking parent: import the bot once, then fork one instance per request.
 
-Run by the local backend as ``python -m cattery.backends.forking.parent BOT --control-fd N
---lifeline-fd M`` in the bot's folder, with the agent's environment. It
+The local backend has the agent's shared parent (``shared.py``: the interpreter's common
+stack imported once) fork it, walled in as the agent's instances are; it then reads its bot
+and environment from its control socket (``serve_formed``). For tests it also runs on its
+own as ``python -m cattery.backends.forking.parent BOT --control-fd N --lifeline-fd M`` in
+the bot's folder, with the agent's environment. Either way it
 
-1. runs the runtime's ``prepare`` (Pipecat, ``pipecatcloud`` and ``bot.py`` imported; a bot
-   that can't load exits 2 here, as ``cattery runtime`` would) and imports what a serving
-   instance needs next (the app, uvicorn's protocols), so a child starts with all of it;
+1. runs the runtime's ``prepare`` (``bot.py`` imported, and whatever of Pipecat and
+   ``pipecatcloud`` the shared parent has not; a bot that can't load exits 2 here, as
+   ``cattery runtime`` would) and imports what a serving instance needs next (the app,
+   uvicorn's protocols), so a child starts with all of it;
 2. remembers what importing the bot did to its environment (``load_dotenv`` of the
    folder's ``.env``, say), so each child starts as a fresh process would: the
    deployment's environment, then the import's changes, then the instance's own values;
@@ -55,6 +59,8 @@ SERVING_MODULES = (
     "uvicorn.protocols.websockets.websockets_sansio_impl",
 )
 EXIT_THREADS = 3
+EXIT_BAD_REQUEST = 4
+_preloaded = False
 
 
 def native_threads() -> int:
@@ -68,6 +74,9 @@ def native_threads() -> int:
 class ForkingParent:
     """Owns the control socket, the ``SIGCHLD`` wake-up pipe and every child it forked
     until that child is reaped. Owned by the process that runs ``main``."""
+
+    #: the request this process serves
+    OP = "fork"
 
     def __init__(
         self,
@@ -114,8 +123,8 @@ class ForkingParent:
             self._send({"error": f"bad request: {exc}"})
             return True
         reply: dict[str, object] = {"id": request.get("id")}
-        if request.get("op") != "fork" or len(fds) != wire.FORK_FDS:
-            reply["error"] = "expected a fork request with a socket and a log file"
+        if request.get("op") != self.OP or len(fds) != wire.FORK_FDS:
+            reply["error"] = f"expected a {self.OP} request with two descriptors"
             _close_all(fds)
         else:
             try:
@@ -190,7 +199,11 @@ def _close_all(fds: list[int]) -> None:
 def preload_serving_modules() -> None:
     """Import what serving needs, and build a throwaway route once, so the lazy set-up
     FastAPI and pydantic do on a first route (plugin discovery, schema machinery) is done
-    here, once, instead of in every child."""
+    here, once, instead of in every child. Done once per process: an agent parent formed
+    by the shared parent finds it done already."""
+    global _preloaded
+    if _preloaded:
+        return
     for name in SERVING_MODULES:
         try:
             importlib.import_module(name)
@@ -204,13 +217,53 @@ def preload_serving_modules() -> None:
     async def route(x_warm: str | None = Header(None)) -> dict[str, str]:
         return {}
 
+    _preloaded = True
 
-def _send_refusal(control: socket.socket, reason: str) -> None:
+
+def send_refusal(control: socket.socket, reason: str) -> None:
     """Tell the backend why this bot can't be forked (it runs plain processes instead)."""
     try:
         control.send(wire.encode({"event": "refused", "reason": reason}))
     except OSError:
         pass
+
+
+def load_and_serve(
+    path: str, control: socket.socket, lifeline_fd: int, launched_env: dict[str, str]
+) -> None:
+    """Import the bot (steps 1 to 4), then serve fork requests until the backend is gone."""
+    from cattery.runtime.main import prebuild, prepare
+    from cattery.runtime.options import RuntimeOptions
+
+    loaded = prepare(path, RuntimeOptions.from_env(host="127.0.0.1"))
+    preload_serving_modules()
+    # built once here, with the settings a child reads (the bot's import may have set
+    # some): each child only takes its own token and serves
+    prepared = prebuild(loaded, RuntimeOptions.from_env(host="127.0.0.1"))
+    if threading.active_count() > 1:
+        names = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
+        reason = f"importing the bot started threads ({', '.join(names)}), which a fork would lose"
+        print(f"cattery forking parent: {reason}", file=sys.stderr)
+        send_refusal(control, reason)
+        raise SystemExit(EXIT_THREADS)
+    gc.freeze()
+    ForkingParent(prepared, control, lifeline_fd, launched_env).run()
+
+
+def serve_formed(control: socket.socket, lifeline_fd: int) -> None:
+    """An agent parent formed by the shared parent, already in its walls: its bot and its
+    environment come first on its control socket, straight from the backend (so the
+    shared parent never holds an agent's secrets). Then as a parent started on its own."""
+    data = control.recv(wire.MAX_PACKET)
+    if not data:
+        raise SystemExit(0)  # the backend is gone before it said what to load
+    request = wire.decode(data)
+    if request.get("op") != "load" or not isinstance(request.get("env"), dict):
+        print("cattery forking parent: expected a load request first", file=sys.stderr)
+        raise SystemExit(EXIT_BAD_REQUEST)
+    os.environ.clear()
+    os.environ.update(request["env"])
+    load_and_serve(str(request["bot"]), control, lifeline_fd, dict(os.environ))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -220,25 +273,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lifeline-fd", type=int, required=True)
     args = parser.parse_args(argv)
     gc.disable()  # no holes in pages the children will share; children enable it again
-
-    from cattery.runtime.main import prebuild, prepare
-    from cattery.runtime.options import RuntimeOptions
-
     control = socket.socket(fileno=args.control_fd)
-    launched_env = dict(os.environ)
-    loaded = prepare(args.path, RuntimeOptions.from_env(host="127.0.0.1"))
-    preload_serving_modules()
-    # built once here, with the settings a child reads (the bot's import may have set
-    # some): each child only takes its own token and serves
-    prepared = prebuild(loaded, RuntimeOptions.from_env(host="127.0.0.1"))
-    if threading.active_count() > 1:
-        names = [t.name for t in threading.enumerate() if t is not threading.main_thread()]
-        reason = f"importing the bot started threads ({', '.join(names)}), which a fork would lose"
-        print(f"cattery forking parent: {reason}", file=sys.stderr)
-        _send_refusal(control, reason)
-        raise SystemExit(EXIT_THREADS)
-    gc.freeze()
-    ForkingParent(prepared, control, args.lifeline_fd, launched_env).run()
+    load_and_serve(args.path, control, args.lifeline_fd, dict(os.environ))
 
 
 if __name__ == "__main__":

@@ -1,4 +1,5 @@
-"""Every forking parent of one backend: one per agent, started on its first spawn.
+"""Every forking parent of one backend: one shared parent per interpreter, one parent per
+agent formed from it on the agent's first spawn (or deploy), retired once idle.
 
 ``ForkServers`` is owned by a ``LocalBackend`` and owns its parents and the *lifeline*: a
 pipe whose write end only this process holds. Every parent, and so every forked child,
@@ -6,15 +7,23 @@ inherits the read end; it reads end of file once the backend's process is gone, 
 idle forked instance then exits (``--parent-pid``'s promise, for children whose parent is
 not the backend). A parent dying closes nothing of it, so idle instances outlive their
 parent too.
+
+A spawn for a new spec replaces the agent's parent. A parent that died is formed again on
+the next spawn; one that could not load its bot (or started threads while importing)
+marks its spec as not forkable, and that spec's instances are plain processes from then
+on. A parent that has forked nothing, with no child of it running, for ``idle_seconds``
+retires; the next spawn forms a new one from the shared parent (the bot's import again).
 """
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from pathlib import Path
 
 from loguru import logger
 
@@ -25,30 +34,46 @@ from cattery.backends.forking.client import (
     ForkServer,
     ParentLaunch,
     ParentUnavailable,
+    SharedParent,
+    SharedParentGone,
     spec_key,
 )
 from cattery.tasks import OwnedTasks
 
 #: told, once per spec, that its instances are plain processes and why
 PlainProcessesSink = Callable[[InstanceSpec, str], None]
+DEFAULT_PARENT_IDLE_SECONDS = 600.0
+#: the longest wait between two looks for idle parents
+MAX_SWEEP_SECONDS = 30.0
 
 
 class ForkServers:
-    """The forking parents of one backend, by agent key."""
+    """The forking parents of one backend: shared ones by interpreter, agents' by key."""
 
     def __init__(
         self,
+        log_dir: Path,
+        shared_env: Mapping[str, str],
+        *,
+        idle_seconds: float = DEFAULT_PARENT_IDLE_SECONDS,
         load_timeout: float = DEFAULT_LOAD_TIMEOUT,
         on_plain_processes: PlainProcessesSink | None = None,
     ) -> None:
+        self._log_dir = Path(log_dir)
+        #: a shared parent's environment: the allow-listed part of ours, nobody's secrets
+        self._shared_env = dict(shared_env)
+        self.idle_seconds = idle_seconds
         self._load_timeout = load_timeout
         self.on_plain_processes = on_plain_processes
+        self._shared: dict[str, SharedParent] = {}
+        self._shared_locks: dict[str, asyncio.Lock] = {}
         self._servers: dict[str, ForkServer] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         #: specs whose bot can't be forked, with the reason
         self._unforkable: dict[str, str] = {}
         self._lifeline_r, self._lifeline_w = os.pipe()
         self._retiring = OwnedTasks("forking parents")
+        self._sweeper = OwnedTasks("idle forking parents")
         self._closed = False
 
     def plain_processes_reason(self, spec: InstanceSpec) -> str | None:
@@ -59,6 +84,11 @@ class ForkServers:
         """The agent's current parent, if one runs."""
         server = self._servers.get(agent_key)
         return server if server is not None and server.alive else None
+
+    def shared(self, python: str) -> SharedParent | None:
+        """The shared parent of ``python``, if one runs."""
+        shared = self._shared.get(python)
+        return shared if shared is not None and shared.alive else None
 
     async def fork(
         self,
@@ -89,12 +119,12 @@ class ForkServers:
                         f"Forking parent could not fork ({exc}); starting a plain process"
                     )
                     return None
-                continue  # the parent died under us: the next round starts a new one
+                continue  # the parent died under us: the next round forms a new one
             return pid, server
         return None
 
     async def prepare(self, spec: InstanceSpec, launch: ParentLaunch) -> None:
-        """Load the parent of ``spec`` now (a deploy), so its first instance is a fork.
+        """Form the parent of ``spec`` now (a deploy), so its first instance is a fork.
         A bot that can't load in a parent is marked as such, as on a spawn."""
         if self._closed:
             return
@@ -116,18 +146,14 @@ class ForkServers:
             log = logger.bind(agent=agent_key)
             if current is not None:
                 if current.key == key:
-                    log.warning(f"Forking parent {current.pid} is gone; starting a new one")
+                    log.warning(f"Forking parent {current.pid} is gone; forming a new one")
                 self._servers.pop(agent_key, None)
                 self._retiring.spawn(current.aclose(), "retire_task")
             if key in self._unforkable:
                 raise ParentUnavailable("marked unforkable")
-            server = ForkServer(key, launch, self._lifeline_r)
             t0 = time.monotonic()
             try:
-                await server.start(self._load_timeout)
-            except asyncio.CancelledError:
-                self._retiring.spawn(server.aclose(), "retire_task")
-                raise
+                server = await self._formed(launch, key)
             except ParentUnavailable as exc:
                 self._unforkable[key] = str(exc)
                 log.warning(
@@ -141,8 +167,87 @@ class ForkServers:
                 await server.aclose()
                 raise ParentUnavailable("the backend is closing")
             self._servers[agent_key] = server
+            self._start_sweeping()
             log.info(f"Forking parent {server.pid} loaded its bot in {time.monotonic() - t0:.2f} s")
             return server
+
+    async def _formed(self, launch: ParentLaunch, key: str) -> ForkServer:
+        """A parent for ``launch`` formed from its interpreter's shared parent, bot loaded
+        (a second shared parent if the first dies meanwhile)."""
+        for attempt in (1, 2):
+            shared = await self._shared_parent(launch.python)
+            server = ForkServer(key, launch)
+            try:
+                await server.start(shared, self._load_timeout)
+            except SharedParentGone as exc:
+                if attempt == 2:
+                    raise ParentUnavailable("its shared parent died twice forming it") from exc
+                continue
+            except asyncio.CancelledError:
+                self._retiring.spawn(server.aclose(), "retire_task")
+                raise
+            return server
+        raise AssertionError("unreachable")
+
+    async def _shared_parent(self, python: str) -> SharedParent:
+        """The running shared parent of ``python``, started now if there is none."""
+        lock = self._shared_locks.setdefault(python, asyncio.Lock())
+        async with lock:
+            current = self._shared.get(python)
+            if current is not None and current.alive:
+                return current
+            if current is not None:
+                logger.warning(f"Shared parent {current.pid} of {python} is gone; starting one")
+                self._shared.pop(python, None)
+                self._retiring.spawn(current.aclose(), "retire_task")
+            name = hashlib.sha256(python.encode()).hexdigest()[:12]
+            shared = SharedParent(
+                python, self._shared_env, self._log_dir / f"shared-{name}.log", self._lifeline_r
+            )
+            t0 = time.monotonic()
+            await shared.start(self._load_timeout)
+            if self._closed:
+                await shared.aclose()
+                raise ParentUnavailable("the backend is closing")
+            self._shared[python] = shared
+            logger.info(
+                f"Shared parent {shared.pid} of {python} imported the common stack in "
+                f"{time.monotonic() - t0:.2f} s"
+            )
+            return shared
+
+    # -- idle parents -------------------------------------------------------------------
+
+    def _start_sweeping(self) -> None:
+        if not len(self._sweeper) and not self._sweeper.closed:
+            self._sweeper.spawn(self._sweep_task(), "sweep_task")
+
+    async def _sweep_task(self) -> None:
+        interval = max(0.05, min(self.idle_seconds / 4, MAX_SWEEP_SECONDS))
+        while not self._closed:
+            await asyncio.sleep(interval)
+            await self.retire_idle()
+
+    async def retire_idle(self, now: float | None = None) -> list[str]:
+        """Retire every agent parent idle for ``idle_seconds`` (as of ``now``); the keys of
+        the agents whose parent went."""
+        retired = []
+        for agent_key, server in list(self._servers.items()):
+            if server.idle_for(time.monotonic() if now is None else now) < self.idle_seconds:
+                continue
+            async with self._locks.setdefault(agent_key, asyncio.Lock()):
+                when = time.monotonic() if now is None else now
+                if self._servers.get(agent_key) is not server:
+                    continue
+                if server.alive and server.idle_for(when) < self.idle_seconds:
+                    continue  # it forked meanwhile
+                self._servers.pop(agent_key, None)
+                await server.aclose()
+            retired.append(agent_key)
+            logger.bind(agent=agent_key).info(
+                f"Forking parent {server.pid} retired after {self.idle_seconds:g} s idle"
+            )
+        return retired
 
     async def retire(self, agent_key: str) -> None:
         """Stop the agent's parent (the agent is gone); its children are the handles'."""
@@ -154,14 +259,19 @@ class ForkServers:
             await server.aclose()
 
     async def aclose(self) -> None:
-        """Stop every parent (their children are the handles' to close) and drop the
-        lifeline, so idle children still running exit on their own. Idempotent."""
+        """Stop every agent parent (their children are the handles' to close), then the
+        shared parents, and drop the lifeline, so idle children still running exit on
+        their own. Idempotent."""
         if self._closed:
             return
         self._closed = True
+        await self._sweeper.aclose()
         servers = list(self._servers.values())
         self._servers.clear()
         await asyncio.gather(*(server.aclose() for server in servers), return_exceptions=True)
+        shared = list(self._shared.values())
+        self._shared.clear()
+        await asyncio.gather(*(parent.aclose() for parent in shared), return_exceptions=True)
         await self._retiring.wait_all()
         await self._retiring.aclose()
         for fd in (self._lifeline_r, self._lifeline_w):

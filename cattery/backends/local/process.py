@@ -7,7 +7,10 @@ exit once its owner is gone, so no warm instance is orphaned.
 
 On Linux an instance is, by default, forked from a per-agent parent that has already
 imported the bot (``cattery.backends.forking``): the same runtime, the same contract, in
-milliseconds instead of the second a fresh interpreter takes to import Pipecat.
+milliseconds instead of the second a fresh interpreter takes to import Pipecat. Agents'
+parents are themselves forked from one shared parent per interpreter that has imported
+the common stack, so an idle agent costs little more than its bot's own modules, and one
+idle for ``parent_idle_seconds`` retires.
 ``fork=False`` (``CATTERY_BACKEND_FORK=0``) starts every instance as a fresh process.
 """
 
@@ -22,7 +25,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 from loguru import logger
@@ -37,8 +40,12 @@ from cattery.backends.base import (
     Locator,
     MetricsSink,
 )
-from cattery.backends.forking.client import ParentLaunch, fork_supported, spec_key
-from cattery.backends.forking.servers import ForkServers, PlainProcessesSink
+from cattery.backends.forking.client import ParentLaunch, WallsPlan, fork_supported, spec_key
+from cattery.backends.forking.servers import (
+    DEFAULT_PARENT_IDLE_SECONDS,
+    ForkServers,
+    PlainProcessesSink,
+)
 from cattery.backends.handles import close_all
 from cattery.backends.local.adoption import locator_of, read_last_lines, record_from, replay
 from cattery.backends.local.environment import build_env
@@ -182,17 +189,17 @@ def parent_launch(
     log_path: Path,
     *,
     env: Mapping[str, str] | None = None,
-    wrap: Callable[[list[str]], tuple[Launch, Cgroup | None]] | None = None,
+    walls: WallsPlan | None = None,
 ) -> ParentLaunch:
-    """How to start the forking parent of ``spec``: an instance's command and environment,
-    without an instance's token (each child gets its own)."""
+    """How to form the forking parent of ``spec``: an instance's interpreter, bot and
+    environment, without an instance's token (each child gets its own)."""
     return ParentLaunch(
         python=str(spec.python) if spec.python else sys.executable,
         bot=str(Path(spec.image).resolve()),
         cwd=bot_folder(spec.image),
         env=dict(env) if env is not None else instance_env(spec, None),
         log_path=log_path,
-        wrap=wrap,
+        walls=walls,
     )
 
 
@@ -212,6 +219,7 @@ class LocalBackend:
         fork: bool = True,
         log_retention: float = DEFAULT_LOG_RETENTION_SECONDS,
         walls: Walls | None = None,
+        parent_idle_seconds: float = DEFAULT_PARENT_IDLE_SECONDS,
     ) -> None:
         self.state_dir = Path(state_dir)
         #: what walls instances in; None: they run as we do, with no limits
@@ -223,7 +231,13 @@ class LocalBackend:
         self._metrics = MetricsSampler(metrics_sink, sample_interval)
         self._handles: dict[str, LocalInstanceHandle] = {}
         self._closed = False
-        self._forks: ForkServers | None = ForkServers() if forking_enabled(fork) else None
+        self._forks: ForkServers | None = None
+        if forking_enabled(fork):
+            self._forks = ForkServers(
+                self.instances_dir,
+                build_env({}, token=None),  # a shared parent holds nobody's secrets
+                idle_seconds=parent_idle_seconds,
+            )
 
     @property
     def forking(self) -> bool:
@@ -372,7 +386,7 @@ class LocalBackend:
         await self._forks.prepare(spec, self._parent_launch(spec, self._tenant(spec)))
 
     async def retire(self, agent_key: str) -> None:
-        """The agent is gone: its forking parent (some 100 MB) stops now, not at shutdown."""
+        """The agent is gone: its forking parent stops now, not when it would retire."""
         if self._forks is not None:
             await self._forks.retire(agent_key)
 
@@ -395,13 +409,19 @@ class LocalBackend:
         the bot, so it runs as the organization's user before it does)."""
         key = spec_key(spec)
         name = f"parent-{spec.agent_key.replace('/', '-')}-{key}"
-
-        def wrap(program: list[str]) -> tuple[Launch, Cgroup | None]:
-            cgroup = self._cgroup(f"{name}-{os.getpid()}", spec)
-            return self._launch(tenant, program, env, spec, cgroup), cgroup
-
         env = self._env(spec, tenant, None)
-        return parent_launch(spec, self.instances_dir / f"{name}.log", env=env, wrap=wrap)
+
+        def walls() -> tuple[dict[str, object], Cgroup | None]:
+            folder = bot_folder(spec.image)
+            if self.walls is None:
+                return {"cwd": str(folder)}, None
+            # each parent formed gets a group of its own: a retiring one empties only its own
+            cgroup = self._cgroup(f"{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}", spec)
+            program = [str(spec.python) if spec.python else sys.executable]
+            plan = self.walls.plan(tenant, program, env, folder, [folder], cgroup)
+            return plan, cgroup
+
+        return parent_launch(spec, self.instances_dir / f"{name}.log", env=env, walls=walls)
 
     # -- adoption (``Adopting``): instances outlive a control plane that is killed --------
 

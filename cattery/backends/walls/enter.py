@@ -111,7 +111,9 @@ def drop_to(uid: int, gid: int) -> None:
     _check(_libc.prctl(PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0), "no_new_privs")
 
 
-def enter(plan: dict, program: list[str]) -> None:
+def enter_walls(plan: dict) -> None:
+    """Steps 1 to 3, then the plan's folder: this process is walled in from here on (a
+    forking parent formed from a shared one does this itself, then imports its bot)."""
     join_cgroup(plan.get("cgroup"))
     os.umask(0o022)
     if plan.get("covers"):
@@ -120,6 +122,10 @@ def enter(plan: dict, program: list[str]) -> None:
     if plan.get("uid") is not None:
         drop_to(int(plan["uid"]), int(plan["gid"]))
     os.chdir(plan.get("cwd") or "/")
+
+
+def enter(plan: dict, program: list[str]) -> None:
+    enter_walls(plan)
     os.execve(program[0], program, plan.get("env") or {})
 
 

@@ -282,8 +282,22 @@ class Walls:
         reveal: Iterable[Path],
         cgroup: Cgroup | None,
     ) -> Launch:
+        plan = {"env": dict(env), **self.plan(tenant, program, env, cwd, reveal, cgroup)}
+        args = [sys.executable, "-I", "-m", ENTER_MODULE, "--plan-fd", "0", "--", *program]
+        return Launch(args=args, env={}, cwd="/", plan=json.dumps(plan).encode())
+
+    def plan(
+        self,
+        tenant: Tenant | None,
+        program: list[str],
+        env: Mapping[str, str],
+        cwd: Path,
+        reveal: Iterable[Path],
+        cgroup: Cgroup | None,
+    ) -> dict[str, object]:
+        """What ``enter_walls`` does for ``program`` (its folder, cgroup, user and view of
+        the files), without its environment: a plan that holds no secret."""
         plan: dict[str, object] = {
-            "env": dict(env),
             "cwd": str(cwd),
             "cgroup": str(cgroup.path) if cgroup is not None else None,
         }
@@ -295,8 +309,7 @@ class Walls:
                 "covers": self._covers(tenant, reveals),
                 "reveals": sorted(str(r) for r in reveals),
             }
-        args = [sys.executable, "-I", "-m", ENTER_MODULE, "--plan-fd", "0", "--", *program]
-        return Launch(args=args, env={}, cwd="/", plan=json.dumps(plan).encode())
+        return plan
 
     def _reveals(
         self,

@@ -15,12 +15,15 @@ PROBE = TEST_BOTS / "probe"
 
 
 def _processes_of(folder: Path) -> list[psutil.Process]:
-    """Processes whose command line names ``folder``: the forking parent, its children."""
+    """Processes working in ``folder``: the forking parent, its children (forked from a
+    shared parent, none of them names the folder on its command line)."""
     found = []
-    for proc in psutil.process_iter(["cmdline"]):
-        cmdline = proc.info.get("cmdline") or []
-        if any(str(folder) in part for part in cmdline):
-            found.append(proc)
+    for proc in psutil.process_iter():
+        try:
+            if proc.cwd() == str(folder):
+                found.append(proc)
+        except psutil.Error:
+            continue
     return found
 
 

@@ -90,23 +90,6 @@ def report(path: Path) -> dict:
     return wait_for(lambda: path.exists() and json.loads(path.read_text()), what=f"{path}")
 
 
-def holding(secret: str) -> list[psutil.Process]:
-    """The processes whose environment holds ``secret`` (read as root): the victim agent's
-    forking parent and its instances."""
-
-    def find() -> list[psutil.Process]:
-        found = []
-        for proc in psutil.process_iter():
-            try:
-                if secret in proc.environ().values():
-                    found.append(proc)
-            except psutil.Error:
-                continue
-        return found
-
-    return wait_for(find, what="the victim's processes")
-
-
 def running_as(uid: int) -> list[psutil.Process]:
     found = []
     for proc in psutil.process_iter():
@@ -149,8 +132,16 @@ def test_a_hostile_bot_reaches_nothing_of_the_platform_or_its_neighbours(
     deploy(control, ORG, control.admin_token, "victim", secretSet="victim-secrets")
     default_public = control.public_key()
     gate = tmp_path / "gate"
-    victim = start(control, default_public, "victim", {"hold": str(gate)})
-    victims = holding(VICTIM_SECRET)
+    victim_report = tmp_path / "victim.json"
+    victim = start(
+        control, default_public, "victim", {"hold": str(gate), "report_to": str(victim_report)}
+    )
+    # the victim's processes: its forking parent and its instance, as its organization's user
+    victim_uid = report(victim_report)["uid"]
+    victims = wait_for(
+        lambda: len(running_as(victim_uid)) >= 2 and running_as(victim_uid),
+        what="the victim's forking parent and instance",
+    )
     victim_log = next(state.glob("instances/inst_*.log"))
     private = tmp_path / "private"
     private.mkdir(mode=0o700)
