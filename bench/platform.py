@@ -47,9 +47,11 @@ def bench_env(**extra: str) -> dict[str, str]:
 class ControlPlane:
     """One ``cattery serve`` process and an admin client for it. Owned by one scenario."""
 
-    def __init__(self, state_dir: Path, *, fork: bool) -> None:
+    def __init__(self, state_dir: Path, *, fork: bool, env: dict[str, str] | None = None) -> None:
         self.state_dir = state_dir
         self.fork = fork
+        #: settings of this control plane beyond the benchmark's own
+        self.env = dict(env or {})
         self.proc: subprocess.Popen[bytes] | None = None
         self.port = 0
         self.public_key = ""
@@ -74,6 +76,7 @@ class ControlPlane:
             CATTERY_POOLS__COOLDOWN_SECONDS="0",
             CATTERY_POOLS__MAX_AGENTS="50",
             CATTERY_AGENT_ROOTS=str(BOTS),  # the bench's bots are the only agents
+            **self.env,
         )
         with (self.state_dir / "control.log").open("ab") as log:
             self.proc = subprocess.Popen(

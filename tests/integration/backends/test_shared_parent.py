@@ -1,0 +1,167 @@
+"""The parent lineage with real processes: one shared parent per interpreter forms each
+agent's parent, which forks its instances.
+
+An idle agent parent retires and the next start forms a new one; killing the shared parent
+spares running sessions and live agent parents; a bot that can't be imported leaves the
+shared parent untouched; an agent parent runs as its organization's user where cattery is
+root. (Everything else a forking parent does is ``test_forking.py``'s.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import sys
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from cattery.backends.base import InstanceSpec
+from cattery.backends.local import LocalBackend
+from cattery.backends.local.proc import ChildProcess
+from cattery.backends.walls.policy import Walls
+from tests.support.processes import TEST_BOTS
+from tests.support.waiting import async_wait_for
+
+PROBE = TEST_BOTS / "probe"
+TOKEN_HEADER = "x-cattery-instance-token"
+TEST_ENV = {"CATTERY_ICE_FALLBACK_URLS": "", "PIPECAT_LOG_LEVEL": "DEBUG"}
+#: short enough to watch a parent retire, long enough that none retires mid-test
+IDLE_SECONDS = 1.0
+
+
+def spec(agent: str, image: Path = PROBE) -> InstanceSpec:
+    return InstanceSpec(agent_key=agent, deployment_id="d1", image=str(image), env=TEST_ENV)
+
+
+def gone(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
+async def until(check: Callable[[], object], what: str, timeout: float = 30) -> None:
+    async def condition() -> bool:
+        return bool(check())
+
+    await async_wait_for(condition, timeout=timeout, what=what)
+
+
+async def session(handle, **body: object) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=handle.address, timeout=60) as client:
+        return await client.post("/bot", json=body, headers={TOKEN_HEADER: handle.token})
+
+
+@pytest.fixture
+async def backend(tmp_path: Path) -> AsyncIterator[LocalBackend]:
+    backend = LocalBackend(
+        tmp_path / "state",
+        lambda i, ln: None,
+        lambda i, c, m: None,
+        fork=True,
+        parent_idle_seconds=IDLE_SECONDS,
+    )
+    await backend.start()
+    yield backend
+    await backend.aclose()
+
+
+def shared_pid(backend: LocalBackend) -> int:
+    shared = backend.fork_servers.shared(sys.executable)
+    assert shared is not None and shared.pid is not None
+    return shared.pid
+
+
+async def test_a_retired_parent_is_formed_again_by_a_start(backend) -> None:
+    first = await backend.spawn(spec("org/probe"))
+    await first.ready(timeout=60)
+    parent = backend.fork_servers.parent("org/probe")
+    shared = shared_pid(backend)
+    assert psutil.Process(parent.pid).ppid() == shared  # formed by the shared parent
+    assert psutil.Process(first.pid).ppid() == parent.pid  # a start stays one fork
+    assert (await session(first, action="report")).headers["x-cattery-end-state"] == "completed"
+    assert await first.wait() == 0
+    await first.aclose()
+
+    await until(lambda: backend.fork_servers.parent("org/probe") is None, "the parent to retire")
+    await until(lambda: gone(parent.pid), "the retired parent to exit")
+
+    again = await backend.spawn(spec("org/probe"))
+    await again.ready(timeout=60)
+    formed = backend.fork_servers.parent("org/probe")
+    assert formed is not None and formed.pid != parent.pid
+    assert psutil.Process(formed.pid).ppid() == shared  # the same shared parent
+    assert psutil.Process(again.pid).ppid() == formed.pid
+    assert (await session(again, action="report")).headers["x-cattery-end-state"] == "completed"
+    await again.aclose()
+
+
+async def test_killing_the_shared_parent_spares_sessions_and_agent_parents(backend) -> None:
+    busy = await backend.spawn(spec("org/probe"))
+    idle = await backend.spawn(spec("org/probe"))  # while it lives, the parent can't retire
+    await busy.ready(timeout=60)
+    await idle.ready(timeout=60)
+    parent = backend.fork_servers.parent("org/probe")
+    old_shared = shared_pid(backend)
+    running = asyncio.create_task(session(busy, action="sleep", seconds=2))
+    await until(lambda: "probe bot action 'sleep'" in busy.log_path.read_text(), "the session")
+
+    os.kill(old_shared, signal.SIGKILL)
+    await until(lambda: backend.fork_servers.shared(sys.executable) is None, "it to be seen gone")
+
+    assert (await running).headers["x-cattery-end-state"] == "completed"
+    assert backend.fork_servers.parent("org/probe") is parent and not gone(parent.pid)
+    second = await backend.spawn(spec("org/probe"))  # still forked by the live parent
+    await second.ready(timeout=60)
+    assert psutil.Process(second.pid).ppid() == parent.pid
+
+    other = await backend.spawn(spec("org/other"))  # a new agent: a new shared parent
+    await other.ready(timeout=60)
+    new_shared = shared_pid(backend)
+    assert new_shared != old_shared
+    assert psutil.Process(backend.fork_servers.parent("org/other").pid).ppid() == new_shared
+    for handle in (busy, idle, second, other):
+        await handle.aclose()
+
+
+async def test_a_bot_that_fails_to_import_leaves_the_shared_parent_untouched(backend) -> None:
+    await backend.prepare(spec("org/probe"))
+    shared = shared_pid(backend)
+    broken = await backend.spawn(spec("org/broken", TEST_BOTS / "import-error"))
+    assert isinstance(broken._process, ChildProcess)  # a plain process instead
+    await broken.aclose()
+    assert shared_pid(backend) == shared and not gone(shared)
+    logs = (backend.instances_dir).glob("parent-org-broken-*.log")
+    assert "raised on import" in next(logs).read_text()
+
+    fresh = await backend.spawn(spec("org/fresh"))  # the shared parent still forms parents
+    await fresh.ready(timeout=60)
+    assert psutil.Process(backend.fork_servers.parent("org/fresh").pid).ppid() == shared
+    await fresh.aclose()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="organizations' users need root")
+async def test_an_agent_parent_runs_as_its_organizations_user(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    walls = await asyncio.to_thread(Walls.probe, state, users=True)
+    if not walls.report.users:
+        pytest.skip(f"no organizations' users here: {walls.report.reason}")
+    backend = LocalBackend(state, lambda i, ln: None, lambda i, c, m: None, walls=walls)
+    await backend.start()
+    try:
+        handle = await backend.spawn(spec("acme/probe"))
+        await handle.ready(timeout=60)
+        tenant = walls.tenant("acme")
+        parent = backend.fork_servers.parent("acme/probe")
+        assert psutil.Process(parent.pid).uids().real == tenant.uid
+        assert psutil.Process(handle.pid).uids().real == tenant.uid
+        assert psutil.Process(shared_pid(backend)).uids().real == os.geteuid()
+        assert (await session(handle, action="report")).status_code == 200
+        await handle.aclose()
+    finally:
+        await backend.aclose()
