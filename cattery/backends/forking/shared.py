@@ -50,7 +50,9 @@ from cattery.backends.forking.parent import (
 
 #: what bots commonly import, loaded once here when the package that provides it is installed
 #: (module, the distribution's top-level package): Pipecat's optional services log errors
-#: when imported without their package, so they are not tried blind
+#: when imported without their package, so they are not tried blind. Nothing that opens a
+#: file or starts a thread at import belongs here (onnxruntime, under Silero's VAD, opens
+#: a telemetry database in ``$HOME``): agents' parents would inherit it from root.
 COMMON_MODULES = (
     ("pipecat.frames.frames", "pipecat"),
     ("pipecat.pipeline.pipeline", "pipecat"),
@@ -70,7 +72,6 @@ COMMON_MODULES = (
     ("pipecat.transports.websocket.fastapi", "fastapi"),
     ("pipecat.transports.smallwebrtc.transport", "aiortc"),
     ("pipecat.transports.daily.transport", "daily"),
-    ("pipecat.audio.vad.silero", "onnxruntime"),
     ("pipecatcloud_system", "pipecatcloud_system"),
     ("cattery.backends.walls.enter", "cattery"),
 )

@@ -66,6 +66,7 @@ LISTEN_BACKLOG = 128
 #: an instance's log file is kept this long after its last line (its lines are in the store)
 DEFAULT_LOG_RETENTION_SECONDS = 24 * 3600.0
 PRUNE_INTERVAL_SECONDS = 3600.0
+SHARED_PARENT_HOME = "/nonexistent"
 _fork_unsupported_logged = False
 
 
@@ -235,7 +236,9 @@ class LocalBackend:
         if forking_enabled(fork):
             self._forks = ForkServers(
                 self.instances_dir,
-                build_env({}, token=None),  # a shared parent holds nobody's secrets
+                # nobody's secrets, and no home: what a library makes in $HOME at import
+                # would be root's, open in every agent's parent
+                build_env({}, token=None, home=SHARED_PARENT_HOME),
                 idle_seconds=parent_idle_seconds,
             )
 

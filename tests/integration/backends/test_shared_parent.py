@@ -77,6 +77,27 @@ def shared_pid(backend: LocalBackend) -> int:
     return shared.pid
 
 
+def open_files(pid: int) -> set[str]:
+    """The files ``pid`` holds open (its pipes and sockets left out)."""
+    links = set()
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            links.add(os.readlink(f"/proc/{pid}/fd/{fd}"))
+        except FileNotFoundError:
+            pass
+    return {link for link in links if not link.startswith(("pipe:", "socket:"))}
+
+
+async def test_the_shared_parent_holds_no_file_an_agent_parent_would_inherit(backend) -> None:
+    """What it opened as root (a library's cache at import, say) every agent's parent would
+    hold, as another organization's user: it holds its log and nothing else."""
+    await backend.prepare(spec("org/probe"))
+    shared = shared_pid(backend)
+    log = next(backend.instances_dir.glob("shared-*.log"))
+    assert open_files(shared) == {os.devnull, str(log)}
+    assert psutil.Process(shared).environ().get("HOME") == "/nonexistent"
+
+
 async def test_a_retired_parent_is_formed_again_by_a_start(backend) -> None:
     first = await backend.spawn(spec("org/probe"))
     await first.ready(timeout=60)
