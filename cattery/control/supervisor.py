@@ -24,7 +24,6 @@ from loguru import logger
 
 from cattery.backends.base import InstanceHandle
 from cattery.contract import (
-    END_STATE_HEADER,
     INSTANCE_TOKEN_HEADER,
     LOGGED_END_STATES,
     MAX_SESSION_HEADER,
@@ -34,6 +33,12 @@ from cattery.contract import (
     TRACEPARENT_HEADER,
     TRANSPORT_TYPE_HEADER,
     EndState,
+)
+from cattery.control.dispatch import (
+    AiohttpDispatcher,
+    BotDispatcher,
+    DispatchFailed,
+    HttpxDispatcher,
 )
 from cattery.control.logrouter import InstanceContext, LogRouter
 from cattery.control.metrics import ControlMetrics
@@ -124,13 +129,16 @@ class SessionSupervisor:
         webhooks: SessionWebhooks | None = None,
         http: httpx.AsyncClient | None = None,
     ) -> None:
-        """``http``: the client that dispatches to instances (owned: closed by ``aclose``)."""
+        """``http``: an httpx client to dispatch to instances with instead of aiohttp's
+        (owned: closed by ``aclose``)."""
         self._router = router
         self._recorder = recorder
         self._metrics = metrics or ControlMetrics()
         self._webhooks = webhooks
         self._live: dict[str, LiveSession] = {}
-        self._http = http or httpx.AsyncClient(timeout=httpx.Timeout(None, connect=10.0))
+        self._dispatcher: BotDispatcher = (
+            AiohttpDispatcher() if http is None else HttpxDispatcher(http)
+        )
         #: each live session's task, and the recordings of bots' starts
         self._tasks = OwnedTasks("sessions")
         router.on_session_event = self._on_session_event
@@ -203,19 +211,17 @@ class SessionSupervisor:
         with logger.contextualize(session_id=live.id):
             try:
                 async with asyncio.timeout(max_session_seconds + BACKSTOP_GRACE_SECONDS):
-                    resp = await self._http.post(
-                        f"{live.handle.address}/bot", json=body, headers=headers
-                    )
-                if resp.status_code >= 400:
-                    logger.error(f"Instance refused the session: {resp.status_code} {resp.text}")
+                    answer = await self._dispatcher.post_bot(live.handle.address, headers, body)
+                if answer.status >= 400:
+                    logger.error(f"Instance refused the session: {answer.status} {answer.text}")
                     end_state = EndState.ENDED_BEFORE_AGENT_START.value
                 else:
-                    end_state = resp.headers.get(END_STATE_HEADER, EndState.COMPLETED.value)
+                    end_state = answer.end_state or EndState.COMPLETED.value
             except TimeoutError:
                 logger.error("Session outlived its max duration; killing its instance")
                 live.handle.kill()
                 end_state = EndState.TERMINATED.value
-            except httpx.HTTPError as exc:
+            except DispatchFailed as exc:
                 end_state = (
                     EndState.TERMINATED.value if live.stop_requested else EndState.AGENT_ERROR.value
                 )
@@ -223,7 +229,7 @@ class SessionSupervisor:
                     end_state = EndState.OUT_OF_MEMORY.value
                     logger.error("Instance of the session ran out of memory")
                 elif not live.stop_requested:
-                    logger.error(f"Instance of the session died: {exc!r}")
+                    logger.error(f"Instance of the session died: {exc}")
                     self._metrics.session_instance_died(live.agent_key)
                 # its last lines (a traceback) are read before the end is recorded
                 await live.handle.aclose(grace=KILL_GRACE_SECONDS)
@@ -385,7 +391,7 @@ class SessionSupervisor:
     async def aclose(self) -> None:
         """Live sessions end as terminated; every task is cancelled and awaited."""
         await self._tasks.aclose()
-        await self._http.aclose()
+        await self._dispatcher.aclose()
 
 
 def _start_kind(live: LiveSession) -> str:
