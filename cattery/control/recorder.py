@@ -96,15 +96,20 @@ class InstanceRecorder:
     async def assigning(
         self, handle: InstanceHandle, agent_id: str, session_id: str
     ) -> AsyncIterator[AsyncSession]:
-        """A transaction that also stores ``handle`` as serving ``session_id``."""
+        """A transaction that also stores ``handle`` as serving ``session_id``: one UPDATE
+        when a sync wrote its record already, else its INSERT, written with the commit."""
         async with self._lock:
             async with self._sessionmaker.begin() as db:
                 yield db
                 locator = self._backends.locate(handle) if self._backends else None
                 if locator is None:
                     return  # its backend cannot adopt it after a restart: nothing to keep
-                await self._upsert(db, handle, locator, agent_id, session_id)
-            self._written[handle.id] = _Written(_status(handle), self._offset_to_store(handle.id))
+                status, offset = _status(handle), self._offset_to_store(handle.id)
+                if handle.id not in self._written or not await repo.update_instance(
+                    db, handle.id, status=status, log_offset=offset, session_id=session_id
+                ):
+                    self._add(db, handle, locator, agent_id, session_id)
+            self._written[handle.id] = _Written(status, offset)
 
     async def sync(self) -> None:
         """Write new instances, changed statuses and offsets; delete the ones let go.
@@ -170,6 +175,33 @@ class InstanceRecorder:
             self._agent_ids[deployment_id] = deployment.agent_id
         return self._agent_ids[deployment_id]
 
+    def _add(
+        self,
+        db: AsyncSession,
+        handle: InstanceHandle,
+        locator: Locator,
+        agent_id: str,
+        session_id: str | None,
+    ) -> None:
+        """The record of an instance not written yet (``_written`` knows which are: only
+        this recorder writes them), added to ``db``'s transaction without reading first."""
+        repo.add_instance(
+            db,
+            self._box,
+            handle.id,
+            agent_id=agent_id,
+            deployment_id=handle.spec.deployment_id,
+            backend=handle.spec.backend,
+            address=locator.address,
+            token=locator.token,
+            status=_status(handle),
+            pid=locator.pid,
+            log_path=locator.log,
+            log_offset=self._offset_to_store(handle.id),
+            process_started_at=locator.started_at,
+            session_id=session_id,
+        )
+
     async def _upsert(
         self,
         db: AsyncSession,
@@ -217,7 +249,7 @@ class StoreRecorder:
         """The session and its instance's record, in one transaction: no session is
         dispatched to an instance a restarted control plane could not find."""
         async with self._instances.assigning(live.handle, live.agent_id, live.id) as db:
-            session = await repo.create_session(
+            await repo.create_session(
                 db,
                 organization_id=live.organization_id,
                 agent_id=live.agent_id,
@@ -225,9 +257,10 @@ class StoreRecorder:
                 session_id=live.id,
                 instance_id=live.handle.id,
                 transport=live.transport,
+                cold_start=live.cold_start,
+                created_at=live.created_at,
+                flush=False,  # written with the commit, with its instance's record
             )
-            session.cold_start = live.cold_start
-            session.created_at = live.created_at
 
     async def bot_started(self, session_id: str, bot_start_seconds: float) -> None:
         async with self._sessionmaker.begin() as db:

@@ -39,6 +39,7 @@ from cattery.store.repositories.builds import (
 )
 from cattery.store.repositories.instances import (
     KEEP,
+    add_instance,
     delete_instance,
     get_instance,
     instance_token,
@@ -127,6 +128,7 @@ __all__ = [
     "LatencyUpdate",
     "NewLogLine",
     "RegionUse",
+    "add_instance",
     "add_latency",
     "add_resource_sample",
     "add_session_event",

@@ -59,6 +59,44 @@ async def upsert_instance(
     return instance
 
 
+def add_instance(
+    db: AsyncSession,
+    box: SecretBox,
+    instance_id: str,
+    *,
+    agent_id: str,
+    deployment_id: str,
+    backend: str,
+    address: str,
+    token: str,
+    status: str,
+    pid: int | None = None,
+    log_path: str | None = None,
+    log_offset: int = 0,
+    process_started_at: float | None = None,
+    session_id: str | None = None,
+) -> Instance:
+    """The record of an instance not recorded yet, written by the next flush or commit
+    (no read first, unlike ``upsert_instance``); its token is stored encrypted."""
+    instance = Instance(
+        id=instance_id,
+        agent_id=agent_id,
+        deployment_id=deployment_id,
+        backend=backend,
+        address=address,
+        token_encrypted=box.encrypt(token),
+        status=status,
+        pid=pid,
+        log_path=log_path,
+        log_offset=log_offset,
+        process_started_at=process_started_at,
+        session_id=session_id,
+        updated_at=utcnow(),
+    )
+    db.add(instance)
+    return instance
+
+
 async def update_instance(
     db: AsyncSession,
     instance_id: str,

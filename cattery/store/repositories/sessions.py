@@ -28,20 +28,31 @@ async def create_session(
     session_id: str | None = None,
     instance_id: str | None = None,
     transport: str | None = None,
+    cold_start: bool | None = None,
+    created_at: datetime | None = None,
+    flush: bool = True,
 ) -> Session:
-    """Record a session before it is dispatched; ``session_id`` defaults to a new UUID4."""
+    """Record a session before it is dispatched; ``session_id`` defaults to a new UUID4.
+
+    ``flush=False`` leaves the INSERT to the commit (the caller gave the id): a start's
+    record is then written in one round with its instance's.
+    """
     session = Session(
         organization_id=organization_id,
         agent_id=agent_id,
         deployment_id=deployment_id,
         instance_id=instance_id,
         transport=transport,
+        cold_start=cold_start,
         events=[],
     )
     if session_id is not None:
         session.id = session_id
+    if created_at is not None:
+        session.created_at = created_at
     db.add(session)
-    await db.flush()
+    if flush:
+        await db.flush()
     return session
 
 
