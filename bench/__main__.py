@@ -25,6 +25,7 @@ from pathlib import Path
 from bench import report
 from bench.density import DensityRun, density
 from bench.devrunner import DEV_MODE, dev_density, dev_starts
+from bench.floor import floor_targets
 from bench.platform import ControlPlane
 from bench.proxy import FrameRun, frame_overhead, proxy_overhead
 from bench.starts import StartRun, burst, pool_burst, sequential_starts
@@ -212,6 +213,14 @@ def build_table(results: dict[str, object]) -> Results:
     start_row("agent's first start after its deploy (parent loaded then)", first)
     if isinstance(dev, StartRun):
         start_row("Pipecat dev runner: bot() in its own process", dev, "no isolation: the floor")
+        series = {"warm": warm.latencies, "cold": cold.latencies}
+        for target in floor_targets(dev.latencies, series):
+            n = len(series["warm" if target.name.startswith("warm") else "cold"])
+            out.add(Row("start vs floor", target.name, n, target.figures(), "", target.verdict()))
+            out.notes.append(
+                f"target {target.name} <= {target.limit:g}x the dev runner's p50: "
+                f"{'met' if target.met else 'NOT met'} ({target.times:.1f}x)"
+            )
 
     refill, plain_refill = warm.refills, plain_warm.refills
     out.add(
