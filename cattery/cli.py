@@ -80,11 +80,17 @@ def serve(
     agent: list[str] = typer.Option(
         [], "--agent", help="Deploy NAME=PATH (a folder holding bot.py) at start; repeatable."
     ),
+    ray: str | None = typer.Option(
+        None,
+        "--ray",
+        help="Run instances on a Ray cluster: its HOST:PORT, or auto for a head started "
+        "here (CATTERY_RAY__ADDRESS).",
+    ),
 ) -> None:
     """Run the control plane: Pipecat Cloud's API over local pools of instances."""
     from cattery.control.main import run_control_plane
 
-    run_control_plane(host=host, port=port, fd=fd, agents=agent)
+    run_control_plane(host=host, port=port, fd=fd, agents=agent, ray=ray)
 
 
 @cli.command()

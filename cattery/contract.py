@@ -89,6 +89,8 @@ OTLP_PROTOCOL_ENV = "OTEL_EXPORTER_OTLP_PROTOCOL"
 #: the memory fallback's budget in bytes (where cgroups can't limit memory): the instance's
 #: address space may grow by this much beyond its size when it starts serving
 MEMORY_LIMIT_ENV = "CATTERY_MEMORY_LIMIT_BYTES"
+#: on a cluster: the address of the node an instance runs on (set by its node host)
+NODE_ADDRESS_ENV = "CATTERY_NODE_ADDRESS"
 #: environment variables of the control plane all start so; an instance inherits none
 CONTROL_ENV_PREFIX = "CATTERY_"
 

@@ -174,6 +174,14 @@ class RaySettings(BaseModel):
     join_address: str | None = None
     #: how long a region's enroll token may be exchanged (once) for the join details
     enroll_token_ttl_seconds: float = Field(3600.0, gt=0)
+    #: the Ray namespace the node hosts live in (named, detached: they outlive us)
+    namespace: str = "cattery"
+    #: this machine's address in the cluster (Ray's ``--node-ip-address``); None: Ray's pick
+    node_ip: str | None = None
+    #: where node hosts keep agents' code, venvs and instance logs, one folder per node
+    node_state_dir: Path = Path("/tmp/cattery-node")
+    #: seconds between node hosts' load reports (their heartbeat)
+    report_seconds: float = Field(1.0, gt=0)
 
 
 class Settings(BaseSettings):

@@ -187,7 +187,9 @@ async def _open(settings: Settings, more_backends: Mapping[str, Backend]) -> Con
     )
     await backend.start()
     containers = await _open_containers(settings, router)
-    backends: dict[str, Backend] = {"local": backend}
+    cluster = await _open_cluster(settings, router)
+    # with a cluster, folder agents run on its nodes (each node runs a local backend)
+    backends: dict[str, Backend] = {"local": cluster or backend}
     if containers is not None:
         backends["container"] = containers
     backends.update(more_backends)
@@ -229,6 +231,7 @@ async def _open(settings: Settings, more_backends: Mapping[str, Backend]) -> Con
         admin_token_created=boot.admin_token,
         metrics=metrics,
         tracing=Tracing(settings.otlp_endpoint),
+        cluster=cluster,
     )
 
 
@@ -256,6 +259,15 @@ async def _open_containers(settings: Settings, router: LogRouter) -> ContainerBa
     return containers
 
 
+async def _open_cluster(settings: Settings, router: LogRouter) -> Backend | None:
+    """The Ray backend, when a cluster is configured; Ray is imported only then."""
+    if not settings.ray.address:
+        return None
+    from cattery.backends.ray import open_cluster
+
+    return await open_cluster(settings, line_sink=router.line, metrics_sink=router.sample)
+
+
 async def _recover(state: ControlState) -> None:
     """Before serving and before the pools exist: take back what a crash left running."""
     done = await recover(state)
@@ -274,6 +286,8 @@ async def _close(state: ControlState) -> None:
     await state.deployer.aclose()
     await state.pools.aclose()
     await state.backend.aclose()
+    if state.cluster is not None:
+        await state.cluster.aclose()
     if state.containers is not None:
         await state.containers.aclose()
     await state.instances.aclose()

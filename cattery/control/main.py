@@ -14,12 +14,19 @@ from cattery.settings import Settings
 
 
 def run_control_plane(
-    *, host: str | None, port: int | None, fd: int | None, agents: list[str] | None = None
+    *,
+    host: str | None,
+    port: int | None,
+    fd: int | None,
+    agents: list[str] | None = None,
+    ray: str | None = None,
 ) -> None:
     overrides: dict[str, object] = {
         k: v for k, v in {"host": host, "port": port}.items() if v is not None
     }
     settings = Settings(**overrides)
+    if ray:
+        settings.ray.address = ray
     for item in agents or []:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:

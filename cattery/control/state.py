@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from cattery.backends.base import Backend
 from cattery.backends.container import ContainerBackend
 from cattery.backends.local import LocalBackend
 from cattery.backends.router import BackendRouter
@@ -51,3 +52,5 @@ class ControlState:
     metrics: ControlMetrics = field(default_factory=ControlMetrics, repr=False)
     tracing: Tracing = field(default_factory=lambda: Tracing(None), repr=False)
     whatsapp_calls: CallMap = field(default_factory=CallMap, repr=False)
+    #: the cluster's backend (``CATTERY_RAY__ADDRESS``): folder agents run on its nodes
+    cluster: Backend | None = field(default=None, repr=False)

@@ -14,7 +14,7 @@ API = "cattery.control.api"
 DEV = "cattery.control.dev"
 #: the composition roots: the app factory mounts the routers, the CLI runs ``cattery dev``
 ROOTS = frozenset({"cattery.control.app", "cattery.cli"})
-BACKEND_PACKAGES = ("cattery.backends.local", "cattery.backends.container")
+BACKEND_PACKAGES = ("cattery.backends.local", "cattery.backends.container", "cattery.backends.ray")
 
 
 def _module_name(path: Path) -> str:
@@ -116,3 +116,38 @@ def test_the_checks_see_the_route_modules() -> None:
     graph = _graph()
     assert "cattery.control.api.public.start" in graph
     assert "cattery.control.sessions" in graph["cattery.control.api.public.start"]
+
+
+def test_only_the_ray_backend_imports_ray() -> None:
+    """Ray is a cluster's dependency: nothing outside ``cattery.backends.ray`` imports it,
+    and the app imports that package only inside the function that opens a cluster."""
+    wrong = [
+        f"{module} imports {target}"
+        for module, targets in _graph().items()
+        if not _under(module, "cattery.backends.ray")
+        for target in targets
+        if _under(target, "ray")
+    ]
+    assert not wrong, "\n".join(wrong)
+    app = ast.parse((ROOT / "control" / "app.py").read_text())
+    top_level = {
+        node.module
+        for node in app.body
+        if isinstance(node, ast.ImportFrom) and node.module is not None
+    }
+    assert not [name for name in top_level if _under(name, "cattery.backends.ray")]
+
+
+def test_the_default_serve_path_never_imports_ray() -> None:
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "import cattery.cli, cattery.control.app, cattery.control.main, cattery.runtime.main\n"
+        "from cattery.control.app import create_app\n"
+        "from cattery.settings import Settings\n"
+        "create_app(Settings())\n"
+        "assert 'ray' not in sys.modules, 'ray was imported'\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr

@@ -58,8 +58,10 @@ class LocalInstanceHandle(HandleBase):
         cgroup: Cgroup | None = None,
         memory_bytes: int | None = None,
         joining: Awaitable[None] | None = None,
+        host: str = "127.0.0.1",
     ) -> None:
         self.id = instance_id
+        self.host = host
         self.spec = spec
         self.port = port
         self.log_path = log_path
@@ -86,7 +88,7 @@ class LocalInstanceHandle(HandleBase):
 
     @property
     def address(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def token(self) -> str:

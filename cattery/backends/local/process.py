@@ -74,12 +74,13 @@ def new_instance_id() -> str:
     return "inst_" + uuid.uuid4().hex
 
 
-def bind_loopback() -> socket.socket:
-    """A listening socket on 127.0.0.1, on a port the kernel picks, for a child to inherit."""
+def bind_loopback(host: str = "127.0.0.1") -> socket.socket:
+    """A listening socket on ``host`` (loopback unless a cluster's node says otherwise), on
+    a port the kernel picks, for a child to inherit."""
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
+        sock.bind((host, 0))
         sock.listen(LISTEN_BACKLOG)
         sock.set_inheritable(True)
     except BaseException:
@@ -221,8 +222,11 @@ class LocalBackend:
         log_retention: float = DEFAULT_LOG_RETENTION_SECONDS,
         walls: Walls | None = None,
         parent_idle_seconds: float = DEFAULT_PARENT_IDLE_SECONDS,
+        host: str = "127.0.0.1",
     ) -> None:
         self.state_dir = Path(state_dir)
+        #: the address instances listen on: loopback, or a cluster node's own address
+        self.host = host
         #: what walls instances in; None: they run as we do, with no limits
         self.walls = walls
         self.instances_dir = self.state_dir / "instances"
@@ -300,7 +304,7 @@ class LocalBackend:
         log_path = self.instances_dir / f"{instance_id}.log"
         tenant = self._tenant(spec)
         env = self._env(spec, tenant, token)
-        sock = bind_loopback()
+        sock = bind_loopback(self.host)
         cgroup: Cgroup | None = None
         joining: asyncio.Future[None] | None = None
         try:
@@ -333,6 +337,7 @@ class LocalBackend:
             spec=spec,
             process=process,
             port=port,
+            host=self.host,
             token=token,
             log_path=log_path,
             log_offset=0,

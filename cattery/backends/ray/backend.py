@@ -1,0 +1,235 @@
+"""The Ray backend: instances on a Ray cluster's nodes, each started by that node's host.
+
+A start picks a node (``placement.choose``) among those of the spec's region (a node's
+``cattery-region`` label) that have room for its profile; ships the agent's folder by content
+hash; and asks that node's host to fork the instance there. Lines, samples and exits come
+back from the node hosts' batches to the same sinks as the local backend's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import ray
+from loguru import logger
+from ray.autoscaler.sdk import request_resources
+from ray.exceptions import RayError
+
+from cattery.backends.base import InstanceFailed, InstanceSpec, LineSink, MetricsSink
+from cattery.backends.handles import close_all
+from cattery.backends.profiles import DEFAULT_PROFILE, PROFILES, Limits
+from cattery.backends.ray.connection import connect, disconnect
+from cattery.backends.ray.handle import RayInstanceHandle
+from cattery.backends.ray.hosts import NodeHosts
+from cattery.backends.ray.nodehost import NodeOptions, Shipment
+from cattery.backends.ray.outbox import Batch
+from cattery.backends.ray.placement import NodeView, choose, serves
+from cattery.backends.ray.shipping import Packer
+from cattery.errors import AtCapacity
+from cattery.settings import RaySettings
+from cattery.tasks import OwnedTasks
+
+#: Ray's autoscaler is told of the demand at most this often
+DEMAND_INTERVAL_SECONDS = 1.0
+
+
+def limits_of(spec: InstanceSpec) -> Limits:
+    return spec.limits or PROFILES.get(spec.profile, PROFILES[DEFAULT_PROFILE])
+
+
+def _bundle(limits: Limits) -> dict[str, float]:
+    return {"CPU": limits.cpus, "memory": float(limits.memory_bytes)}
+
+
+class RayBackend:
+    """Owns its handles until they are closed, and the node hosts' followers."""
+
+    def __init__(
+        self,
+        settings: RaySettings,
+        options: NodeOptions,
+        default_region: str,
+        line_sink: LineSink,
+        metrics_sink: MetricsSink,
+    ) -> None:
+        self.settings = settings
+        self.options = options
+        self.default_region = default_region
+        self._line_sink = line_sink
+        self._metrics_sink = metrics_sink
+        self._handles: dict[str, RayInstanceHandle] = {}
+        self._packer = Packer()
+        self._shipped: dict[str, Any] = {}  # bundle hash -> the object holding its archive
+        self._hosts: NodeHosts | None = None
+        self._closed = False
+        self._demand_due = False
+        self._tasks = OwnedTasks("ray backend")
+
+    @property
+    def handles(self) -> list[RayInstanceHandle]:
+        return list(self._handles.values())
+
+    @property
+    def hosts(self) -> NodeHosts:
+        if self._hosts is None:
+            raise RuntimeError("the Ray backend is not started")
+        return self._hosts
+
+    def nodes(self) -> list[NodeView]:
+        return list(self._hosts.views.values()) if self._hosts is not None else []
+
+    async def start(self) -> None:
+        if self._hosts is not None:
+            return
+        started = time.monotonic()
+        await asyncio.to_thread(connect, self.settings)
+        hosts = NodeHosts(
+            self.options,
+            self.settings.namespace,
+            self.settings.report_seconds,
+            default_region=self.default_region,
+            on_batch=self._on_batch,
+            on_gone=self._on_gone,
+        )
+        await hosts.start()
+        self._hosts = hosts
+        logger.info(
+            f"Connected to the Ray cluster in {time.monotonic() - started:.1f} s: "
+            f"{len(hosts.views)} node(s)"
+        )
+
+    # -- starts ----------------------------------------------------------------------
+
+    async def spawn(self, spec: InstanceSpec) -> RayInstanceHandle:
+        if self._closed:
+            raise RuntimeError("the Ray backend is closed")
+        hosts = self.hosts
+        limits = limits_of(spec)
+        view = choose(hosts.views.values(), limits, spec.agent_key, spec.region)
+        if view is None:
+            self._want_demand()
+            where = f" in region {spec.region}" if spec.region else ""
+            raise AtCapacity(f"No node{where} has room for another instance of {spec.agent_key}")
+        view.reserve(spec.agent_key, limits)
+        actor = hosts.actors[view.node_id]
+        try:
+            shipment = await self._shipment(spec)
+            reply = await actor.spawn.remote(spec, shipment)
+        except (RayError, OSError) as exc:
+            view.release(spec.agent_key, limits)
+            raise InstanceFailed(f"starting on node {view.ip} failed: {exc}") from exc
+        except BaseException:
+            view.release(spec.agent_key, limits)
+            raise
+        handle = RayInstanceHandle(
+            instance_id=reply["instance_id"],
+            spec=spec,
+            node_id=view.node_id,
+            node_ip=view.ip,
+            actor=actor,
+            address=reply["address"],
+            token=reply["token"],
+            pid=reply["pid"],
+            forked=reply["forked"],
+            on_closed=self._forget,
+        )
+        self._handles[handle.id] = handle
+        self._want_demand()
+        logger.bind(**handle.log_context()).info(f"Started instance on node {view.ip}")
+        return handle
+
+    async def _shipment(self, spec: InstanceSpec) -> Shipment:
+        """The spec's folder, packed and in the object store once per content hash."""
+        bundle, entry = await asyncio.to_thread(self._packer.pack_image, spec.image)
+        ref = self._shipped.get(bundle.digest)
+        if ref is None:
+            ref = await asyncio.to_thread(ray.put, bundle.data)
+            self._shipped[bundle.digest] = ref
+        return Shipment(bundle.digest, [ref], entry)
+
+    async def prepare(self, spec: InstanceSpec) -> None:
+        """Ship the code and load the forking parent on every node that may run ``spec``,
+        so a first start anywhere is a fork."""
+        if self._closed or self._hosts is None:
+            return
+        try:
+            shipment = await self._shipment(spec)
+        except OSError as exc:
+            logger.warning(f"Packing {spec.image} failed: {exc}")
+            return
+        targets = [
+            (view, self._hosts.actors[view.node_id])
+            for view in self._hosts.usable()
+            if serves(view, spec.region) and view.node_id in self._hosts.actors
+        ]
+        results = await asyncio.gather(
+            *(actor.prepare.remote(spec, shipment) for _, actor in targets),
+            return_exceptions=True,
+        )
+        for (view, _), result in zip(targets, results, strict=True):
+            if isinstance(result, BaseException):
+                logger.warning(f"Preparing {spec.agent_key} on node {view.ip} failed: {result}")
+
+    async def retire(self, agent_key: str) -> None:
+        if self._hosts is None:
+            return
+        actors = list(self._hosts.actors.values())
+        await asyncio.gather(*(a.retire.remote(agent_key) for a in actors), return_exceptions=True)
+
+    # -- what node hosts tell ---------------------------------------------------------
+
+    def _on_batch(self, node_id: str, batch: Batch) -> None:
+        for instance_id, line in batch.lines:
+            self._line_sink(instance_id, line)
+        for instance_id, cpu, memory in batch.samples:
+            self._metrics_sink(instance_id, cpu, memory)
+        for instance_id, code, status in batch.exits:
+            handle = self._handles.get(instance_id)
+            if handle is not None:
+                handle.exited(code, status)
+        if batch.dropped:
+            logger.warning(f"Node {node_id[:12]} dropped {batch.dropped} log line(s)")
+
+    def _on_gone(self, node_id: str, reason: str) -> None:
+        for handle in self.handles:
+            if handle.node_id == node_id:
+                handle.lost(f"its node is gone ({reason})")
+
+    def _forget(self, handle: RayInstanceHandle) -> None:
+        if self._handles.pop(handle.id, None) is None:
+            return
+        view = self._hosts.views.get(handle.node_id) if self._hosts is not None else None
+        if view is not None:
+            view.release(handle.spec.agent_key, limits_of(handle.spec))
+        self._want_demand()
+
+    # -- Ray's autoscaler ---------------------------------------------------------------
+
+    def _want_demand(self) -> None:
+        """Tell Ray's autoscaler what cattery's instances need (soon, at most once a second)."""
+        if self._demand_due or self._closed:
+            return
+        self._demand_due = True
+        self._tasks.spawn(self._demand_task(), "demand_task")
+
+    async def _demand_task(self) -> None:
+        await asyncio.sleep(DEMAND_INTERVAL_SECONDS)
+        self._demand_due = False
+        bundles = [_bundle(limits_of(h.spec)) for h in self._handles.values()]
+        try:
+            await asyncio.to_thread(request_resources, bundles=bundles)
+        except Exception as exc:
+            logger.debug(f"Telling Ray's autoscaler the demand failed: {exc!r}")
+
+    # -- shutdown --------------------------------------------------------------------
+
+    async def aclose(self) -> None:
+        """Close every instance, then the node hosts (their forking parents too)."""
+        self._closed = True
+        await self._tasks.aclose()
+        await close_all(self.handles)
+        if self._hosts is not None:
+            await self._hosts.shutdown()
+        await asyncio.to_thread(disconnect)

@@ -1,0 +1,165 @@
+"""One instance on a cluster node: the control plane's handle over its node host's.
+
+The node host owns the process; this handle asks it to probe, drain, close or kill, and
+learns of the exit from the node host's batches (``exited``) or of the node's loss
+(``lost``). Its address is the node's: the control plane proxies there as to a local one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from typing import Any
+
+from loguru import logger
+from ray.exceptions import RayError
+
+from cattery.backends.base import (
+    InstanceFailed,
+    InstanceSpec,
+    InstanceStartTimeout,
+    InstanceStatus,
+)
+from cattery.backends.handles import TERMINAL, HandleBase
+
+#: beyond the grace a node host is given to close an instance, before we stop waiting
+CLOSE_MARGIN_SECONDS = 15.0
+
+
+class RayInstanceHandle(HandleBase):
+    """Owned by one pool (or the Ray backend); ``aclose`` is idempotent."""
+
+    def __init__(
+        self,
+        *,
+        instance_id: str,
+        spec: InstanceSpec,
+        node_id: str,
+        node_ip: str,
+        actor: Any,
+        address: str,
+        token: str,
+        pid: int | None,
+        forked: bool = False,
+        status: InstanceStatus = InstanceStatus.STARTING,
+        on_closed: Callable[[RayInstanceHandle], None] | None = None,
+    ) -> None:
+        self.id = instance_id
+        self.spec = spec
+        self.node_id = node_id
+        self.node_ip = node_ip
+        self.forked = forked
+        self._actor = actor
+        self._address = address
+        self._token = token
+        self._pid = pid
+        self._status = status
+        self._on_closed = on_closed
+        self._exit_code: int | None = None
+        self._exited = asyncio.Event()
+        self._stop_requested = False
+
+    @property
+    def address(self) -> str:
+        return self._address
+
+    @property
+    def token(self) -> str:
+        return self._token
+
+    @property
+    def pid(self) -> int | None:
+        """The pid on its node (not this machine's)."""
+        return self._pid
+
+    @property
+    def exit_code(self) -> int | None:
+        return self._exit_code
+
+    def log_context(self) -> dict[str, str]:
+        return {
+            "instance_id": self.id,
+            "agent": self.spec.agent_key,
+            "deployment_id": self.spec.deployment_id,
+            "node": self.node_ip,
+            "pid": str(self._pid),
+        }
+
+    async def ready(self, timeout: float) -> None:
+        if self._status == InstanceStatus.READY:
+            return
+        if self._status != InstanceStatus.STARTING:
+            raise InstanceFailed(f"instance {self.id} is {self._status}, not starting")
+        try:
+            answer = await asyncio.wait_for(
+                self._actor.ready.remote(self.id, timeout), timeout + CLOSE_MARGIN_SECONDS
+            )
+        except (RayError, TimeoutError) as exc:
+            answer = {"ok": False, "error": f"its node {self.node_ip} did not answer: {exc!r}"}
+        if not answer["ok"]:
+            if self._status not in TERMINAL:
+                self._set_status(InstanceStatus.FAILED)
+            error = InstanceStartTimeout if answer.get("timeout") else InstanceFailed
+            raise error(answer["error"], instance_id=self.id, output=answer.get("output", ""))
+        if self._status == InstanceStatus.STARTING:
+            self._set_status(InstanceStatus.READY)
+        if self._status != InstanceStatus.READY:
+            raise InstanceFailed(f"instance {self.id} is {self._status}")
+
+    async def drain(self, timeout: float) -> None:
+        if self._exited.is_set():
+            return
+        self._stop_requested = True
+        self._mark_draining()
+        try:
+            await asyncio.wait_for(
+                self._actor.drain.remote(self.id, timeout), timeout + CLOSE_MARGIN_SECONDS
+            )
+        except (RayError, TimeoutError) as exc:
+            logger.bind(**self.log_context()).warning(f"Draining failed: {exc!r}")
+
+    def kill(self) -> None:
+        self._stop_requested = True
+        try:
+            self._actor.kill.remote(self.id)
+        except RayError as exc:
+            logger.bind(**self.log_context()).warning(f"Killing failed: {exc!r}")
+
+    async def wait(self) -> int | None:
+        await self._exited.wait()
+        return self._exit_code
+
+    def exited(self, code: int | None, status: str) -> None:
+        """The node host saw the process exit."""
+        if self._exited.is_set():
+            return
+        self._exit_code = code
+        self._exited.set()
+        if self._status not in TERMINAL:
+            clean = self._stop_requested or status == InstanceStatus.STOPPED.value
+            self._set_status(InstanceStatus.STOPPED if clean else InstanceStatus.FAILED)
+
+    def lost(self, reason: str) -> None:
+        """Its node is gone: the instance with it."""
+        logger.bind(**self.log_context()).warning(f"Instance lost: {reason}")
+        self.exited(None, InstanceStatus.FAILED.value)
+
+    async def _close(self, grace: float) -> None:
+        try:
+            if not self._exited.is_set():
+                self._stop_requested = True
+                self._mark_draining()
+            await asyncio.wait_for(
+                self._actor.close.remote(self.id, grace), grace + CLOSE_MARGIN_SECONDS
+            )
+        except (RayError, TimeoutError) as exc:
+            logger.bind(**self.log_context()).warning(f"Closing on its node failed: {exc!r}")
+        finally:
+            self._exited.set()
+            if self._status not in TERMINAL:
+                self._set_status(InstanceStatus.STOPPED)
+            if self._on_closed is not None:
+                self._on_closed(self)
+
+    def __repr__(self) -> str:
+        return f"<RayInstanceHandle {self.id} {self._status} on {self.node_ip}>"
