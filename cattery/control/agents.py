@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cattery.control import profiles, regions, wire
 from cattery.control.deploy_fields import deploy_fields
-from cattery.control.deployer import DeployPlan
+from cattery.control.deployer import DEPLOY_INTERRUPTED, DeployPlan, Phase
 from cattery.control.enforcement import enforced_resources
 from cattery.control.images import load_pull_auth
 from cattery.control.lookups import AgentTarget
@@ -157,6 +157,7 @@ async def deployment_plan(
         session_cookies=dep.session_cookies,
         organization_id=org.id,
         agent_id=dep.agent_id,
+        agent_name=name,
         region=dep.region,
     )
 
@@ -164,24 +165,28 @@ async def deployment_plan(
 async def details(
     state: ControlState, db: AsyncSession, org: Organization, agent: Agent
 ) -> dict[str, Any]:
-    """The agent as ``agent status`` shows it: its deployment, readiness, pool and errors."""
-    dep = (
-        await repo.get_deployment(db, agent.active_deployment_id)
-        if agent.active_deployment_id
-        else None
-    )
-    status = state.deployer.status(agent.active_deployment_id)
+    """The agent as ``agent status`` shows it: the deployment its last deploy asked for (its
+    settings, readiness, phase and errors), and the active one that serves meanwhile."""
+    active_id = agent.active_deployment_id
+    dep = await repo.latest_deployment(db, agent.id) if active_id else None
+    status = state.deployer.status(dep.id if dep is not None else None)
+    errors, phase = status.errors, status.phase
+    if not errors and dep is not None and dep.failed_code:  # it failed before a restart
+        errors = [{"code": dep.failed_code, "message": dep.failed_message or ""}]
+        phase = Phase.FAILED
+    serving = state.deployer.status(active_id)
     pool = state.pools.get(agent_key(org, agent.name))
     return wire.service_details(
         agent,
         dep,
         ready=status.ready,
         active_sessions=state.supervisor.active_count(agent.id),
-        errors=status.errors,
+        errors=errors,
         pool=pool.stats().as_dict() if pool is not None else None,
-        phase=status.phase,
+        phase=phase,
         plain_processes=status.plain_processes,
         resources=enforced_resources(state, dep) if dep is not None else None,
+        active=(active_id, serving.ready) if dep is None or dep.id != active_id else None,
     )
 
 
@@ -303,7 +308,9 @@ async def deploy(
         session_webhook_url=webhook_url,
         start_queue_seconds=start_queue,
     )
-    await repo.set_active_deployment(db, agent, dep.id)
+    if previous is None or not state.deployer.status(previous.id).ready:
+        await repo.set_active_deployment(db, agent, dep.id)  # nothing serves: this one will
+    # else the previous deployment serves until this one is ready (the deployer switches)
     await db.commit()
     state.lookups.forget_agent(org.id, name)
     state.deployer.activate(await deployment_plan(state, db, org, name, dep, secrets=secrets))
@@ -322,11 +329,23 @@ async def delete(state: ControlState, db: AsyncSession, org: Organization, name:
 
 
 async def activate_deployed(state: ControlState) -> None:
-    """After a restart, every deployed agent gets its pool back."""
+    """After a restart, every deployed agent gets its pool back: its active deployment's.
+    A newer deployment a restart interrupted is recorded as failed (deploy it again)."""
     async with state.sessionmaker() as db:
         for agent in await repo.list_all_live_agents(db):
             if agent.active_deployment_id is None:
                 continue
+            latest = await repo.latest_deployment(db, agent.id)
+            if latest is not None and latest.id != agent.active_deployment_id:
+                if latest.failed_code is None:
+                    await repo.set_deployment_outcome(
+                        db,
+                        latest.id,
+                        failed_code=DEPLOY_INTERRUPTED,
+                        failed_message="The control plane restarted before this deployment "
+                        "was ready; the previous one serves. Deploy again.",
+                    )
+                    await db.commit()
             dep = await repo.get_deployment(db, agent.active_deployment_id)
             org = await repo.get_organization(db, agent.organization_id)
             if dep is None or org is None:

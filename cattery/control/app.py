@@ -37,6 +37,7 @@ from cattery.control.bootstrap import bootstrap
 from cattery.control.builds import BuildService
 from cattery.control.deployer import Deployer
 from cattery.control.logrouter import LogRouter
+from cattery.control.lookups import Lookups
 from cattery.control.metrics import ControlMetrics
 from cattery.control.openapi import install_openapi
 from cattery.control.recorder import InstanceRecorder, StoreRecorder
@@ -208,8 +209,15 @@ async def _open(settings: Settings, more_backends: Mapping[str, Backend]) -> Con
             if not settings.backend_fork
             else f"forking is not supported on {sys.platform}"
         )
+    lookups = Lookups()
     deployer = Deployer(
-        settings, pools, containers, log=router, sessionmaker=maker, no_forking=no_forking
+        settings,
+        pools,
+        containers,
+        log=router,
+        sessionmaker=maker,
+        no_forking=no_forking,
+        on_active=lambda plan: lookups.forget_agent(plan.organization_id, plan.agent_name),
     )
     backend.watch_plain_processes(deployer.plain_processes)
     return ControlState(
@@ -229,6 +237,7 @@ async def _open(settings: Settings, more_backends: Mapping[str, Backend]) -> Con
         builds=build_service,
         webhooks=webhooks,
         admin_token_created=boot.admin_token,
+        lookups=lookups,
         metrics=metrics,
         tracing=Tracing(settings.otlp_endpoint),
         cluster=cluster,

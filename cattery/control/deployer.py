@@ -8,13 +8,17 @@ written to the agent's logs and, where it lasts, to the deployment record.
 A deployment is ready only once one of its instances has started (the probe): a bot that
 fails to import, or whose instance dies before it answers, fails its deploy within
 seconds, with the instance's last lines as the error and its output as the deployment's
-log lines, and the agent's pool keeps serving the previous deployment.
+log lines, and the agent's pool keeps serving the previous deployment. The store says so
+too: a deployment becomes its agent's active one once it is ready (the first one of an
+agent at once), and a failed one keeps its error. A restart activates the active one the
+same way, probe included, so an agent whose instances can no longer start (an engine that
+stopped running containers) is never shown ready.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -92,6 +96,7 @@ class DeployPlan:
     #: whose deployment it is, for the lines it writes to the agent's logs
     organization_id: str = ""
     agent_id: str = ""
+    agent_name: str = ""
     #: the region its instances must run in (a cluster's nodes labelled with it)
     region: str | None = None
 
@@ -101,6 +106,8 @@ DEV_RUNNER_ENV = {"ENV": "local"}
 
 #: the deployment error of a bot whose first instance did not start
 DEPLOY_FAILED = "DEPLOYMENT_FAILED"
+#: the error of a deployment a control plane restart came before it was ready
+DEPLOY_INTERRUPTED = "DEPLOYMENT_INTERRUPTED"
 #: how long a probe that started may take to stop again
 PROBE_CLOSE_GRACE_SECONDS = 2.0
 
@@ -115,14 +122,17 @@ class Deployer:
         log: DeploymentLog | None = None,
         sessionmaker: async_sessionmaker[AsyncSession] | None = None,
         no_forking: str | None = None,
+        on_active: Callable[[DeployPlan], None] | None = None,
     ) -> None:
-        """``no_forking``: why the local backend forks no instance at all, if it doesn't."""
+        """``no_forking``: why the local backend forks no instance at all, if it doesn't.
+        ``on_active``: told when a ready deployment became its agent's active one."""
         self._settings = settings
         self._pools = pools
         self._containers = containers
         self._log = log
         self._sessionmaker = sessionmaker
         self._no_forking = no_forking
+        self._on_active = on_active
         self._plans: dict[str, DeployPlan] = {}
         self._records = OwnedTasks("deployment records")
         self._status: dict[str, DeployStatus] = {}
@@ -198,6 +208,7 @@ class Deployer:
                 if self._log is not None:
                     self._log.unbind(probe.id)
             await self._pools.ensure(plan.agent_key, spec, options, warm=warm)
+            await self._record_ready(plan)
             status.ready = True
             status.phase = Phase.READY
             logger.info(f"Deployment {plan.deployment_id} of {plan.agent_key} is ready")
@@ -242,6 +253,44 @@ class Deployer:
         status.phase = Phase.FAILED
         status.errors.append({"code": code, "message": message})
         self._line(plan, "ERROR", f"Deployment failed: {code}: {message}")
+        if self._sessionmaker is not None:
+            self._records.spawn(self._record_failed(plan, code, message), "record_task")
+
+    async def _record_failed(self, plan: DeployPlan, code: str, message: str) -> None:
+        """The error stays with the deployment: ``agent status`` shows it after a restart."""
+        assert self._sessionmaker is not None
+        async with self._sessionmaker.begin() as db:
+            await repo.set_deployment_outcome(
+                db, plan.deployment_id, failed_code=code, failed_message=message
+            )
+
+    async def _record_ready(self, plan: DeployPlan) -> None:
+        """The deployment serves: it is its agent's active one from now on (unless a newer
+        deploy came meanwhile), and an error of an earlier try is gone."""
+        if self._sessionmaker is None or not plan.agent_id:
+            return
+        try:
+            async with self._sessionmaker.begin() as db:
+                await repo.set_deployment_outcome(
+                    db, plan.deployment_id, failed_code=None, failed_message=None
+                )
+                agent = await repo.get_agent_by_id(db, plan.agent_id)
+                latest = await repo.latest_deployment(db, plan.agent_id)
+                promote = (
+                    agent is not None
+                    and agent.deleted_at is None
+                    and agent.active_deployment_id != plan.deployment_id
+                    and latest is not None
+                    and latest.id == plan.deployment_id
+                )
+                if promote:
+                    assert agent is not None
+                    await repo.set_active_deployment(db, agent, plan.deployment_id)
+        except Exception as exc:
+            logger.opt(exception=exc).error(f"Failed to record deployment {plan.deployment_id}")
+            return
+        if promote and self._on_active is not None:
+            self._on_active(plan)
 
     def plain_processes(self, spec: InstanceSpec, reason: str, level: str = "WARNING") -> None:
         """The backend runs ``spec``'s instances as plain processes: say so, with why, in

@@ -47,12 +47,17 @@ def service_details(
     phase: str | None = None,
     plain_processes: str | None = None,
     resources: dict[str, Any] | None = None,
+    active: tuple[str | None, bool] | None = None,
 ) -> dict[str, Any]:
-    """``pool``: the agent's instances right now (idle, starting, busy, total); cattery's own.
+    """``dep`` is the deployment the agent's last deploy asked for; ``ready``, ``phase`` and
+    ``errors`` are its. ``active``: the deployment that serves meanwhile (its id, and
+    whether it takes sessions), when not ``dep`` (a redeploy not ready, or failed).
+    ``pool``: the agent's instances right now (idle, starting, busy, total); cattery's own.
     ``phase`` (building its environment, starting, ready, failed) is what ``agent status``
     shows of the active deployment, with why its instances are plain processes if they are.
     ``resources``: the profile's CPU and memory and what enforces them here."""
     deployment_id = dep.id if dep is not None else None
+    active_id, available = active if active is not None else (deployment_id, ready)
     plain_processes = plain_processes or (dep.plain_processes_reason if dep is not None else None)
     shown_phase = phase or ("Ready" if ready else "Pending")
     if plain_processes:
@@ -62,13 +67,13 @@ def service_details(
         "name": agent.name,
         "region": agent.region,
         "ready": ready,
-        "available": ready,
+        "available": available,
         "createdAt": iso(agent.created_at),
         "updatedAt": iso(agent.updated_at),
         "desiredDeploymentId": deployment_id,
-        "activeDeploymentId": deployment_id,
-        "reconciledDeploymentId": deployment_id if ready else None,
-        "activeDeploymentReady": ready,
+        "activeDeploymentId": active_id,
+        "reconciledDeploymentId": active_id if available else None,
+        "activeDeploymentReady": available,
         "activeSessionCount": active_sessions,
         "agentProfile": dep.agent_profile if dep is not None else None,
         "autoScaling": {

@@ -157,6 +157,10 @@ class Deployment(Base):
     krisp_viva_audio_filter: Mapped[str | None] = mapped_column(String(16))
     #: where ``session.started`` and ``session.ended`` are posted (the agent's choice)
     session_webhook_url: Mapped[str | None] = mapped_column(String(2048))
+    #: why the deployment failed (its code and message), if it did; the agent's previous
+    #: deployment stays the active one
+    failed_code: Mapped[str | None] = mapped_column(String(64))
+    failed_message: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -28,9 +28,10 @@ def settings_for(state_dir: Path, **overrides: Any) -> Settings:
 
 
 @asynccontextmanager
-async def running_app(settings: Settings) -> AsyncIterator[FastAPI]:
-    """``create_app(settings)`` with its lifespan entered: ready for requests until the end."""
-    app = create_app(settings)
+async def running_app(settings: Settings, **app_options: Any) -> AsyncIterator[FastAPI]:
+    """``create_app(settings, **app_options)`` with its lifespan entered: ready for requests
+    until the end."""
+    app = create_app(settings, **app_options)
     async with app.router.lifespan_context(app):
         yield app
 

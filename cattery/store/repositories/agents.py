@@ -142,6 +142,25 @@ async def list_deployments(db: AsyncSession, agent_id: str) -> list[Deployment]:
     return list(await db.scalars(query.order_by(Deployment.created_at.desc(), Deployment.id)))
 
 
+async def latest_deployment(db: AsyncSession, agent_id: str) -> Deployment | None:
+    """The agent's newest deployment: the one its last deploy asked for."""
+    query = select(Deployment).where(Deployment.agent_id == agent_id)
+    return await db.scalar(query.order_by(Deployment.created_at.desc(), Deployment.id).limit(1))
+
+
+async def set_deployment_outcome(
+    db: AsyncSession, deployment_id: str, *, failed_code: str | None, failed_message: str | None
+) -> None:
+    """Record that the deployment failed, and why (None, None: it is ready)."""
+    deployment = await db.get(Deployment, deployment_id)
+    if deployment is None:
+        return
+    deployment.failed_code = failed_code
+    deployment.failed_message = failed_message
+    deployment.updated_at = utcnow()
+    await db.flush()
+
+
 async def set_deployment_environment(
     db: AsyncSession, deployment: Deployment, environment_python: str | None
 ) -> None:
