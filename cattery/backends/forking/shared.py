@@ -90,7 +90,8 @@ def preload() -> None:
     from cattery.runtime.main import prepare  # noqa: F401
     from cattery.runtime.options import RuntimeOptions
 
-    configure_logging(RuntimeOptions.from_env(host="127.0.0.1").log_level)
+    options = RuntimeOptions.from_env(host="127.0.0.1")
+    configure_logging(options.log_level)
     preload_serving_modules()
     for module, package in COMMON_MODULES:
         if importlib.util.find_spec(package) is None:
@@ -99,6 +100,31 @@ def preload() -> None:
             importlib.import_module(module)
         except Exception as exc:  # a broken optional package: the bot meets it, not us
             print(f"cattery shared parent: not preloaded: {module} ({exc!r})", file=sys.stderr)
+    warm_runtime_app(options)
+
+
+async def _no_bot(runner_args: object) -> None:
+    """The bot of the throwaway app ``warm_runtime_app`` builds."""
+
+
+def warm_runtime_app(options: object) -> None:
+    """Build the runtime's app once for no bot, then undo it: the lazy set-up that building
+    it does the first time (FastAPI's and pydantic's, for the runtime's own routes) is then
+    shared by every agent parent, which builds its own app for its bot."""
+    from pathlib import Path
+    from types import ModuleType
+
+    from cattery.runtime.app import Unbuilt
+    from cattery.runtime.loader import LoadedBot
+    from cattery.runtime.main import prebuild
+    from cattery.runtime.system import get_app
+
+    app = get_app()
+    unbuilt = Unbuilt.of(app)
+    try:
+        prebuild(LoadedBot(Path("/nonexistent/bot.py"), ModuleType("bot"), _no_bot, None), options)  # type: ignore[arg-type]
+    finally:
+        unbuilt.restore(app)
 
 
 class SharedParent(ForkingParent):
