@@ -31,6 +31,15 @@ class CatteryError(Exception):
         return self.message if self.status_code in _ABOUT_THE_REQUEST else self.default_message
 
 
+def without_detail(exc: CatteryError) -> CatteryError:
+    """The same answer (status, code) with the message its kind has for anyone: for a
+    platform failure whose own text names the platform's insides (an engine's address, an
+    exception's repr), which stays in the server's log."""
+    public = CatteryError(type(exc).default_message, code=exc.code)
+    public.status_code = exc.status_code
+    return public
+
+
 #: statuses whose messages speak of the caller's own request
 _ABOUT_THE_REQUEST = frozenset({400, 401, 403, 404, 413})
 

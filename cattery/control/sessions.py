@@ -42,6 +42,7 @@ from cattery.errors import (
     PayloadTooLarge,
     ServiceUnavailable,
     StartTimeout,
+    without_detail,
 )
 from cattery.pools.options import Lease
 from cattery.pools.pool import Pool
@@ -211,6 +212,13 @@ async def start(
         raise
     except InstanceFailed as exc:
         raise await _failed_start(state, target, session_id, transport, exc) from exc
+    except CatteryError as exc:
+        if exc.status_code < 500:
+            raise
+        # a backend's refusal (an engine that is down, a region with no node): the caller
+        # gets its kind and code; its text stays in the server's log
+        logger.bind(session_id=session_id).error(f"No instance for a start: {exc.message}")
+        raise without_detail(exc) from exc
     try:
         opened = None
         if daily is not None and room is not None:

@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 from fastapi import FastAPI
 
+from cattery.backends.container.engine import EngineUnavailable
 from cattery.control.deployer import DEPLOY_FAILED
 from cattery.control.state import ControlState
 from cattery.store import repositories as repo
@@ -160,4 +161,61 @@ async def test_a_restart_onto_a_backend_that_cannot_start_instances_is_not_ready
         assert not after["ready"] and not after["available"], after
         assert after["errors"][0]["code"] == DEPLOY_FAILED
         assert state.pools.get(f"{ORG}/agent") is None
+        await client.aclose()
+
+
+async def start(client: httpx.AsyncClient, name: str) -> httpx.Response:
+    resp = await client.post(
+        f"/v1/organizations/{ORG}/apiKeys", json={"name": "app", "type": "public"}
+    )
+    assert resp.status_code == 200, resp.text
+    key = resp.json()["key"]
+    return await client.post(
+        f"/v1/public/{name}/start",
+        json={"createDailyRoom": False},
+        headers={"Authorization": f"Bearer {key}"},
+    )
+
+
+def shows_no_insides(body: dict, *secrets: str) -> None:
+    assert set(body) == {"code", "error"}, body
+    for secret in (*secrets, "inst_", "Error(", "Traceback", "/"):
+        assert secret not in body["error"], body
+
+
+async def test_a_failed_start_answers_its_kind_and_records_the_session(tmp_path: Path) -> None:
+    backend = FakeBackend()
+    async with control_plane(tmp_path / "state", tmp_path, backend) as (client, state):
+        await client.post(AGENTS, json={"serviceName": "agent", "image": bot(tmp_path / "v1")})
+        assert (await status_when(client, "agent", settled, "the deploy"))["ready"]
+
+        backend.fail_starts = True  # the instance dies before it answers
+        resp = await start(client, "agent")
+
+        assert resp.status_code == 503, resp.text
+        body = resp.json()
+        assert body["code"] == "PCC-AGENT-START-FAILED"
+        shows_no_insides(body)
+        async with state.sessionmaker() as db:
+            org = await repo.get_organization_by_name(db, ORG)
+            assert org is not None
+            sessions = await repo.list_organization_sessions(db, org.id)
+        assert [s.end_state for s in sessions] == ["agent_error"]
+        await client.aclose()
+
+
+async def test_a_backend_s_refusal_keeps_its_insides_to_the_log(tmp_path: Path) -> None:
+    backend = FakeBackend()
+    async with control_plane(tmp_path / "state", tmp_path, backend) as (client, _):
+        await client.post(AGENTS, json={"serviceName": "agent", "image": bot(tmp_path / "v1")})
+        assert (await status_when(client, "agent", settled, "the deploy"))["ready"]
+
+        backend.spawn_error = EngineUnavailable(
+            "Container engine at unix:///run/engine.sock: ConnectionRefusedError(111)"
+        )
+        resp = await start(client, "agent")
+
+        assert resp.status_code == 503, resp.text
+        assert resp.json()["code"] == EngineUnavailable.code
+        shows_no_insides(resp.json(), "engine.sock", "Refused")
         await client.aclose()
