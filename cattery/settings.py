@@ -182,6 +182,12 @@ class RaySettings(BaseModel):
     node_state_dir: Path = Path("/tmp/cattery-node")
     #: seconds between node hosts' load reports (their heartbeat)
     report_seconds: float = Field(1.0, gt=0)
+    #: a node whose node host has not answered for this long is fenced: no new starts,
+    #: its sessions' Session API calls answer 503, until it answers again
+    fence_seconds: float = Field(3.0, gt=0)
+    #: an instance whose node host stopped renewing its lease this long ago exits (its
+    #: sessions are then recorded as ended); longer than ``fence_seconds``
+    lease_seconds: float = Field(5.0, gt=0)
 
 
 class Settings(BaseSettings):

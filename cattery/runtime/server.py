@@ -98,8 +98,13 @@ class DrainingServer(uvicorn.Server):
 
     async def watch_lease(self, path: str, seconds: float, interval: float = 0.5) -> None:
         """Exit, cutting off the running session, once ``path`` was not touched for
-        ``seconds``: the control plane no longer reaches this instance's node and has
-        given its sessions up, so nothing may be served here any more."""
+        ``seconds``: the owner that renews it (a cluster node's host) hung or is gone, the
+        control plane has given this node's sessions up, and nothing may be served here."""
+        try:
+            os.stat(path)
+        except OSError:
+            logger.warning(f"Lease file {path} is not visible here; serving without a lease")
+            return
         started = time.time()
         while not self.should_exit:
             await asyncio.sleep(interval)

@@ -44,6 +44,7 @@ async def open_cluster(
         tenant_uid_base=settings.tenant_uid_base,
         sample_interval=settings.instance_sample_interval,
         log_retention_seconds=settings.instance_log_retention_hours * 3600,
+        lease_seconds=settings.ray.lease_seconds,
     )
     backend = RayBackend(
         settings.ray,

@@ -27,12 +27,15 @@ from cattery.backends.ray.nodehost import NodeOptions, Shipment
 from cattery.backends.ray.outbox import Batch
 from cattery.backends.ray.placement import NodeView, choose, serves
 from cattery.backends.ray.shipping import Packer
+from cattery.backends.regions import NoNodeInRegion
 from cattery.errors import AtCapacity
 from cattery.settings import RaySettings
 from cattery.tasks import OwnedTasks
 
 #: Ray's autoscaler is told of the demand at most this often
 DEMAND_INTERVAL_SECONDS = 1.0
+#: beyond an instance's lease, before a fenced node's instances are taken for gone
+LEASE_MARGIN_SECONDS = 2.0
 
 
 def limits_of(spec: InstanceSpec) -> Limits:
@@ -92,6 +95,8 @@ class RayBackend:
             default_region=self.default_region,
             on_batch=self._on_batch,
             on_gone=self._on_gone,
+            fence_seconds=self.settings.fence_seconds,
+            on_fenced=self._on_fenced,
         )
         await hosts.start()
         self._hosts = hosts
@@ -108,6 +113,8 @@ class RayBackend:
         hosts = self.hosts
         limits = limits_of(spec)
         view = choose(hosts.views.values(), limits, spec.agent_key, spec.region)
+        if view is None and not any(serves(v, spec.region) for v in hosts.views.values()):
+            raise NoNodeInRegion(spec.region or self.default_region)
         if view is None:
             self._want_demand()
             where = f" in region {spec.region}" if spec.region else ""
@@ -196,6 +203,25 @@ class RayBackend:
         for handle in self.handles:
             if handle.node_id == node_id:
                 handle.lost(f"its node is gone ({reason})")
+
+    def _on_fenced(self, node_id: str, fenced: bool) -> None:
+        """A fenced node's instances take no requests; once their lease has surely run out
+        (they exited by themselves) they are gone, and their sessions end."""
+        reason = "its node stopped answering" if fenced else None
+        for handle in self.handles:
+            if handle.node_id == node_id:
+                handle.fence(reason)
+        if fenced:
+            self._tasks.spawn(self._give_up_task(node_id), "give_up_task")
+
+    async def _give_up_task(self, node_id: str) -> None:
+        await asyncio.sleep(self.settings.lease_seconds + LEASE_MARGIN_SECONDS)
+        view = self._hosts.views.get(node_id) if self._hosts is not None else None
+        if view is not None and not view.fenced:
+            return  # it answered in time: its instances kept their lease
+        for handle in self.handles:
+            if handle.node_id == node_id and handle.fenced:
+                handle.lost("its node stopped answering and the instance's lease ran out")
 
     def _forget(self, handle: RayInstanceHandle) -> None:
         if self._handles.pop(handle.id, None) is None:

@@ -58,6 +58,7 @@ class RayInstanceHandle(HandleBase):
         self._exit_code: int | None = None
         self._exited = asyncio.Event()
         self._stop_requested = False
+        self._fenced: str | None = None
 
     @property
     def address(self) -> str:
@@ -71,6 +72,14 @@ class RayInstanceHandle(HandleBase):
     def pid(self) -> int | None:
         """The pid on its node (not this machine's)."""
         return self._pid
+
+    @property
+    def fenced(self) -> str | None:
+        """Why nothing may be sent to it now (its node stopped answering), or None."""
+        return None if self._exited.is_set() else self._fenced
+
+    def fence(self, reason: str | None) -> None:
+        self._fenced = reason
 
     @property
     def exit_code(self) -> int | None:

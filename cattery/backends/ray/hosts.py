@@ -20,7 +20,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from cattery.backends.ray.nodehost import NodeHost, NodeOptions
 from cattery.backends.ray.outbox import Batch
 from cattery.backends.ray.placement import NodeView
-from cattery.contract import REGION_LABEL
+from cattery.backends.regions import node_region
 from cattery.tasks import OwnedTasks
 
 NODE_HOST_PREFIX = "cattery-node-"
@@ -48,6 +48,8 @@ class NodeHosts:
         default_region: str,
         on_batch: Callable[[str, Batch], None],
         on_gone: Callable[[str, str], None],
+        fence_seconds: float = 3.0,
+        on_fenced: Callable[[str, bool], None] | None = None,
     ) -> None:
         self.options = options
         self.namespace = namespace
@@ -57,6 +59,8 @@ class NodeHosts:
         self.actors: dict[str, Any] = {}
         self._on_batch = on_batch
         self._on_gone = on_gone
+        self.fence_seconds = fence_seconds
+        self._on_fenced = on_fenced
         self._tasks = OwnedTasks("node hosts")
         self._node_tasks: dict[str, list[asyncio.Task[None]]] = {}
 
@@ -94,7 +98,7 @@ class NodeHosts:
             node_id=node_id,
             ip=ip,
             labels=labels,
-            region=labels.get(REGION_LABEL) or self.default_region,
+            region=node_region(labels, self.default_region),
             cpus=float(resources.get("CPU", 0.0)),
             memory_bytes=int(resources.get("memory", 0)),
         )
@@ -151,6 +155,26 @@ class NodeHosts:
                 return
             except Exception as exc:
                 logger.debug(f"Node {view.ip}: a heartbeat was missed: {exc!r}")
+            self._fence_or_clear(node_id, view)
+
+    def _fence_or_clear(self, node_id: str, view: NodeView) -> None:
+        """Fence a node whose host has not answered for ``fence_seconds`` (it hangs, or
+        can't be reached: Ray takes a minute to say so, and its instances keep serving
+        meanwhile); let it back once it answers again."""
+        silent = time.monotonic() - (view.last_seen or 0.0)
+        if not view.fenced and silent > self.fence_seconds:
+            view.fenced = True
+            logger.warning(
+                f"Node {view.ip} ({node_id[:12]}) fenced: its node host has not answered "
+                f"for {silent:.1f} s"
+            )
+            if self._on_fenced is not None:
+                self._on_fenced(node_id, True)
+        elif view.fenced and silent <= self.fence_seconds:
+            view.fenced = False
+            logger.info(f"Node {view.ip} ({node_id[:12]}) answers again: no longer fenced")
+            if self._on_fenced is not None:
+                self._on_fenced(node_id, False)
 
     async def _pump_task(self, node_id: str) -> None:
         while True:

@@ -27,7 +27,10 @@ from cattery.backends.local import LocalBackend, LocalInstanceHandle, build_envi
 from cattery.backends.ray.outbox import Batch, Outbox
 from cattery.backends.ray.shipping import unpack
 from cattery.backends.walls.policy import Walls
-from cattery.contract import NODE_ADDRESS_ENV
+from cattery.contract import LEASE_FILE_ENV, LEASE_SECONDS_ENV, NODE_ADDRESS_ENV
+
+#: how often a node host renews its instances' lease (``lease_seconds`` it lasts)
+LEASE_RENEW_SECONDS = 1.0
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,8 @@ class NodeOptions:
     tenant_uid_base: int = 1_500_000_000
     sample_interval: float = 2.0
     log_retention_seconds: float = 24 * 3600.0
+    #: an instance exits once this node host stopped renewing its lease for this long
+    lease_seconds: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -74,6 +79,9 @@ class NodeHost:
         self._bundle_locks: dict[str, asyncio.Lock] = {}
         self._pythons: dict[str, Path | None] = {}
         self._watchers: set[asyncio.Task[None]] = set()
+        #: the lease every instance here watches, alone in a folder its walls reveal
+        self.lease = self.root / "lease" / "lease"
+        self._lease_task: asyncio.Task[None] | None = None
         psutil.cpu_percent()  # starts the window the reports measure over
 
     async def _local(self) -> LocalBackend:
@@ -101,7 +109,25 @@ class NodeHost:
                 )
                 await backend.start()
                 self._backend = backend
+                self._start_lease()
             return self._backend
+
+    def _start_lease(self) -> None:
+        """Renew the lease while this node host runs: a node host that hangs (or is
+        stopped) lets its instances' lease run out, and they exit by themselves."""
+        self.lease.parent.mkdir(parents=True, exist_ok=True)
+        os.chmod(self.lease.parent, 0o755)
+        self.lease.touch()
+        if self._lease_task is None:
+            self._lease_task = asyncio.get_running_loop().create_task(self._renew_lease_task())
+
+    async def _renew_lease_task(self) -> None:
+        while True:
+            try:
+                self.lease.touch()
+            except OSError as exc:
+                logger.warning(f"Renewing the instances' lease failed: {exc!r}")
+            await asyncio.sleep(LEASE_RENEW_SECONDS)
 
     # -- code ----------------------------------------------------------------------------
 
@@ -125,7 +151,12 @@ class NodeHost:
                 )
                 self._pythons[shipment.digest] = python
         image = folder / shipment.entry if shipment.entry else folder
-        env = {**spec.env, NODE_ADDRESS_ENV: self.ip}
+        env = {
+            **spec.env,
+            NODE_ADDRESS_ENV: self.ip,
+            LEASE_FILE_ENV: str(self.lease),
+            LEASE_SECONDS_ENV: str(self.options.lease_seconds),
+        }
         return dataclasses.replace(spec, image=str(image), python=python, env=env)
 
     # -- instances -----------------------------------------------------------------------
@@ -225,6 +256,9 @@ class NodeHost:
             await self._backend.aclose()
             self._backend = None
         self._handles.clear()
+        if self._lease_task is not None:
+            self._lease_task.cancel()
+            self._lease_task = None
 
     def ping(self) -> str:
         return self.node_id

@@ -28,6 +28,7 @@ from loguru import logger
 
 from cattery.backends.walls.cgroups import Cgroup, CgroupTree
 from cattery.backends.walls.tenants import DEFAULT_UID_BASE, DEFAULT_UID_COUNT, Tenant, TenantIds
+from cattery.contract import LEASE_FILE_ENV
 from cattery.errors import CatteryError
 
 ENTER_MODULE = "cattery.backends.walls.enter"
@@ -324,6 +325,9 @@ class Walls:
         for entry in env.get("PYTHONPATH", "").split(os.pathsep):
             if entry:
                 reveals.add(Path(entry))
+        lease = env.get(LEASE_FILE_ENV)
+        if lease:  # a cluster node's lease, alone in its folder: the instance watches it
+            reveals.add(Path(lease).parent)
         return {Path(os.path.realpath(r)) for r in reveals if r.exists()}
 
     def _covers(self, tenant: Tenant, reveals: set[Path]) -> list[str]:
