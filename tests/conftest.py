@@ -28,7 +28,7 @@ from tests.support.podman import (
     missing_tools,
 )
 from tests.support.postgres import PostgresServer, PostgresUnavailable, ServerForTests
-from tests.support.processes import ServerProcess, runtime_process
+from tests.support.processes import HANDED_OVER, ServerProcess, runtime_process
 from tests.support.waiting import wait_for
 
 
@@ -94,7 +94,7 @@ def no_leaked_children() -> Iterator[None]:
     def started_here() -> list[psutil.Process]:
         found = []
         for child in me.children():
-            if child.pid in before:
+            if child.pid in before or child.pid in HANDED_OVER:
                 continue
             found.append(child)
             try:

@@ -23,6 +23,14 @@ REPO = Path(__file__).resolve().parents[2]
 EXAMPLES = REPO / "examples"
 TEST_BOTS = REPO / "tests" / "bots"
 CATTERY = [sys.executable, "-m", "cattery.cli"]
+#: processes a test started for a wider-scoped fixture (a node it put back into the shared
+#: cluster): the leak guard leaves them to that fixture
+HANDED_OVER: set[int] = set()
+
+
+def hand_over(pid: int) -> None:
+    """The process ``pid``, started by this test, now belongs to a wider-scoped fixture."""
+    HANDED_OVER.add(pid)
 
 
 def bind_loopback() -> socket.socket:

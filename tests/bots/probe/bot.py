@@ -55,6 +55,7 @@ def _report(runner_args, path: str) -> None:
         "env": {k: v for k, v in os.environ.items() if k.startswith("PROBE_")},
         "ENV": os.environ.get("ENV"),
         "node": os.environ.get("CATTERY_NODE_ADDRESS"),
+        "pid": os.getpid(),
     }
     with open(path, "w") as f:
         json.dump(record, f)
