@@ -353,6 +353,11 @@ def start_rows(
         f"{'met' if ok else 'NOT met'} ({ms(retired50)} vs {ms(import50)} + "
         f"{ms(TARGET_RETIRED_OVER_IMPORT)})"
     )
+    out.notes.append(
+        f"a retired parent adds {ms(retired50 - live50)} to a start at p50 (retired minus live): "
+        f"the bot's import ({ms(import50)}) and {ms(retired50 - live50 - import50)} for the "
+        f"shared parent's fork, the walls and the runtime's app"
+    )
     ok = live50 <= RECORDED_EMPTY_POOL_P50 * 1.1
     out.notes.append(
         f"target live-parent start p50 unchanged from the recorded empty-pool figure: "

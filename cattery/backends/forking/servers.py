@@ -13,6 +13,8 @@ the next spawn; one that could not load its bot (or started threads while import
 marks its spec as not forkable, and that spec's instances are plain processes from then
 on. A parent that has forked nothing, with no child of it running, for ``idle_seconds``
 retires; the next spawn forms a new one from the shared parent (the bot's import again).
+The shared parent of an agent's own venv retires too once no agent parent of it has run
+for ``idle_seconds``; cattery's own interpreter keeps its shared parent.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import asyncio
 import hashlib
 import os
 import socket
+import sys
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -67,6 +70,8 @@ class ForkServers:
         self.on_plain_processes = on_plain_processes
         self._shared: dict[str, SharedParent] = {}
         self._shared_locks: dict[str, asyncio.Lock] = {}
+        #: when each shared parent last had an agent parent (``time.monotonic``)
+        self._shared_used: dict[str, float] = {}
         self._servers: dict[str, ForkServer] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         #: specs whose bot can't be forked, with the reason
@@ -195,6 +200,7 @@ class ForkServers:
         async with lock:
             current = self._shared.get(python)
             if current is not None and current.alive:
+                self._shared_used[python] = time.monotonic()
                 return current
             if current is not None:
                 logger.warning(f"Shared parent {current.pid} of {python} is gone; starting one")
@@ -210,6 +216,7 @@ class ForkServers:
                 await shared.aclose()
                 raise ParentUnavailable("the backend is closing")
             self._shared[python] = shared
+            self._shared_used[python] = time.monotonic()
             logger.info(
                 f"Shared parent {shared.pid} of {python} imported the common stack in "
                 f"{time.monotonic() - t0:.2f} s"
@@ -247,7 +254,27 @@ class ForkServers:
             logger.bind(agent=agent_key).info(
                 f"Forking parent {server.pid} retired after {self.idle_seconds:g} s idle"
             )
+        await self._retire_idle_shared(time.monotonic() if now is None else now)
         return retired
+
+    async def _retire_idle_shared(self, now: float) -> None:
+        """Stop the shared parent of each venv no agent parent has used for ``idle_seconds``."""
+        for server in self._servers.values():
+            self._shared_used[server.launch.python] = now
+        for python, shared in list(self._shared.items()):
+            if python == sys.executable:
+                continue  # cattery's own: most agents' and the slowest to start again
+            if now - self._shared_used.get(python, now) < self.idle_seconds:
+                continue
+            async with self._shared_locks.setdefault(python, asyncio.Lock()):
+                if self._shared.get(python) is not shared:
+                    continue
+                if any(s.launch.python == python for s in self._servers.values()):
+                    continue  # formed one meanwhile
+                self._shared.pop(python, None)
+                self._shared_used.pop(python, None)
+                await shared.aclose()
+            logger.info(f"Shared parent {shared.pid} of {python} retired: no agent uses it")
 
     async def retire(self, agent_key: str) -> None:
         """Stop the agent's parent (the agent is gone); its children are the handles'."""

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
 import sys
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -23,6 +24,7 @@ import pytest
 from cattery.backends.base import InstanceSpec
 from cattery.backends.local import LocalBackend
 from cattery.backends.local.proc import ChildProcess
+from cattery.backends.local.venvs import link_cattery, venv_python
 from cattery.backends.walls.policy import Walls
 from tests.support.processes import TEST_BOTS
 from tests.support.waiting import async_wait_for
@@ -164,6 +166,28 @@ async def test_a_bot_that_fails_to_import_leaves_the_shared_parent_untouched(bac
     await fresh.ready(timeout=60)
     assert psutil.Process(backend.fork_servers.parent("org/fresh").pid).ppid() == shared
     await fresh.aclose()
+
+
+async def test_a_venvs_shared_parent_retires_once_no_agent_uses_it(backend, tmp_path) -> None:
+    # a venv with cattery on its path, as an agent's own is: a shared parent of its own
+    venv = [sys.executable, "-m", "venv", "--without-pip", str(tmp_path / "venv")]
+    await asyncio.to_thread(subprocess.run, venv, check=True)
+    link_cattery(tmp_path / "venv")
+    other = venv_python(tmp_path / "venv")
+    venv_spec = InstanceSpec("org/venv", "d1", str(PROBE), env=TEST_ENV, python=other)
+    await backend.prepare(venv_spec)
+    own = await backend.spawn(spec("org/own"))  # while it runs, its parent stays
+    await own.ready(timeout=60)
+    theirs = backend.fork_servers.shared(str(other))
+    assert theirs is not None and theirs.pid != shared_pid(backend)
+    await until(lambda: backend.fork_servers.shared(str(other)) is None, "the venv's to retire")
+    await until(lambda: gone(theirs.pid), "it to exit")
+    assert backend.fork_servers.shared(sys.executable) is not None  # cattery's own stays
+    handle = await backend.spawn(venv_spec)  # a start brings both back
+    await handle.ready(timeout=60)
+    assert psutil.Process(handle.pid).ppid() == backend.fork_servers.parent("org/venv").pid
+    for h in (own, handle):
+        await h.aclose()
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="organizations' users need root")
