@@ -7,7 +7,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import FastAPI, Header, Query, Request, WebSocket
+from fastapi import FastAPI, Query, Request, WebSocket
 from fastapi.responses import JSONResponse
 from loguru import logger
 from pipecatcloud.agent import (
@@ -21,6 +21,8 @@ from cattery.contract import (
     END_STATE_HEADER,
     MAX_SESSION_HEADER,
     PLAIN_WEBSOCKET,
+    ROOM_TOKEN_HEADER,
+    ROOM_URL_HEADER,
     SESSION_ID_HEADER,
     TRACEPARENT_HEADER,
     TRANSPORT_TYPE_HEADER,
@@ -133,15 +135,14 @@ def build_app(loaded: LoadedBot, options: RuntimeOptions) -> ServedApp:
         status, content = await check_ready(loaded.readyz)
         return JSONResponse(content, status_code=status)
 
-    @app.post("/bot")
-    async def bot(
-        request: Request,
-        x_daily_room_url: str | None = Header(None),
-        x_daily_room_token: str | None = Header(None),
-        x_daily_session_id: str | None = Header(None),
-        x_daily_transport_type: str | None = Header(None),
-        x_pcc_max_session_seconds: str | None = Header(None),
-    ) -> JSONResponse:
+    # A plain route: no parameters for FastAPI to solve on the path of every start.
+    async def bot(request: Request) -> JSONResponse:
+        headers = request.headers
+        x_daily_room_url = headers.get(ROOM_URL_HEADER)
+        x_daily_room_token = headers.get(ROOM_TOKEN_HEADER)
+        x_daily_session_id = headers.get(SESSION_ID_HEADER)
+        x_daily_transport_type = headers.get(TRANSPORT_TYPE_HEADER)
+        x_pcc_max_session_seconds = headers.get(MAX_SESSION_HEADER)
         body = await json_object(request, empty_ok=True)
         max_seconds = parse_max_seconds(x_pcc_max_session_seconds)
         session_id = x_daily_session_id or str(uuid.uuid4())
@@ -163,6 +164,8 @@ def build_app(loaded: LoadedBot, options: RuntimeOptions) -> ServedApp:
                 state = await runner.run(args, max_seconds=max_seconds)
         await tracing.flush()
         return JSONResponse({}, headers={END_STATE_HEADER: state.value})
+
+    app.add_route("/bot", bot, methods=["POST"])
 
     @app.websocket("/ws")
     async def ws(websocket: WebSocket, body: str | None = Query(None)) -> None:
