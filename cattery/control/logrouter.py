@@ -200,17 +200,26 @@ class LogRouter:
         if not quota.take(size):
             quota.drop(size, instance_id, ctx, session_id)
             return
-        self._lines.append(
-            LogRecord(
-                ctx.organization_id,
-                ctx.agent_id,
-                ctx.deployment_id,
-                session_id,
-                instance_id,
-                now,
-                text,
-            )
+        self._buffer(ctx, session_id, instance_id, now, text)
+
+    def _buffer(
+        self,
+        ctx: InstanceContext,
+        session_id: str | None,
+        instance_id: str,
+        when: datetime,
+        text: str,
+    ) -> None:
+        record = LogRecord(
+            ctx.organization_id,
+            ctx.agent_id,
+            ctx.deployment_id,
+            session_id,
+            instance_id,
+            when,
+            text,
         )
+        self._lines.append(record)
 
     def _summarise(self, key: str) -> None:
         """The session is done: one stored line for what it printed beyond its share."""
@@ -223,17 +232,7 @@ class LogRouter:
             f"{self.max_session_lines} lines and {self.max_session_bytes} bytes of logs "
             f"(each line counts {ROW_OVERHEAD_BYTES} bytes beyond its text)"
         )
-        self._lines.append(
-            LogRecord(
-                ctx.organization_id,
-                ctx.agent_id,
-                ctx.deployment_id,
-                session_id,
-                instance_id,
-                datetime.now(UTC),
-                line,
-            )
-        )
+        self._buffer(ctx, session_id, instance_id, datetime.now(UTC), line)
 
     def deployment_line(
         self, organization_id: str, agent_id: str, deployment_id: str, level: str, text: str

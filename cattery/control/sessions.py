@@ -396,38 +396,21 @@ async def start_now(
     """A session of agent ``name`` dispatched now; Pipecat's ``StartBotResult`` shape:
     ``sessionId``, the Daily room when one was made, for WebRTC the ICE servers to use."""
     with state.tracing.span("start", agent=agent_key(org, name)):
-        return await _start_now(
-            state, db, org, name, req, requested_at, record_refusal, start_wait, gone
+        found = await target(state, db, org, name)
+        room = None
+        if req.createDailyRoom:
+            room = RoomRequest(req.dailyRoomProperties, req.dailyMeetingTokenProperties)
+        started = await start(
+            state,
+            found,
+            transport=req.transport if req.transport in DISPATCH_TRANSPORTS else None,
+            requested_at=requested_at,
+            body=req.body,
+            room=room,
+            record_refusal=record_refusal,
+            wait=start_budget(found, start_wait),
+            gone=gone,
         )
-
-
-async def _start_now(
-    state: ControlState,
-    db: AsyncSession,
-    org: Organization,
-    name: str,
-    req: StartRequest,
-    requested_at: float,
-    record_refusal: bool,
-    start_wait: float | None,
-    gone: Gone | None,
-) -> dict[str, Any]:
-    found = await target(state, db, org, name)
-    room = None
-    if req.createDailyRoom:
-        room = RoomRequest(req.dailyRoomProperties, req.dailyMeetingTokenProperties)
-    transport = req.transport if req.transport in DISPATCH_TRANSPORTS else None
-    started = await start(
-        state,
-        found,
-        transport=transport,
-        requested_at=requested_at,
-        body=req.body,
-        room=room,
-        record_refusal=record_refusal,
-        wait=start_budget(found, start_wait),
-        gone=gone,
-    )
     response: dict[str, Any] = {"sessionId": started.live.id}
     if started.room_url is not None:
         response["dailyRoom"], response["dailyToken"] = started.room_url, started.client_token

@@ -12,10 +12,12 @@ import socket
 import subprocess
 import sys
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import psutil
 
 from tests.support.waiting import wait_for
 
@@ -134,3 +136,21 @@ class ServerProcess:
 
 def runtime_process(bot: Path | str, log_path: Path, **env: str) -> ServerProcess:
     return ServerProcess([*CATTERY, "runtime", str(bot)], log_path, env=base_env(**env))
+
+
+def processes_where(matches: Callable[[psutil.Process], bool]) -> list[psutil.Process]:
+    """The processes of this machine ``matches`` accepts; one that ends (or can't be read)
+    while being looked at is passed over."""
+    found = []
+    for proc in psutil.process_iter():
+        try:
+            if matches(proc):
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def with_marker(marker: str) -> list[psutil.Process]:
+    """The processes whose command line holds ``marker`` (a hostile bot's children)."""
+    return processes_where(lambda proc: marker in proc.cmdline())

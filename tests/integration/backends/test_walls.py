@@ -11,29 +11,17 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
-import psutil
 import pytest
 
 from cattery.backends.base import InstanceSpec
 from cattery.backends.local import LocalBackend
 from cattery.backends.walls.policy import Walls
-from tests.support.processes import TEST_BOTS
+from tests.support.processes import TEST_BOTS, with_marker
 from tests.support.waiting import async_wait_for
 
 HOSTILE = TEST_BOTS / "hostile"
 TOKEN_HEADER = "x-cattery-instance-token"
 TEST_ENV = {"CATTERY_ICE_FALLBACK_URLS": "", "PIPECAT_LOG_LEVEL": "DEBUG"}
-
-
-def with_marker(marker: str) -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if marker in proc.cmdline():
-                found.append(proc)
-        except psutil.Error:
-            continue
-    return found
 
 
 async def until(check, what: str, timeout: float = 30) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 import psutil
 
 from tests.support.control import CloudCLI, ControlPlane
-from tests.support.processes import TEST_BOTS
+from tests.support.processes import TEST_BOTS, processes_where
 from tests.support.waiting import wait_for
 
 PROBE = TEST_BOTS / "probe"
@@ -17,14 +17,7 @@ PROBE = TEST_BOTS / "probe"
 def _processes_of(folder: Path) -> list[psutil.Process]:
     """Processes working in ``folder``: the forking parent, its children (forked from a
     shared parent, none of them names the folder on its command line)."""
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.cwd() == str(folder):
-                found.append(proc)
-        except psutil.Error:
-            continue
-    return found
+    return processes_where(lambda proc: proc.cwd() == str(folder))
 
 
 def test_delete_stops_parent(cli: CloudCLI, control: ControlPlane, tmp_path: Path) -> None:

@@ -23,7 +23,7 @@ import pytest
 
 from tests.integration.control.helpers import Tenant, add_organization, running_control
 from tests.support.control import ORG, ControlPlane
-from tests.support.processes import TEST_BOTS
+from tests.support.processes import TEST_BOTS, processes_where, with_marker
 from tests.support.waiting import wait_for
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="tenant users need root")
@@ -91,25 +91,7 @@ def report(path: Path) -> dict:
 
 
 def running_as(uid: int) -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if proc.uids().real == uid:
-                found.append(proc)
-        except psutil.Error:
-            continue
-    return found
-
-
-def with_marker(marker: str) -> list[psutil.Process]:
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if marker in proc.cmdline():
-                found.append(proc)
-        except psutil.Error:
-            continue
-    return found
+    return processes_where(lambda proc: proc.uids().real == uid)
 
 
 def failed(attempts: dict[str, dict]) -> None:

@@ -14,11 +14,13 @@ import pytest
 
 from tests.integration.control.helpers import logs, running_control, start_session, wait_ended
 from tests.support.control import ORG, ControlPlane
-from tests.support.processes import TEST_BOTS
+from tests.support.processes import AGENT_ROOTS, REPO
 from tests.support.waiting import wait_for
 
 FLOOD_MB = 50
 CAP_BYTES = 1024 * 1024
+#: the bench's flooding bot (one bot for both: the test checks what the bench measures)
+FLOOD_BOT = REPO / "bench" / "bots" / "log-flood"
 #: the database's own overhead for the cap's lines (indexes, pages), the WAL, the flood's
 #: last partly freed megabyte of instance log, and what the warm instance printed
 MARGIN_BYTES = 6 * 1024 * 1024
@@ -39,13 +41,16 @@ def disk_usage(folder: Path) -> dict[str, int]:
 
 @pytest.fixture
 def control(tmp_path: Path) -> Iterator[ControlPlane]:
-    env = {"CATTERY_LOG_MAX_SESSION_BYTES": str(CAP_BYTES)}
+    env = {
+        "CATTERY_LOG_MAX_SESSION_BYTES": str(CAP_BYTES),
+        "CATTERY_AGENT_ROOTS": os.pathsep.join((AGENT_ROOTS, str(FLOOD_BOT.parent))),
+    }
     with running_control(tmp_path, **env) as control:
         yield control
 
 
 def test_a_log_flood_is_capped_and_the_api_answers(control: ControlPlane) -> None:
-    control.deploy("flood", TEST_BOTS / "log-flood", autoScaling={"minAgents": 1})
+    control.deploy("flood", FLOOD_BOT, autoScaling={"minAgents": 1})
     key = control.public_key()
     before = disk_usage(control.state_dir)
     latencies: list[float] = []
