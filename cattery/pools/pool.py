@@ -433,8 +433,15 @@ class Pool:
         while True:
             tick = min(MAX_TICK_SECONDS, self.options.cooldown_seconds / 4)
             await asyncio.sleep(max(MIN_TICK_SECONDS, tick))
-            async with self._lock:
-                self._trim_locked()
+            await self.maintain()
+
+    async def maintain(self) -> None:
+        """One tick of the maintenance: trim, then refill, unless a warm acquire's
+        replacement is due shortly (``REFILL_DELAY_SECONDS``): a tick must not start it
+        while that session is still being recorded and dispatched."""
+        async with self._lock:
+            self._trim_locked()
+            if not self._refill_pending:
                 self._refill_locked()
 
     def __repr__(self) -> str:

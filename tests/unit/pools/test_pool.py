@@ -336,3 +336,25 @@ async def test_the_backend_is_prepared_for_each_new_spec() -> None:
         await pool.release(lease.handle)
     finally:
         await pool.aclose()
+
+
+async def test_a_warm_acquires_replacement_waits_its_delay_whatever_the_ticks(
+    make_pool, backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from cattery.pools import pool as pool_module
+
+    release = asyncio.Event()
+
+    async def held_delay(_seconds: float) -> None:
+        await release.wait()
+
+    pool = make_pool(min_agents=1, cooldown_seconds=0)
+    await pool.start()
+    await until(lambda: pool.stats().idle == 1, "a warm instance")
+    monkeypatch.setattr(pool_module.asyncio, "sleep", held_delay)  # the delay, held open
+    await pool.acquire()
+    await pool.maintain()  # a maintenance tick inside the delay
+    assert pool.stats().starting == 0 and len(backend.handles) == 1
+    monkeypatch.undo()
+    release.set()  # the delay is over: the replacement starts
+    await until(lambda: len(backend.handles) == 2, "the replacement")
