@@ -6,7 +6,7 @@ Its lifespan runs as ``cattery serve``'s does, with its state under a test's fol
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -15,9 +15,12 @@ import httpx
 from fastapi import FastAPI
 
 from cattery.control.app import create_app
+from cattery.control.state import ControlState
 from cattery.settings import Settings
-from tests.support.control import ADMIN_TOKEN
+from tests.support.control import ADMIN_TOKEN, ORG
+from tests.support.fake_backend import FakeBackend
 from tests.support.processes import AGENT_ROOTS
+from tests.support.waiting import async_wait_for
 
 BASE_URL = "http://cattery.test"
 
@@ -46,3 +49,51 @@ async def app_client(state_dir: Path, **overrides: Any) -> AsyncIterator[httpx.A
             transport=transport, base_url=BASE_URL, headers=headers
         ) as client:
             yield client
+
+
+# -- the control plane with the fake backend as its local one: deploys without processes ----
+
+STATUS = f"/v1/organizations/{ORG}/services"
+
+
+def bot(folder: Path) -> str:
+    """A folder holding a bot (the fake backend never runs it); its path, to deploy."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "bot.py").write_text("async def bot(runner_args):\n    pass\n")
+    return str(folder)
+
+
+@asynccontextmanager
+async def fake_control_plane(
+    state_dir: Path, roots: Path, backend: FakeBackend
+) -> AsyncIterator[tuple[httpx.AsyncClient, ControlState]]:
+    """``create_app`` whose local backend is ``backend``; a client sending the admin token,
+    and the app's state. Folders under ``roots`` deploy; their probes are fake instances."""
+    settings = settings_for(state_dir, agent_roots=str(roots))
+    async with running_app(settings, backends={"local": backend}) as app:
+        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        transport = httpx.ASGITransport(app=app)
+        yield (
+            httpx.AsyncClient(transport=transport, base_url=BASE_URL, headers=headers),
+            app.state.control,
+        )
+
+
+async def status_when(
+    client: httpx.AsyncClient, name: str, done: Callable[[dict], bool], what: str
+) -> dict:
+    """``agent status`` of ``name`` once ``done`` accepts it."""
+
+    async def check() -> dict | None:
+        resp = await client.get(f"{STATUS}/{name}")
+        assert resp.status_code == 200, resp.text
+        body = resp.json()["body"]
+        return body if done(body) else None
+
+    return await async_wait_for(check, timeout=20, what=what)
+
+
+def settled(body: dict) -> bool:
+    """The official CLI's test: the deploy it asked for failed, or is the one that serves."""
+    reconciled = body["reconciledDeploymentId"] == body["desiredDeploymentId"]
+    return bool(body["errors"]) or (body["available"] and body["ready"] and reconciled)

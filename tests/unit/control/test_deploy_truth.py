@@ -9,64 +9,19 @@ restart onto a backend that can no longer start instances never shows the agent 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
-from fastapi import FastAPI
 
 from cattery.backends.container.engine import EngineUnavailable
 from cattery.control.deployer import DEPLOY_FAILED
 from cattery.control.state import ControlState
 from cattery.store import repositories as repo
-from tests.support.control import ADMIN_TOKEN, ORG
+from tests.support.control import ORG
 from tests.support.fake_backend import FakeBackend
-from tests.support.inprocess import BASE_URL, running_app, settings_for
-from tests.support.waiting import async_wait_for
+from tests.support.inprocess import bot, fake_control_plane, settled, status_when
 
 AGENTS = "/v1/agents"
-STATUS = f"/v1/organizations/{ORG}/services"
-
-
-def bot(folder: Path) -> str:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "bot.py").write_text("async def bot(runner_args):\n    pass\n")
-    return str(folder)
-
-
-@asynccontextmanager
-async def control_plane(
-    state_dir: Path, roots: Path, backend: FakeBackend
-) -> AsyncIterator[tuple[httpx.AsyncClient, ControlState]]:
-    settings = settings_for(state_dir, agent_roots=str(roots))
-    async with running_app(settings, backends={"local": backend}) as app:
-        yield _client(app), app.state.control
-
-
-def _client(app: FastAPI) -> httpx.AsyncClient:
-    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    return httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url=BASE_URL, headers=headers
-    )
-
-
-async def status_when(
-    client: httpx.AsyncClient, name: str, done: Callable[[dict], bool], what: str
-) -> dict:
-    async def check() -> dict | None:
-        resp = await client.get(f"{STATUS}/{name}")
-        assert resp.status_code == 200, resp.text
-        body = resp.json()["body"]
-        return body if done(body) else None
-
-    return await async_wait_for(check, timeout=20, what=what)
-
-
-def settled(body: dict) -> bool:
-    """The CLI's test: the deploy it asked for failed, or is the one that serves."""
-    reconciled = body["reconciledDeploymentId"] == body["desiredDeploymentId"]
-    return bool(body["errors"]) or (body["available"] and body["ready"] and reconciled)
 
 
 async def test_a_broken_redeploy_keeps_the_previous_one_active_across_a_restart(
@@ -74,7 +29,7 @@ async def test_a_broken_redeploy_keeps_the_previous_one_active_across_a_restart(
 ) -> None:
     state_dir, good, broken = tmp_path / "state", bot(tmp_path / "good"), bot(tmp_path / "bad")
     backend = FakeBackend()
-    async with control_plane(state_dir, tmp_path, backend) as (client, state):
+    async with fake_control_plane(state_dir, tmp_path, backend) as (client, state):
         resp = await client.post(AGENTS, json={"serviceName": "agent", "image": good})
         assert resp.status_code == 200, resp.text
         first = await status_when(client, "agent", settled, "the first deploy")
@@ -97,7 +52,7 @@ async def test_a_broken_redeploy_keeps_the_previous_one_active_across_a_restart(
         await client.aclose()
 
     restarted = FakeBackend()  # the instances of the first control plane are gone with it
-    async with control_plane(state_dir, tmp_path, restarted) as (client, state):
+    async with fake_control_plane(state_dir, tmp_path, restarted) as (client, state):
         after = await status_when(
             client, "agent", lambda b: b["available"], "the agent's pool back"
         )
@@ -113,7 +68,7 @@ async def test_a_broken_redeploy_keeps_the_previous_one_active_across_a_restart(
 
 async def test_a_good_redeploy_becomes_the_active_one_once_ready(tmp_path: Path) -> None:
     backend = FakeBackend()
-    async with control_plane(tmp_path / "state", tmp_path, backend) as (client, state):
+    async with fake_control_plane(tmp_path / "state", tmp_path, backend) as (client, state):
         await client.post(AGENTS, json={"serviceName": "agent", "image": bot(tmp_path / "v1")})
         first = await status_when(client, "agent", settled, "the first deploy")
         backend.auto_ready = False  # the new deployment's probe waits
@@ -149,14 +104,14 @@ async def test_a_restart_onto_a_backend_that_cannot_start_instances_is_not_ready
     tmp_path: Path,
 ) -> None:
     state_dir, folder = tmp_path / "state", bot(tmp_path / "good")
-    async with control_plane(state_dir, tmp_path, FakeBackend()) as (client, _):
+    async with fake_control_plane(state_dir, tmp_path, FakeBackend()) as (client, _):
         await client.post(AGENTS, json={"serviceName": "agent", "image": folder})
         assert (await status_when(client, "agent", settled, "the deploy"))["ready"]
         await client.aclose()
 
     broken = FakeBackend()
     broken.fail_starts = True  # e.g. a container engine that no longer starts containers
-    async with control_plane(state_dir, tmp_path, broken) as (client, state):
+    async with fake_control_plane(state_dir, tmp_path, broken) as (client, state):
         after = await status_when(client, "agent", lambda b: b["errors"], "the failed activation")
         assert not after["ready"] and not after["available"], after
         assert after["errors"][0]["code"] == DEPLOY_FAILED
@@ -185,7 +140,7 @@ def shows_no_insides(body: dict, *secrets: str) -> None:
 
 async def test_a_failed_start_answers_its_kind_and_records_the_session(tmp_path: Path) -> None:
     backend = FakeBackend()
-    async with control_plane(tmp_path / "state", tmp_path, backend) as (client, state):
+    async with fake_control_plane(tmp_path / "state", tmp_path, backend) as (client, state):
         await client.post(AGENTS, json={"serviceName": "agent", "image": bot(tmp_path / "v1")})
         assert (await status_when(client, "agent", settled, "the deploy"))["ready"]
 
@@ -206,7 +161,7 @@ async def test_a_failed_start_answers_its_kind_and_records_the_session(tmp_path:
 
 async def test_a_backend_s_refusal_keeps_its_insides_to_the_log(tmp_path: Path) -> None:
     backend = FakeBackend()
-    async with control_plane(tmp_path / "state", tmp_path, backend) as (client, _):
+    async with fake_control_plane(tmp_path / "state", tmp_path, backend) as (client, _):
         await client.post(AGENTS, json={"serviceName": "agent", "image": bot(tmp_path / "v1")})
         assert (await status_when(client, "agent", settled, "the deploy"))["ready"]
 
