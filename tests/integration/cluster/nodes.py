@@ -1,0 +1,82 @@
+"""What the failure tests do to a node, and the sessions they watch there."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import httpx
+import psutil
+
+from tests.integration.control.helpers import start
+from tests.support.cluster import RayNode
+from tests.support.control import ControlPlane
+from tests.support.waiting import wait_for
+
+
+def ray_processes(node: RayNode) -> list[psutil.Process]:
+    """The node's Ray processes: its ``ray start`` group's, and Ray's workers (the node
+    host among them), which leave that group; not the instances, which are their own."""
+    found = []
+    for proc in psutil.Process(node.proc.pid).children(recursive=True):
+        try:
+            if proc.cmdline()[:1] and proc.cmdline()[0].startswith("ray::"):
+                found.append(proc)
+        except psutil.Error:
+            continue
+    return found
+
+
+def signal_node(node: RayNode, sig: int) -> None:
+    """``sig`` to the node's Ray processes and its node host."""
+    workers = ray_processes(node)
+    node.signal(sig)
+    for proc in workers:
+        try:
+            proc.send_signal(sig)
+        except psutil.Error:
+            continue
+
+
+class Sessions:
+    """Sessions of one agent that run until ``release`` exists, each reporting its node."""
+
+    def __init__(self, control: ControlPlane, agent: str, folder: Path) -> None:
+        self.control = control
+        self.agent = agent
+        self.key = control.public_key()
+        self.folder = folder
+        self.release = folder / "release"
+        self.reports: dict[str, Path] = {}
+
+    def start(self) -> str:
+        report = self.folder / f"report-{len(self.reports)}.json"
+        body = {"action": "until", "path": str(self.release), "report_to": str(report)}
+        resp = start(self.control, self.key, self.agent, body)
+        assert resp.status_code == 200, resp.text
+        session_id = resp.json()["sessionId"]
+        self.reports[session_id] = report
+        return session_id
+
+    def report(self, session_id: str) -> dict:
+        path = self.reports[session_id]
+        return wait_for(
+            lambda: path.exists() and json.loads(path.read_text()),
+            timeout=60,
+            what=f"session {session_id}'s report",
+        )
+
+    def on_node(self, ip: str, count: int, tries: int = 12) -> list[str]:
+        """Start sessions until ``count`` of them run on ``ip`` (placement spreads by load)."""
+        found: list[str] = []
+        for _ in range(tries):
+            session_id = self.start()
+            if self.report(session_id)["node"] == ip:
+                found.append(session_id)
+                if len(found) == count:
+                    return found
+        raise AssertionError(f"only {len(found)} of {tries} sessions landed on {ip}")
+
+    def session_api(self, session_id: str) -> httpx.Response:
+        with self.control.client(self.key) as c:
+            return c.get(f"/v1/public/{self.agent}/sessions/{session_id}/status", timeout=10)
