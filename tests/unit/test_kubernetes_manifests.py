@@ -50,6 +50,9 @@ def env_values(container: dict[str, Any]) -> dict[str, str]:
     for item in container.get("env", []):
         if "value" in item:
             values[item["name"]] = item["value"]
+        elif "fieldRef" in item["valueFrom"]:
+            assert item["valueFrom"]["fieldRef"]["fieldPath"] == "status.podIP", item
+            values[item["name"]] = "10.0.0.7"  # the Pod's address
         else:
             ref = item["valueFrom"]["secretKeyRef"]
             values[item["name"]] = secret_value(ref["name"], ref["key"])
@@ -120,11 +123,15 @@ def test_the_ray_addresses_are_the_head_service(control_settings: Settings) -> N
     cluster = the("RayCluster")
     head_service = f"{cluster['metadata']['name']}-head-svc"  # KubeRay's name for it
     head = cluster["spec"]["headGroupSpec"]["template"]["spec"]["containers"][0]
-    address = urlsplit(control_settings.ray.address or "")
-    assert address.scheme == "ray" and address.hostname == head_service
-    assert address.port == port(head, "client")
-    join = urlsplit("//" + (control_settings.ray.join_address or ""))
-    assert (join.hostname, join.port) == (head_service, port(head, "gcs-server"))
+    gcs = (head_service, port(head, "gcs-server"))
+    for address in (control_settings.ray.address, control_settings.ray.join_address):
+        parts = urlsplit("//" + (address or ""))
+        assert (parts.hostname, parts.port) == gcs
+    # the driver runs on a Ray node of its own, one that takes no instances
+    assert control_settings.ray.node_ip == "10.0.0.7"
+    script = " ".join(control_container()["args"])
+    assert script.startswith("ray start --address=") and "--num-cpus=0" in script
+    assert script.endswith("exec cattery serve")
 
 
 def test_worker_groups_are_the_regions(control_settings: Settings) -> None:
