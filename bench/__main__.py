@@ -67,6 +67,12 @@ def parse_args(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
     parser.add_argument("--dev-density", help="concurrent calls in one dev-runner process")
     parser.add_argument("--no-density", action="store_true", help="skip the echo calls")
     parser.add_argument("--out", type=Path, default=RESULTS_DIR, help="where the .md goes")
+    parser.add_argument(
+        "--cluster",
+        action="store_true",
+        help="only the Ray cluster's figures: starts on remote nodes, a burst over three, "
+        "proxy overhead (needs the cluster extra: ray)",
+    )
     args = parser.parse_args(argv)
     plan = QUICK if args.quick else FULL
     changes: dict[str, object] = {}
@@ -442,6 +448,20 @@ def main(argv: list[str] | None = None) -> None:
         print("note: forking is Linux-only; both control planes will start plain processes")
     plan, args = parse_args(argv)
     os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    if args.cluster:
+        from bench.cluster import run as run_cluster
+
+        starts = args.starts or (20 if args.quick else 100)
+        asyncio.run(
+            run_cluster(
+                args.out,
+                starts=starts,
+                burst_n=plan.burst,
+                proxy_n=plan.proxy_requests,
+                argv=sys.argv[1:],
+            )
+        )
+        return
     asyncio.run(run(plan, args))
 
 

@@ -97,11 +97,15 @@ def load_during(samples: list[float]) -> str:
     )
 
 
-def write(folder: Path, text: str) -> Path:
+def write(folder: Path, text: str, kind: str | None = None) -> Path:
     """The results file of today, or of this minute when today's exists: runs never
-    overwrite each other."""
+    overwrite each other. A ``kind`` of run (``cluster``) is always named by its minute."""
     folder.mkdir(parents=True, exist_ok=True)
     now = datetime.now(UTC)
+    if kind is not None:
+        path = folder / f"{now:%Y-%m-%d-%H%M}-{kind}-{os.cpu_count()}c.md"
+        path.write_text(text)
+        return path
     path = folder / f"{now:%Y-%m-%d}-{os.cpu_count()}c.md"
     if path.exists():
         path = folder / f"{now:%Y-%m-%d-%H%M}-{os.cpu_count()}c.md"

@@ -81,7 +81,7 @@ class RayTestCluster:
             "CATTERY_RAY__NODE_STATE_DIR": str(self.node_state_dir),
         }
 
-    def _start_node(self, ip: str, *args: str) -> RayNode:
+    def _start_node(self, ip: str, *args: str, cpus: int = NODE_CPUS) -> RayNode:
         log_path = self.root / f"ray-{ip}.log"
         command = [
             ray_command(),
@@ -90,7 +90,7 @@ class RayTestCluster:
             "--node-ip-address",
             ip,
             "--num-cpus",
-            str(NODE_CPUS),
+            str(cpus),
             "--memory",
             str(NODE_MEMORY),
             "--object-store-memory",
@@ -118,7 +118,7 @@ class RayTestCluster:
         self.root.chmod(0o755)
         self.node_state_dir.mkdir(exist_ok=True)
         self.node_state_dir.chmod(0o755)
-        head = self._start_node(
+        head = self._start_node(  # no CPU to offer: instances run on the workers
             HEAD_IP,
             "--head",
             "--port",
@@ -127,6 +127,7 @@ class RayTestCluster:
             "--disable-usage-stats",
             "--temp-dir",
             str(self.root / "ray"),
+            cpus=0,
         )
         self.wait_up(head)
         for ip in workers:

@@ -43,6 +43,7 @@ async def bot(runner_args) -> None:
             "entered": entered,
             "pid": os.getpid(),
             "token": os.environ.get("CATTERY_INSTANCE_TOKEN"),
+            "node": os.environ.get("CATTERY_NODE_ADDRESS"),  # on a cluster: its node
         }
         _write(stamp, record)
     hold = float(body.get("hold", 0))

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict, deque
+from dataclasses import dataclass, field
 from typing import Any
 
 import ray
@@ -17,7 +19,16 @@ from loguru import logger
 from ray.autoscaler.sdk import request_resources
 from ray.exceptions import RayError
 
-from cattery.backends.base import InstanceFailed, InstanceSpec, LineSink, MetricsSink
+from cattery.backends.base import (
+    Adoption,
+    InstanceFailed,
+    InstanceHandle,
+    InstanceSpec,
+    InstanceStatus,
+    LineSink,
+    Locator,
+    MetricsSink,
+)
 from cattery.backends.handles import close_all
 from cattery.backends.profiles import DEFAULT_PROFILE, PROFILES, Limits
 from cattery.backends.ray.connection import connect, disconnect
@@ -36,10 +47,25 @@ from cattery.tasks import OwnedTasks
 DEMAND_INTERVAL_SECONDS = 1.0
 #: beyond an instance's lease, before a fenced node's instances are taken for gone
 LEASE_MARGIN_SECONDS = 2.0
+#: after a start, instances the node hosts hold that no one adopted (started by a control
+#: plane that died before storing them) are closed this much later
+RECONCILE_AFTER_SECONDS = 30.0
+#: output of instances not (yet) ours, kept until they are adopted or spawned: how many
+#: instances, and how many lines each
+HELD_INSTANCES, HELD_LINES = 1000, 2000
 
 
 def limits_of(spec: InstanceSpec) -> Limits:
     return spec.limits or PROFILES.get(spec.profile, PROFILES[DEFAULT_PROFILE])
+
+
+@dataclass
+class _Held:
+    lines: deque[str] = field(default_factory=lambda: deque(maxlen=HELD_LINES))
+    exit: tuple[int | None, str] | None = None
+
+    def add(self, line: str) -> None:
+        self.lines.append(line)
 
 
 def _bundle(limits: Limits) -> dict[str, float]:
@@ -69,6 +95,9 @@ class RayBackend:
         self._closed = False
         self._demand_due = False
         self._tasks = OwnedTasks("ray backend")
+        #: lines and exits of instances we hold no handle of yet (spawn replies racing
+        #: their first lines; instances a restarted control plane is about to adopt)
+        self._held: OrderedDict[str, _Held] = OrderedDict()
 
     @property
     def handles(self) -> list[RayInstanceHandle]:
@@ -100,6 +129,7 @@ class RayBackend:
         )
         await hosts.start()
         self._hosts = hosts
+        self._tasks.spawn(self._reconcile_task(), "reconcile_task")
         logger.info(
             f"Connected to the Ray cluster in {time.monotonic() - started:.1f} s: "
             f"{len(hosts.views)} node(s)"
@@ -142,10 +172,20 @@ class RayBackend:
             forked=reply["forked"],
             on_closed=self._forget,
         )
-        self._handles[handle.id] = handle
+        self._own(handle)
         self._want_demand()
         logger.bind(**handle.log_context()).info(f"Started instance on node {view.ip}")
         return handle
+
+    def _own(self, handle: RayInstanceHandle) -> None:
+        """Hold ``handle``, and give it what its node host said before we did."""
+        self._handles[handle.id] = handle
+        held = self._held.pop(handle.id, None)
+        if held is not None:
+            for line in held.lines:
+                self._line_sink(handle.id, line)
+            if held.exit is not None:
+                handle.exited(*held.exit)
 
     async def _shipment(self, spec: InstanceSpec) -> Shipment:
         """The spec's folder, packed and in the object store once per content hash."""
@@ -189,15 +229,29 @@ class RayBackend:
 
     def _on_batch(self, node_id: str, batch: Batch) -> None:
         for instance_id, line in batch.lines:
-            self._line_sink(instance_id, line)
+            if instance_id in self._handles:
+                self._line_sink(instance_id, line)
+            else:
+                self._hold(instance_id).add(line)
         for instance_id, cpu, memory in batch.samples:
-            self._metrics_sink(instance_id, cpu, memory)
+            if instance_id in self._handles:
+                self._metrics_sink(instance_id, cpu, memory)
         for instance_id, code, status in batch.exits:
             handle = self._handles.get(instance_id)
             if handle is not None:
                 handle.exited(code, status)
+            else:
+                self._hold(instance_id).exit = (code, status)
         if batch.dropped:
             logger.warning(f"Node {node_id[:12]} dropped {batch.dropped} log line(s)")
+
+    def _hold(self, instance_id: str) -> _Held:
+        held = self._held.get(instance_id)
+        if held is None:
+            held = self._held[instance_id] = _Held()
+            while len(self._held) > HELD_INSTANCES:
+                self._held.popitem(last=False)
+        return held
 
     def _on_gone(self, node_id: str, reason: str) -> None:
         for handle in self.handles:
@@ -230,6 +284,86 @@ class RayBackend:
         if view is not None:
             view.release(handle.spec.agent_key, limits_of(handle.spec))
         self._want_demand()
+
+    # -- after a control plane's restart --------------------------------------------
+
+    def locate(self, handle: InstanceHandle) -> Locator | None:
+        """Its address and token, and (as ``log``) the node it runs on."""
+        if not isinstance(handle, RayInstanceHandle):
+            return None
+        return Locator(
+            address=handle.address, token=handle.token, pid=handle.pid, log=handle.node_id
+        )
+
+    async def adopt(self, instance_id: str, spec: InstanceSpec, locator: Locator) -> Adoption:
+        """Take back an instance an earlier control plane started on ``locator.log``'s node,
+        whose node host holds it still (node hosts outlive control planes)."""
+        hosts = self.hosts
+        node_id = locator.log or ""
+        actor, view = hosts.actors.get(node_id), hosts.views.get(node_id)
+        if actor is None or view is None:
+            logger.info(f"Instance {instance_id}: its node {node_id[:12]} is gone; not adopted")
+            return Adoption(None)
+        try:
+            found = await actor.adopt.remote(instance_id)
+        except RayError as exc:
+            logger.warning(f"Instance {instance_id}: its node host did not answer: {exc!r}")
+            return Adoption(None)
+        held = self._held.pop(instance_id, None)
+        if found is None or found["exited"]:
+            lines = tuple(found["last_lines"]) if found else ()
+            for line in held.lines if held is not None else ():
+                self._line_sink(instance_id, line)
+            return Adoption(None, lines)
+        if held is not None:
+            self._held[instance_id] = held  # handed to the handle by _own
+        handle = RayInstanceHandle(
+            instance_id=instance_id,
+            spec=spec,
+            node_id=node_id,
+            node_ip=view.ip,
+            actor=actor,
+            address=found["address"],
+            token=locator.token,
+            pid=found["pid"],
+            forked=found["forked"],
+            status=InstanceStatus.READY,
+            on_closed=self._forget,
+        )
+        view.reserve(spec.agent_key, limits_of(spec))
+        self._own(handle)
+        logger.bind(**handle.log_context()).info("Adopted instance")
+        return Adoption(handle)
+
+    async def last_lines(self, instance_id: str) -> tuple[str, ...]:
+        """The last lines of a gone instance, from whichever node host kept its log."""
+        if self._hosts is None:
+            return ()
+        actors = list(self._hosts.actors.values())
+        found = await asyncio.gather(
+            *(a.last_lines.remote(instance_id) for a in actors), return_exceptions=True
+        )
+        for lines in found:
+            if isinstance(lines, tuple) and lines:
+                return lines
+        return ()
+
+    async def _reconcile_task(self) -> None:
+        """Close what node hosts hold that no one adopted: instances a control plane that
+        died started after its last record of them (warm ones would wait forever)."""
+        await asyncio.sleep(RECONCILE_AFTER_SECONDS)
+        hosts = self.hosts
+        for node_id, actor in list(hosts.actors.items()):
+            try:
+                held = await actor.instance_ids.remote()
+            except RayError:
+                continue
+            strays = [i for i in held if i not in self._handles]
+            for instance_id in strays:
+                logger.info(f"Closing instance {instance_id} on {node_id[:12]}: no one owns it")
+            await asyncio.gather(
+                *(actor.close.remote(i, 5.0) for i in strays), return_exceptions=True
+            )
 
     # -- Ray's autoscaler ---------------------------------------------------------------
 

@@ -28,6 +28,8 @@ NODE_HOST_PREFIX = "cattery-node-"
 TAKE_WAIT_SECONDS = 0.5
 #: a node host call that takes longer counts as a missed heartbeat
 REPORT_TIMEOUT_SECONDS = 2.0
+#: a new node host's first answer: its worker process starts and imports cattery first
+FIRST_REPORT_TIMEOUT_SECONDS = 60.0
 
 RemoteNodeHost = ray.remote(NodeHost)
 
@@ -63,25 +65,42 @@ class NodeHosts:
         self._on_fenced = on_fenced
         self._tasks = OwnedTasks("node hosts")
         self._node_tasks: dict[str, list[asyncio.Task[None]]] = {}
+        self._attaching: set[str] = set()
 
     async def start(self) -> None:
         """Find or make a node host on every live node; return once each has answered."""
-        await self.refresh()
+        await self.refresh(wait=True)
         self._tasks.spawn(self._membership_task(), "membership_task")
 
     def usable(self) -> list[NodeView]:
         return [view for view in self.views.values() if view.usable]
 
-    async def refresh(self) -> None:
+    async def refresh(self, wait: bool = False) -> None:
+        """Follow Ray's node table: drop the dead, attach the new (a new node host may
+        take seconds to answer: attached in the background unless ``wait``)."""
         nodes = await asyncio.to_thread(ray.nodes)
         alive = {n["NodeID"]: n for n in nodes if n.get("Alive")}
         for node_id in list(self.views):
             if node_id not in alive:
                 self.drop(node_id, "Ray declared the node dead")
-        new = [n for node_id, n in alive.items() if node_id not in self.views]
-        await asyncio.gather(*(self._attach(n) for n in new))
+        new = [
+            n
+            for node_id, n in alive.items()
+            if node_id not in self.views and node_id not in self._attaching
+        ]
+        tasks = [self._tasks.spawn(self._attach(n), "attach_task") for n in new]
+        if wait and tasks:
+            await asyncio.wait(tasks)
 
     async def _attach(self, node: dict[str, Any]) -> None:
+        node_id = node["NodeID"]
+        self._attaching.add(node_id)
+        try:
+            await self._attach_now(node)
+        finally:
+            self._attaching.discard(node_id)
+
+    async def _attach_now(self, node: dict[str, Any]) -> None:
         node_id, ip = node["NodeID"], node["NodeManagerAddress"]
         resources = node.get("Resources") or {}
         labels = {k: v for k, v in (node.get("Labels") or {}).items() if not k.startswith("ray.")}
@@ -103,7 +122,7 @@ class NodeHosts:
             memory_bytes=int(resources.get("memory", 0)),
         )
         try:
-            await self._report(actor, view)
+            await self._report(actor, view, FIRST_REPORT_TIMEOUT_SECONDS)
         except Exception as exc:
             logger.warning(f"Node {ip} ({node_id[:12]}): its node host did not answer: {exc!r}")
             return
@@ -128,8 +147,10 @@ class NodeHosts:
             logger.warning(f"Node {view.ip} ({node_id[:12]}) is gone: {reason}")
             self._on_gone(node_id, reason)
 
-    async def _report(self, actor: Any, view: NodeView) -> None:
-        report = await asyncio.wait_for(actor.report.remote(), REPORT_TIMEOUT_SECONDS)
+    async def _report(
+        self, actor: Any, view: NodeView, timeout: float = REPORT_TIMEOUT_SECONDS
+    ) -> None:
+        report = await asyncio.wait_for(actor.report.remote(), timeout)
         view.cpu_load = float(report["cpu_load"])
         view.memory_available = int(report["memory_available"])
         view.last_seen = time.monotonic()

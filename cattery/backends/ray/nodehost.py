@@ -23,7 +23,9 @@ import psutil
 from loguru import logger
 
 from cattery.backends.base import InstanceFailed, InstanceSpec, InstanceStartTimeout
+from cattery.backends.handles import TERMINAL
 from cattery.backends.local import LocalBackend, LocalInstanceHandle, build_environment
+from cattery.backends.local.adoption import read_last_lines
 from cattery.backends.ray.outbox import Batch, Outbox
 from cattery.backends.ray.shipping import unpack
 from cattery.backends.walls.policy import Walls
@@ -236,19 +238,33 @@ class NodeHost:
     async def take(self, wait: float) -> Batch:
         return await self._outbox.take(wait)
 
-    async def instances(self) -> list[dict[str, Any]]:
-        """What runs here, for a control plane reattaching after a restart."""
-        return [
-            {
-                "instance_id": h.id,
-                "spec": h.spec,
-                "address": h.address,
-                "token": h.token,
-                "pid": h.pid,
-                "status": h.status.value,
-            }
-            for h in self._handles.values()
-        ]
+    async def instance_ids(self) -> list[str]:
+        """Every instance this node host still holds (running, or exited and not closed)."""
+        return list(self._handles)
+
+    async def adopt(self, instance_id: str) -> dict[str, Any] | None:
+        """A restarted control plane takes ``instance_id`` back: how it is, or None if this
+        node host holds no such instance. One that exited meanwhile is closed here, and
+        its last lines tell how its session ended."""
+        handle = self._handles.get(instance_id)
+        if handle is None:
+            return None
+        if handle.exit_code is not None or handle.status in TERMINAL:
+            await self.close(instance_id, 0)
+            return {"exited": True, "last_lines": await self.last_lines(instance_id)}
+        return {
+            "exited": False,
+            "address": handle.address,
+            "token": handle.token,
+            "pid": handle.pid,
+            "forked": handle.forked,
+        }
+
+    async def last_lines(self, instance_id: str) -> tuple[str, ...]:
+        if not instance_id or "/" in instance_id:
+            return ()
+        log = self.root / "instances" / f"{instance_id}.log"
+        return await asyncio.to_thread(read_last_lines, log)
 
     async def shutdown(self) -> None:
         """Close every instance and forking parent here (the control plane stops)."""

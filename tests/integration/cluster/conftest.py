@@ -1,6 +1,7 @@
-"""One Ray cluster for every cluster test (a head on 127.0.0.2, workers on .3 and .4, token
-auth) and one control plane driving it: a cluster costs seconds to start, so they are
-shared, and every test leaves them as it found them (its agents deleted)."""
+"""One Ray cluster for every cluster test (a head on 127.0.0.2 offering no CPU, so every
+instance runs on the workers on .3 and .4; token auth) and one control plane driving it
+from the head's machine: a cluster costs seconds to start, so they are shared, and every
+test leaves them as it found them (its agents deleted)."""
 
 from __future__ import annotations
 

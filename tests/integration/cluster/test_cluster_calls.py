@@ -1,0 +1,81 @@
+"""Calls to instances on a worker node, through the control plane on the head's machine:
+a Twilio call through ``/ws/twilio`` and a WebRTC session offered through the Session API
+both hear their echo."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.integration.control.helpers import start, wait_ended, wait_pool
+from tests.support.browser import (
+    chromium_context,
+    skip_outside_loopback_namespace,
+    skip_without_chromium,
+)
+from tests.support.control import ORG, ControlPlane
+from tests.support.processes import EXAMPLES
+from tests.support.telephony import (
+    MIN_ECHO_SHARE,
+    TwilioCall,
+    assert_heard_back,
+    frames_for,
+    missing_speech_tools,
+)
+from tests.support.telephony import speech_audio as make_speech_audio
+from tests.support.webrtc_client import CLIENT_JS, connect, wait_for_echo
+
+ECHO = EXAMPLES / "multi-transport"
+ECHO_WAIT = 15.0
+
+
+@pytest.fixture(scope="module")
+def echo_agent(cluster_control: ControlPlane):
+    """The multi-transport echo bot, two warm instances on the workers."""
+    cluster_control.deploy("echo", ECHO, autoScaling={"minAgents": 2, "maxAgents": 4})
+    wait_pool(cluster_control, "echo", timeout=120, idle=2)
+    yield "echo"
+    with cluster_control.client() as c:
+        assert c.delete(f"/v1/organizations/{ORG}/services/echo").status_code == 200
+
+
+async def test_a_twilio_call_to_a_worker_node_hears_its_echo(
+    cluster_control: ControlPlane, echo_agent: str
+) -> None:
+    missing = missing_speech_tools()
+    if missing:
+        pytest.skip(f"making speech audio needs {' and '.join(missing)}, not installed")
+    audio = make_speech_audio()
+    call = TwilioCall()
+    url = f"{cluster_control.process.ws_url}/ws/twilio?serviceHost={echo_agent}.{ORG}"
+    await call.play(url, frames=frames_for(call, audio), tail=ECHO_WAIT, until_echo=MIN_ECHO_SHARE)
+    assert_heard_back(call, len(audio["mu-law"]) / 8000)
+
+
+@pytest.mark.browser
+async def test_a_webrtc_session_on_a_worker_node_hears_its_echo(
+    cluster_control: ControlPlane, echo_agent: str
+) -> None:
+    skip_without_chromium()
+    skip_outside_loopback_namespace()
+    control = cluster_control
+    key = control.public_key()
+    resp = start(control, key, echo_agent, {"caller": "browser"}, transport="webrtc")
+    assert resp.status_code == 200, resp.text
+    started = resp.json()
+    session_id = started["sessionId"]
+    offer_url = f"/v1/public/{echo_agent}/sessions/{session_id}/api/offer"
+    async with chromium_context() as context:
+        page = context.pages[0] if context.pages else await context.new_page()
+        await page.goto(control.url + "/healthz")  # same origin as the API, for fetch
+        await page.add_script_tag(content=CLIENT_JS.read_text())
+        answer = await connect(
+            page,
+            url=offer_url,
+            headers={"Authorization": f"Bearer {key}"},
+            iceServers=started["iceConfig"]["iceServers"],
+        )
+        assert answer["pcId"] and answer["candidates"], answer
+        stats = await wait_for_echo(page)
+        assert stats["connectionState"] == "connected"
+        await page.evaluate("catteryWebRTC.close()")
+    assert wait_ended(control, echo_agent, session_id)["endState"] == "completed"
