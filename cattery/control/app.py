@@ -6,6 +6,7 @@ import asyncio
 import sys
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
 from datetime import timedelta
 from http.cookiejar import CookieJar, DefaultCookiePolicy
 from pathlib import Path
@@ -74,10 +75,18 @@ The dashboard: {url}/dashboard/  (log in with the admin token)
 """
 
 
-def create_app(settings: Settings, *, backends: Mapping[str, Backend] | None = None) -> FastAPI:
-    """``backends``: more backends by name, beside the ones the settings make (the
-    in-memory one of unit tests); specs naming them run there."""
-    app = FastAPI(title="cattery", lifespan=_lifespan(settings, backends or {}))
+@dataclass(frozen=True)
+class Seams:
+    """What an in-process test puts in place of the outside: more backends by name, beside
+    the ones the settings make (specs naming them run there), and the client sessions are
+    dispatched to instances with (a stand-in for their runtimes)."""
+
+    backends: Mapping[str, Backend] = field(default_factory=dict)
+    instance_http: httpx.AsyncClient | None = None
+
+
+def create_app(settings: Settings, *, seams: Seams | None = None) -> FastAPI:
+    app = FastAPI(title="cattery", lifespan=_lifespan(settings, seams or Seams()))
     install_error_handlers(app)
     install_openapi(app)
     # the public routes first: every start and Session API call is matched against the
@@ -111,10 +120,10 @@ def create_app(settings: Settings, *, backends: Mapping[str, Backend] | None = N
     return app
 
 
-def _lifespan(settings: Settings, more_backends: Mapping[str, Backend]):
+def _lifespan(settings: Settings, seams: Seams):
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        state = await _open(settings, more_backends)
+        state = await _open(settings, seams)
         app.state.control = state
         try:
             if state.admin_token_created:
@@ -139,7 +148,7 @@ def _lifespan(settings: Settings, more_backends: Mapping[str, Backend]):
     return lifespan
 
 
-async def _open(settings: Settings, more_backends: Mapping[str, Backend]) -> ControlState:
+async def _open(settings: Settings, seams: Seams) -> ControlState:
     private_dir(settings.state_dir)
     key = (
         settings.secret_key.get_secret_value()
@@ -193,12 +202,12 @@ async def _open(settings: Settings, more_backends: Mapping[str, Backend]) -> Con
     backends: dict[str, Backend] = {"local": cluster or backend}
     if containers is not None:
         backends["container"] = containers
-    backends.update(more_backends)
+    backends.update(seams.backends)
     backend_router = BackendRouter(backends)
     pools = PoolManager(backend_router)
     webhooks = SessionWebhooks(maker, box, settings.webhooks, flush_logs=router.flush)
     webhooks.start()
-    supervisor = SessionSupervisor(router, recorder, metrics, webhooks)
+    supervisor = SessionSupervisor(router, recorder, metrics, webhooks, seams.instance_http)
     metrics.watch(pools, supervisor.active_agent_keys)
     build_service = BuildService(settings, maker, settings.container.engine_url)
     await build_service.start()

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 from fastapi import FastAPI
 
-from cattery.control.app import create_app
+from cattery.control.app import Seams, create_app
 from cattery.control.state import ControlState
 from cattery.settings import Settings
 from tests.support.control import ADMIN_TOKEN, ORG
@@ -65,12 +65,17 @@ def bot(folder: Path) -> str:
 
 @asynccontextmanager
 async def fake_control_plane(
-    state_dir: Path, roots: Path, backend: FakeBackend
+    state_dir: Path,
+    roots: Path,
+    backend: FakeBackend,
+    instances: httpx.AsyncClient | None = None,
 ) -> AsyncIterator[tuple[httpx.AsyncClient, ControlState]]:
     """``create_app`` whose local backend is ``backend``; a client sending the admin token,
-    and the app's state. Folders under ``roots`` deploy; their probes are fake instances."""
+    and the app's state. Folders under ``roots`` deploy; their probes are fake instances,
+    and ``instances`` (a mock transport's client) answers sessions' dispatches for them."""
     settings = settings_for(state_dir, agent_roots=str(roots))
-    async with running_app(settings, backends={"local": backend}) as app:
+    seams = Seams(backends={"local": backend}, instance_http=instances)
+    async with running_app(settings, seams=seams) as app:
         headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
         transport = httpx.ASGITransport(app=app)
         yield (

@@ -15,6 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from cattery.backends.base import InstanceSpec
 from cattery.contract import SESSION_ENDED
+from cattery.control.app import Seams
 from cattery.control.recorder import InstanceRecorder
 from cattery.control.recovery import recover
 from cattery.control.state import ControlState
@@ -104,7 +105,7 @@ class Crashed:
 async def crashed(tmp_path: Path) -> AsyncIterator[Crashed]:
     backend = AdoptingFakeBackend()
     settings = in_process_settings(tmp_path / "state")
-    async with app_client(settings, backends={FAKE: backend}) as client:
+    async with app_client(settings, seams=Seams(backends={FAKE: backend})) as client:
         state: ControlState = client.control  # type: ignore[attr-defined]
         backend.line_sink = state.router.line
         async with state.sessionmaker.begin() as db:
