@@ -24,11 +24,11 @@ from pathlib import Path
 
 from bench import report
 from bench.density import DensityRun, density
-from bench.devrunner import DEV_MODE, dev_density, dev_starts
+from bench.devrunner import DEV_MODE, DevRunner, dev_density, dev_starts, floor_starts
 from bench.floor import floor_targets
 from bench.platform import ControlPlane
 from bench.proxy import FrameRun, frame_overhead, proxy_overhead
-from bench.starts import StartRun, burst, pool_burst, sequential_starts
+from bench.starts import StartRun, burst, client, pool_burst, sequential_starts
 from bench.stats import Results, Row, latency_figures, ms, percentile, ratio
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
@@ -94,6 +94,8 @@ def parse_args(argv: list[str] | None) -> tuple[Plan, argparse.Namespace]:
 async def forked_platform(work: Path, plan: Plan, results: dict[str, object]) -> None:
     cp = ControlPlane(work / "forked", fork=True).start()
     stamps = work / "stamps"
+    # the floor, measured start by start beside the warm and empty-pool series
+    floor = DevRunner("stamp", work / "dev" / "devrunner-paired.log").start()
     try:
         print("forked: deploying", flush=True)
         cp.deploy("warm", "stamp", min_agents=1, max_agents=50)
@@ -103,10 +105,17 @@ async def forked_platform(work: Path, plan: Plan, results: dict[str, object]) ->
         cp.deploy("echo", "echo-vad", min_agents=1, max_agents=50)
         print("forked: first start of an agent (its parent loaded at deploy)", flush=True)
         results["first"] = await sequential_starts(cp, "cold", 1, stamps, warm=0)
+        async with client() as http:  # the dev runner's lazy imports, before it counts
+            await floor_starts(floor, stamps, "warm-up")(http, -1)
         print(f"forked: {plan.starts} starts on a warm pool", flush=True)
-        results["warm"] = await sequential_starts(cp, "warm", plan.starts, stamps, warm=1)
+        results["warm"] = await sequential_starts(
+            cp, "warm", plan.starts, stamps, warm=1, floor=floor_starts(floor, stamps, "warm")
+        )
         print(f"forked: {plan.starts} starts on an empty pool", flush=True)
-        results["cold"] = await sequential_starts(cp, "cold", plan.starts, stamps, warm=0)
+        results["cold"] = await sequential_starts(
+            cp, "cold", plan.starts, stamps, warm=0, floor=floor_starts(floor, stamps, "cold")
+        )
+        floor.stop()
         print(f"forked: burst of {plan.burst}", flush=True)
         await sequential_starts(cp, "burst", 1, stamps, warm=0)  # its parent loads
         results["burst"] = await burst(cp, "burst", plan.burst, stamps, hold=3.0, timeout=120)
@@ -117,6 +126,7 @@ async def forked_platform(work: Path, plan: Plan, results: dict[str, object]) ->
             cp, "echo", work / "bridge", calls=plan.bridge_calls, seconds=plan.call_seconds
         )
     finally:
+        floor.stop()
         cp.stop()
 
 
@@ -220,7 +230,9 @@ def build_table(results: dict[str, object]) -> Results:
     if isinstance(dev, StartRun):
         start_row("Pipecat dev runner: bot() in its own process", dev, "no isolation: the floor")
         series = {"warm": warm.latencies, "cold": cold.latencies}
-        for target in floor_targets(dev.latencies, series):
+        # each series against the floor measured beside it (else the dev runner's own run)
+        floors = {"warm": warm.floor or dev.latencies, "cold": cold.floor or dev.latencies}
+        for target in floor_targets(floors, series):
             n = len(series["warm" if target.name.startswith("warm") else "cold"])
             out.add(Row("start vs floor", target.name, n, target.figures(), "", target.verdict()))
             out.notes.append(

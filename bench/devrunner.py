@@ -25,7 +25,7 @@ import psutil
 
 from bench.density import DensityRun, twilio_call, ulaw_tone
 from bench.platform import BOTS, REPO, bench_env, bind_loopback, wait_stamp
-from bench.starts import STAMP_TIMEOUT, StartRun, client
+from bench.starts import STAMP_TIMEOUT, FloorStart, StartRun, client
 
 #: the density rows' name for calls in one dev-runner process
 DEV_MODE = "one dev-runner process"
@@ -93,6 +93,21 @@ class DevRunner:
             self.proc.wait(10)
         except ProcessLookupError:
             pass
+
+
+def floor_starts(runner: DevRunner, stamps: Path, name: str) -> FloorStart:
+    """One start on ``runner`` at a time, for ``sequential_starts`` to pair with its own."""
+
+    async def one(http: httpx.AsyncClient, i: int) -> float | None:
+        stamp = stamps / f"dev-{name}-{i}.json"
+        t0 = time.time()
+        resp = await http.post(
+            runner.url + "/start", json={"transport": "daily", "body": {"stamp": str(stamp)}}
+        )
+        record = await wait_stamp(stamp, STAMP_TIMEOUT) if resp.status_code == 200 else None
+        return None if record is None else record["entered"] - t0
+
+    return one
 
 
 async def dev_starts(state_dir: Path, n: int, stamps: Path) -> StartRun:

@@ -1,8 +1,9 @@
 """Start latency against the floor: Pipecat's dev runner measured in the same run.
 
 Absolute times follow the machine (a slower CPU, a busier one); the ratio of a start to
-the dev runner's, measured minutes apart on the same machine, mostly doesn't. The start
-targets are such ratios, for what a user gets (``cattery serve`` with its defaults).
+the dev runner's, each start on the floor made just before the one it is paired with,
+mostly doesn't. The start targets are such ratios, for what a user gets (``cattery
+serve`` with its defaults).
 """
 
 from __future__ import annotations
@@ -48,11 +49,15 @@ START_TARGETS = (
 )
 
 
-def floor_targets(floor: Sequence[float], series: dict[str, Sequence[float]]) -> list[FloorTarget]:
-    """Each start target with this run's figures: ``floor`` is the dev runner's start
-    latencies, ``series`` the control plane's by name (``warm``, ``cold``)."""
-    base = percentile(floor, 50)
+def floor_targets(
+    floors: dict[str, Sequence[float]], series: dict[str, Sequence[float]]
+) -> list[FloorTarget]:
+    """Each start target with this run's figures: ``series`` are the control plane's
+    start latencies by name (``warm``, ``cold``), ``floors`` the dev runner's measured
+    beside each (a start on the floor just before each start: the same load on both)."""
     return [
-        FloorTarget(name, percentile(series.get(key, []), p), base, limit)
+        FloorTarget(
+            name, percentile(series.get(key, []), p), percentile(floors.get(key, []), 50), limit
+        )
         for name, key, p, limit in START_TARGETS
     ]

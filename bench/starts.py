@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -27,6 +28,12 @@ class StartRun:
     latencies: list[float] = field(default_factory=list)
     refills: list[float] = field(default_factory=list)
     failures: int = 0
+    #: the floor measured alongside: one dev-runner start just before each of these
+    floor: list[float] = field(default_factory=list)
+
+
+#: one start on the floor (the dev runner): its latency, None when it failed
+FloorStart = Callable[[httpx.AsyncClient, int], Awaitable[float | None]]
 
 
 def client() -> httpx.AsyncClient:
@@ -35,17 +42,28 @@ def client() -> httpx.AsyncClient:
 
 
 async def sequential_starts(
-    cp: ControlPlane, agent: str, n: int, stamps: Path, *, warm: int
+    cp: ControlPlane,
+    agent: str,
+    n: int,
+    stamps: Path,
+    *,
+    warm: int,
+    floor: FloorStart | None = None,
 ) -> StartRun:
     """``n`` starts one after another, each on a settled pool of ``warm`` idle instances.
 
     With ``warm`` > 0, the time until the pool is back at ``warm`` idle instances (the
-    refill) is measured too, by polling the pool's figures.
+    refill) is measured too, by polling the pool's figures. With ``floor``, a start on
+    the floor goes just before each one: both see the machine as it is at that moment.
     """
     run = StartRun()
     async with client() as http:
         for i in range(n):
             await cp.wait_pool(agent, idle=warm)
+            if floor is not None:
+                on_floor = await floor(http, i)
+                if on_floor is not None:
+                    run.floor.append(on_floor)
             stamp = stamps / f"{agent}-{i}.json"
             t0 = time.time()
             status, _ = await start_session(http, cp, agent, {"stamp": str(stamp)})

@@ -11,7 +11,8 @@ def test_each_target_is_its_figure_over_the_floors_p50() -> None:
     floor = [0.001] * 9 + [0.5]  # one slow dev-runner start leaves its p50 alone
     warm = [0.003] * 90 + [0.020] * 10
     cold = [0.025] * 10
-    found = {t.name: t for t in floor_targets(floor, {"warm": warm, "cold": cold})}
+    floors = {"warm": floor, "cold": [0.001]}
+    found = {t.name: t for t in floor_targets(floors, {"warm": warm, "cold": cold})}
     assert math.isclose(found["warm start p50"].times, 3.0)
     assert found["warm start p50"].met
     p99 = found["warm start p99"]
@@ -20,6 +21,13 @@ def test_each_target_is_its_figure_over_the_floors_p50() -> None:
     assert not found["empty-pool (forked) start p50"].met
 
 
+def test_each_series_is_held_against_its_own_floor() -> None:
+    floors = {"warm": [0.002], "cold": [0.001]}  # the machine was busier for the warm ones
+    found = {t.name: t for t in floor_targets(floors, {"warm": [0.006], "cold": [0.006]})}
+    assert math.isclose(found["warm start p50"].times, 3.0)
+    assert math.isclose(found["empty-pool (forked) start p50"].times, 6.0)
+
+
 def test_a_missing_series_or_floor_is_never_met() -> None:
-    assert not any(t.met for t in floor_targets([], {"warm": [0.001], "cold": [0.001]}))
-    assert not any(t.met for t in floor_targets([0.001], {}))
+    assert not any(t.met for t in floor_targets({}, {"warm": [0.001], "cold": [0.001]}))
+    assert not any(t.met for t in floor_targets({"warm": [0.001], "cold": [0.001]}, {}))
