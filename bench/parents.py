@@ -15,6 +15,10 @@ One run, two control planes (``cattery serve``, forking, walls as the machine al
    ``CATTERY_PARENT_IDLE_SECONDS=1`` (on the default, a parent retires after ten minutes),
    next to the bot's own import time: ``prepare`` of the stamp bot in a process that has
    imported what a shared parent imports, what an agent parent formed anew pays.
+3. **Forks**, without a control plane: from a fork request until the child answers
+   ``/livez``, for a parent formed by a shared parent and, in the same run, for a parent
+   that imported everything itself (the start of an instance on a live parent, before and
+   after shared parents).
 """
 
 from __future__ import annotations
@@ -23,6 +27,8 @@ import argparse
 import asyncio
 import os
 import shutil
+import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -32,10 +38,16 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
+
 from bench.platform import BOTS, REPO, ControlPlane, bench_env, start_session, wait_stamp
 from bench.starts import STAMP_TIMEOUT, StartRun, client, sequential_starts
-from bench.stats import Results, Row, latency_figures, ms, percentile
+from bench.stats import Results, Row, latency_figures, ms, percentile, ratio
+from cattery.backends.base import InstanceSpec
 from cattery.backends.forking import wire
+from cattery.backends.forking.servers import ForkServers
+from cattery.backends.local.environment import build_env
+from cattery.backends.local.process import bind_loopback, instance_env, parent_launch
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 MIB = 1024 * 1024
@@ -50,6 +62,7 @@ SETTLE_SECONDS = 2.0
 BASELINE_PARENTS = 5
 RETIRE_TIMEOUT = 30.0
 IMPORT_SAMPLES = 5
+FORK_SAMPLES = 30
 
 IMPORT_TIMER = """
 import sys, time
@@ -195,6 +208,117 @@ def baseline_parents(work: Path, n: int) -> float:
         os.close(lifeline_w)
 
 
+async def _serving(http: httpx.AsyncClient, port: int) -> None:
+    """Until the instance on ``port`` answers ``/livez`` (the backend's readiness probe)."""
+    while True:
+        try:
+            if (await http.get(f"http://127.0.0.1:{port}/livez", timeout=5)).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        await asyncio.sleep(0.002)
+
+
+def _end(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)  # its parent reaps it
+    except ProcessLookupError:
+        pass
+
+
+async def fork_to_serving(work: Path, n: int) -> tuple[list[float], list[float]]:
+    """From a fork request until the child answers ``/livez``: ``n`` children of an agent
+    parent formed by a shared parent, then ``n`` of a parent that imported everything
+    itself (as before shared parents); both driven straight, without a control plane."""
+    spec = InstanceSpec("bench/stamp", "d1", str(BOTS / "stamp"), env={})
+    logs = work / "forks"
+    logs.mkdir()
+    env = instance_env(spec, "bench-token")
+    servers = ForkServers(logs, build_env({}, token=None), idle_seconds=3600)
+    formed: list[float] = []
+    http = httpx.AsyncClient(trust_env=False, verify=False)  # no CA bundle: plain loopback
+    try:
+        launch = parent_launch(spec, logs / "parent.log")
+        await servers.prepare(spec, launch)  # formed before the clock starts, as at deploy
+        for i in range(n):
+            sock = bind_loopback()
+            with (logs / f"formed-{i}.log").open("ab") as log:
+                t0 = time.perf_counter()
+                forked = await servers.fork(spec, launch, env, sock, log.fileno())
+                port = sock.getsockname()[1]
+                sock.close()
+                assert forked is not None, "the stamp bot was not forked"
+                await _serving(http, port)
+                formed.append(time.perf_counter() - t0)
+            _end(forked[0])
+    finally:
+        await http.aclose()
+        await servers.aclose()
+    own = await asyncio.to_thread(own_parent_forks, spec, logs, n)
+    return formed, own
+
+
+def own_parent_forks(spec: InstanceSpec, logs: Path, n: int) -> list[float]:
+    """``fork_to_serving``'s baseline: a parent that imports the stack and the bot itself."""
+    env = instance_env(spec, "bench-token")
+    own: list[float] = []
+    ours, theirs = wire.socket_pair()
+    lifeline_r, lifeline_w = os.pipe()
+    with (logs / "own-parent.log").open("ab") as log:
+        parent = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "cattery.backends.forking.parent",
+                str(BOTS / "stamp"),
+                "--control-fd",
+                str(theirs.fileno()),
+                "--lifeline-fd",
+                str(lifeline_r),
+            ],
+            pass_fds=[theirs.fileno(), lifeline_r],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=instance_env(spec, None),
+            cwd=BOTS / "stamp",
+        )
+    theirs.close()
+    http = httpx.Client(trust_env=False, verify=False)
+    try:
+        ours.settimeout(120)
+        assert wire.decode(ours.recv(wire.MAX_PACKET)).get("event") == "ready"
+        for i in range(n):
+            sock = bind_loopback()
+            with (logs / f"own-{i}.log").open("ab") as log:
+                t0 = time.perf_counter()
+                request = {"op": "fork", "id": i, "env": env, "one_session": True}
+                socket.send_fds(ours, [wire.encode(request)], [sock.fileno(), log.fileno()])
+                port = sock.getsockname()[1]
+                sock.close()
+                while "pid" not in (reply := wire.decode(ours.recv(wire.MAX_PACKET))):
+                    pass  # an exit report of an earlier child
+                _serving_blocking(http, port)
+                own.append(time.perf_counter() - t0)
+            _end(int(reply["pid"]))
+    finally:
+        http.close()
+        ours.close()
+        parent.wait(30)
+        os.close(lifeline_r)
+        os.close(lifeline_w)
+    return own
+
+
+def _serving_blocking(http: httpx.Client, port: int) -> None:
+    while True:
+        try:
+            if http.get(f"http://127.0.0.1:{port}/livez", timeout=5).status_code == 200:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.002)
+
+
 def bot_import_seconds(samples: int) -> list[float]:
     """The stamp bot's own import, each in a fresh process that has the shared stack."""
     found = []
@@ -292,6 +416,36 @@ def density_rows(out: Results, steps: list[Footprint], baseline: float) -> None:
         f"target ≤ {TARGET_MIB_PER_AGENT:g} MiB per idle agent at {last.agents} agents: "
         f"{'met' if ok else 'NOT met'} ({per:.1f} MiB; {baseline / MIB / per:.1f}x less than "
         f"the baseline's {baseline / MIB:.1f} MiB)"
+    )
+
+
+def fork_rows(out: Results, formed: list[float], own: list[float]) -> None:
+    p50 = percentile(formed, 50)
+    own50 = percentile(own, 50)
+    out.add(
+        Row(
+            "forks",
+            "fork request until the child serves, agent parent formed by a shared parent",
+            len(formed),
+            latency_figures(formed),
+            f"p50 {ratio(p50, own50)} faster" if p50 <= own50 else f"p50 {p50 / own50:.2f}x",
+            "no control plane",
+        )
+    )
+    out.add(
+        Row(
+            "forks",
+            "same, parent that imported everything itself",
+            len(own),
+            latency_figures(own),
+            "",
+            "baseline: each agent's parent before shared parents",
+        )
+    )
+    ok = p50 <= own50 * 1.1
+    out.notes.append(
+        f"target fork on a live parent unchanged (within 10% of a self-importing parent's, "
+        f"same run): {'met' if ok else 'NOT met'} ({ms(p50)} vs {ms(own50)})"
     )
 
 
@@ -395,6 +549,9 @@ async def measure(work: Path, starts: int, retired: int) -> Results:
         formations = formation_seconds(cp)[1:]  # the first formed at deploy
     finally:
         cp.stop()
+    print(f"parents: {FORK_SAMPLES} forks each from a formed and a self-importing parent")
+    formed, own = await fork_to_serving(work, FORK_SAMPLES)
+    fork_rows(out, formed, own)
     print(f"parents: the bot's own import, {IMPORT_SAMPLES} times", flush=True)
     imports = await asyncio.to_thread(bot_import_seconds, IMPORT_SAMPLES)
     start_rows(out, live, after, imports, formations)
