@@ -40,7 +40,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.platform import BOTS, REPO, ControlPlane, bench_env, start_session, wait_stamp
+from bench.platform import BOTS, ControlPlane, bench_env, start_session, wait_stamp
 from bench.starts import STAMP_TIMEOUT, StartRun, client, sequential_starts
 from bench.stats import Results, Row, latency_figures, ms, percentile, ratio
 from cattery.backends.base import InstanceSpec
@@ -586,7 +586,7 @@ def main(argv: list[str] | None = None) -> None:
     path.write_text(
         f"# cattery idle agents and their parents, {now:%Y-%m-%d %H:%M} UTC\n\n"
         f"- command: `python -m bench.parents --starts {args.starts} --retired "
-        f"{args.retired}` from {REPO.name}; Python {sys.version.split()[0]}, "
+        f"{args.retired}`; Python {sys.version.split()[0]}, "
         f"{os.cpu_count()} cores; load average before {load[0]:.2f}, after {after[0]:.2f}\n"
         f"- PSS from /proc/<pid>/smaps_rollup of the control plane and every process below "
         f"it; an agent's parent is formed by its interpreter's shared parent\n\n"
