@@ -29,7 +29,7 @@ from cattery.backends.base import (
     Locator,
     MetricsSink,
 )
-from cattery.backends.handles import close_all
+from cattery.backends.handles import TERMINAL, close_all
 from cattery.backends.profiles import DEFAULT_PROFILE, PROFILES, Limits
 from cattery.backends.ray.connection import connect, disconnect
 from cattery.backends.ray.handle import RayInstanceHandle
@@ -53,6 +53,8 @@ RECONCILE_AFTER_SECONDS = 30.0
 #: output of instances not (yet) ours, kept until they are adopted or spawned: how many
 #: instances, and how many lines each
 HELD_INSTANCES, HELD_LINES = 1000, 2000
+#: how long a node back from a fence may take to list or close its instances
+RECONCILE_SECONDS = 10.0
 
 
 def limits_of(spec: InstanceSpec) -> Limits:
@@ -267,6 +269,8 @@ class RayBackend:
                 handle.fence(reason)
         if fenced:
             self._tasks.spawn(self._give_up_task(node_id), "give_up_task")
+        else:
+            self._tasks.spawn(self._after_fence_task(node_id), "after_fence_task")
 
     async def _give_up_task(self, node_id: str) -> None:
         await asyncio.sleep(self.settings.lease_seconds + LEASE_MARGIN_SECONDS)
@@ -276,6 +280,26 @@ class RayBackend:
         for handle in self.handles:
             if handle.node_id == node_id and handle.fenced:
                 handle.lost("its node stopped answering and the instance's lease ran out")
+
+    async def _after_fence_task(self, node_id: str) -> None:
+        """A node back from a fence closes what it still runs that we gave up on: nothing
+        of before is served twice (its instances' lease mostly saw to it already)."""
+        actor = self._hosts.actors.get(node_id) if self._hosts is not None else None
+        if actor is None:
+            return
+        try:
+            held = await asyncio.wait_for(actor.instance_ids.remote(), RECONCILE_SECONDS)
+        except (RayError, TimeoutError) as exc:
+            logger.warning(f"Asking node {node_id[:12]} what it runs failed: {exc!r}")
+            return
+        for instance_id in held:
+            handle = self._handles.get(instance_id)
+            if handle is None or handle.status in TERMINAL:
+                logger.warning(f"Closing instance {instance_id}: given up while fenced")
+                try:
+                    await asyncio.wait_for(actor.close.remote(instance_id, 0.0), RECONCILE_SECONDS)
+                except (RayError, TimeoutError) as exc:
+                    logger.warning(f"Closing it failed: {exc!r}")
 
     def _forget(self, handle: RayInstanceHandle) -> None:
         if self._handles.pop(handle.id, None) is None:

@@ -64,6 +64,7 @@ def test_a_hung_node_is_fenced_and_its_sessions_end(
         stopped = False
         assert wait_ended(control, AGENT, hung_session)["endState"] == ended["endState"]
         assert sessions.session_api(hung_session).status_code == 404
+        sessions.on_node(HUNG_IP, 1)  # back: it takes starts again
     finally:
         if stopped:
             signal_node(node, signal.SIGCONT)
