@@ -29,7 +29,7 @@ def test_a_hung_node_is_fenced_and_its_sessions_end(
     ray_cluster: RayTestCluster, cluster_control: ControlPlane
 ) -> None:
     control = cluster_control
-    control.deploy(AGENT, TEST_BOTS / "probe", autoScaling={"minAgents": 0, "maxAgents": 8})
+    control.deploy(AGENT, TEST_BOTS / "probe", autoScaling={"minAgents": 0, "maxAgents": 24})
     folder = Path(tempfile.mkdtemp(prefix="cattery-hang-", dir=ray_cluster.root))
     folder.chmod(0o1777)
     sessions = Sessions(control, AGENT, folder)
