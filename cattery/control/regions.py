@@ -24,7 +24,6 @@ from cattery.errors import (
     Forbidden,
     InvalidRequest,
     NotFound,
-    ServiceUnavailable,
     Unauthorized,
 )
 from cattery.settings import Settings
@@ -50,7 +49,7 @@ class EnrollTokenRefused(Unauthorized):
     )
 
 
-class NoCluster(ServiceUnavailable):
+class NoCluster(Conflict):
     code = "NO_CLUSTER"
     default_message = (
         "This cattery runs on one machine (CATTERY_RAY__ADDRESS is unset): there is no "

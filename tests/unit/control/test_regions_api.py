@@ -201,6 +201,6 @@ async def test_without_a_cluster_a_token_is_not_spent(tmp_path: Path) -> None:
             transport=transport, base_url=BASE_URL, headers=headers
         ) as client:
             token = (await client.post(f"{REGIONS}/local/enrollment-tokens")).json()["token"]
-            refused(await client.post(JOIN_PATH, json={"token": token}), 503, "NO_CLUSTER")
+            refused(await client.post(JOIN_PATH, json={"token": token}), 409, "NO_CLUSTER")
             async with app.state.control.sessionmaker() as db:
                 assert await repo.use_enroll_token(db, hash_key(token)) == "local"
