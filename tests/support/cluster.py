@@ -70,6 +70,9 @@ class RayTestCluster:
             "RAY_AUTH_MODE": "token",
             "RAY_AUTH_TOKEN": self.token,
             "RAY_USAGE_STATS_ENABLED": "0",
+            # a raylet waits this long for its agents (Python processes): on a busy
+            # machine they take longer than Ray's default, and the raylet gives up
+            "RAY_agent_register_timeout_ms": "120000",
         }
 
     def control_env(self) -> dict[str, str]:
@@ -189,5 +192,5 @@ class RayTestCluster:
                     pass
         for node in self.nodes:
             node.signal(signal.SIGKILL)  # any straggler of its group
-        shutil.rmtree(self.root / "ray", ignore_errors=True)
+        shutil.rmtree(self.root, ignore_errors=True)
         return killed

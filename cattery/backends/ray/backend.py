@@ -37,12 +37,15 @@ from cattery.backends.ray.hosts import NodeHosts
 from cattery.backends.ray.nodehost import NodeOptions, Shipment
 from cattery.backends.ray.outbox import Batch
 from cattery.backends.ray.placement import NodeView, choose, serves
+from cattery.backends.ray.reservations import Reservations
 from cattery.backends.ray.shipping import Packer
 from cattery.backends.regions import NoNodeInRegion
 from cattery.errors import AtCapacity
 from cattery.settings import RaySettings
 from cattery.tasks import OwnedTasks
 
+#: deployments whose shipment is remembered (the oldest is read again when needed)
+SHIPMENTS_KEPT = 256
 #: Ray's autoscaler is told of the demand at most this often
 DEMAND_INTERVAL_SECONDS = 1.0
 #: beyond an instance's lease, before a fenced node's instances are taken for gone
@@ -93,6 +96,7 @@ class RayBackend:
         self._handles: dict[str, RayInstanceHandle] = {}
         self._packer = Packer()
         self._shipped: dict[str, Any] = {}  # bundle hash -> the object holding its archive
+        self._shipments: dict[tuple[str, str], Shipment] = {}  # (deployment, image) -> it
         self._hosts: NodeHosts | None = None
         self._closed = False
         self._demand_due = False
@@ -100,6 +104,7 @@ class RayBackend:
         #: lines and exits of instances we hold no handle of yet (spawn replies racing
         #: their first lines; instances a restarted control plane is about to adopt)
         self._held: OrderedDict[str, _Held] = OrderedDict()
+        self._reservations = Reservations()
 
     @property
     def handles(self) -> list[RayInstanceHandle]:
@@ -132,6 +137,7 @@ class RayBackend:
         await hosts.start()
         self._hosts = hosts
         self._tasks.spawn(self._reconcile_task(), "reconcile_task")
+        self._reservations.start()
         logger.info(
             f"Connected to the Ray cluster in {time.monotonic() - started:.1f} s: "
             f"{len(hosts.views)} node(s)"
@@ -180,8 +186,10 @@ class RayBackend:
         return handle
 
     def _own(self, handle: RayInstanceHandle) -> None:
-        """Hold ``handle``, and give it what its node host said before we did."""
+        """Hold ``handle`` (its resources reserved in Ray), and give it what its node host
+        said before we did."""
         self._handles[handle.id] = handle
+        self._reservations.reserve(handle.id, handle.node_ip, limits_of(handle.spec))
         held = self._held.pop(handle.id, None)
         if held is not None:
             for line in held.lines:
@@ -190,13 +198,22 @@ class RayBackend:
                 handle.exited(*held.exit)
 
     async def _shipment(self, spec: InstanceSpec) -> Shipment:
-        """The spec's folder, packed and in the object store once per content hash."""
+        """The spec's folder, packed and in the object store once per content hash. A
+        deployment's folder is read once: a change is a new deployment."""
+        key = (spec.deployment_id, spec.image)
+        shipment = self._shipments.get(key)
+        if shipment is not None:
+            return shipment
         bundle, entry = await asyncio.to_thread(self._packer.pack_image, spec.image)
         ref = self._shipped.get(bundle.digest)
         if ref is None:
             ref = await asyncio.to_thread(ray.put, bundle.data)
             self._shipped[bundle.digest] = ref
-        return Shipment(bundle.digest, [ref], entry)
+        shipment = Shipment(bundle.digest, [ref], entry)
+        self._shipments[key] = shipment
+        while len(self._shipments) > SHIPMENTS_KEPT:
+            self._shipments.pop(next(iter(self._shipments)))
+        return shipment
 
     async def prepare(self, spec: InstanceSpec) -> None:
         """Ship the code and load the forking parent on every node that may run ``spec``,
@@ -304,6 +321,7 @@ class RayBackend:
     def _forget(self, handle: RayInstanceHandle) -> None:
         if self._handles.pop(handle.id, None) is None:
             return
+        self._reservations.release(handle.id)
         view = self._hosts.views.get(handle.node_id) if self._hosts is not None else None
         if view is not None:
             view.release(handle.spec.agent_key, limits_of(handle.spec))
@@ -414,6 +432,7 @@ class RayBackend:
         self._closed = True
         await self._tasks.aclose()
         await close_all(self.handles)
+        await self._reservations.aclose()
         if self._hosts is not None:
             await self._hosts.shutdown()
         await asyncio.to_thread(disconnect)

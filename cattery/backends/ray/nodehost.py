@@ -22,7 +22,7 @@ from typing import Any
 import psutil
 from loguru import logger
 
-from cattery.backends.base import InstanceFailed, InstanceSpec, InstanceStartTimeout
+from cattery.backends.base import InstanceFailed, InstanceSpec
 from cattery.backends.handles import TERMINAL
 from cattery.backends.local import LocalBackend, LocalInstanceHandle, build_environment
 from cattery.backends.local.adoption import read_last_lines
@@ -62,6 +62,10 @@ class Shipment:
     entry: str = ""
 
 
+#: how long a new instance is probed on its own; ``ready`` applies the pool's timeout
+READY_HORIZON_SECONDS = 3600.0
+
+
 def ray_node_state(options: NodeOptions, ip: str) -> Path:
     return Path(options.state_dir) / f"node-{ip}"
 
@@ -81,6 +85,7 @@ class NodeHost:
         self._bundle_locks: dict[str, asyncio.Lock] = {}
         self._pythons: dict[str, Path | None] = {}
         self._watchers: set[asyncio.Task[None]] = set()
+        self._readiness: dict[str, asyncio.Future[dict[str, Any]]] = {}
         #: the lease every instance here watches, alone in a folder its walls reveal
         self.lease = self.root / "lease" / "lease"
         self._lease_task: asyncio.Task[None] | None = None
@@ -167,9 +172,13 @@ class NodeHost:
         backend = await self._local()
         handle = await backend.spawn(await self._localise(spec, shipment))
         self._handles[handle.id] = handle
-        task = asyncio.get_running_loop().create_task(self._watch(handle))
-        self._watchers.add(task)
-        task.add_done_callback(self._watchers.discard)
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[dict[str, Any]] = loop.create_future()
+        self._readiness[handle.id] = answer
+        for coro in (self._watch(handle), self._probe(handle, answer)):
+            task = loop.create_task(coro)
+            self._watchers.add(task)
+            task.add_done_callback(self._watchers.discard)
         return {
             "instance_id": handle.id,
             "address": handle.address,
@@ -182,18 +191,36 @@ class NodeHost:
         code = await handle.wait()
         self._outbox.exited(handle.id, code, handle.status.value)
 
+    async def _probe(
+        self, handle: LocalInstanceHandle, answer: asyncio.Future[dict[str, Any]]
+    ) -> None:
+        """Probe the new instance here at once (loopback-fast), while the control plane
+        is still reading the spawn's answer; ``ready`` then waits for this probe."""
+        try:
+            await handle.ready(READY_HORIZON_SECONDS)
+        except InstanceFailed as exc:
+            answer.set_result({"ok": False, "error": str(exc), "output": exc.output})
+        except Exception as exc:
+            answer.set_result({"ok": False, "error": f"probing it failed: {exc!r}"})
+        else:
+            answer.set_result({"ok": True})
+
     async def ready(self, instance_id: str, timeout: float) -> dict[str, Any]:
-        """Probe the instance here (loopback-fast); a failure comes back as data, with the
-        instance's last lines."""
-        handle = self._handles.get(instance_id)
-        if handle is None:
+        """Whether the instance answered within ``timeout``; a failure comes back as data,
+        with the instance's last lines."""
+        handle, answer = self._handles.get(instance_id), self._readiness.get(instance_id)
+        if handle is None or answer is None:
             return {"ok": False, "error": f"instance {instance_id} is gone", "timeout": False}
         try:
-            await handle.ready(timeout)
-        except InstanceFailed as exc:
-            timed_out = isinstance(exc, InstanceStartTimeout)
-            return {"ok": False, "error": str(exc), "output": exc.output, "timeout": timed_out}
-        return {"ok": True}
+            result = await asyncio.wait_for(asyncio.shield(answer), timeout)
+        except TimeoutError:
+            handle.kill()
+            message = f"instance {instance_id} did not answer /livez within {timeout:g} s"
+            return {"ok": False, "error": message, "timeout": True}
+        finally:
+            if answer.done():
+                self._readiness.pop(instance_id, None)
+        return {**result, "timeout": False}
 
     async def drain(self, instance_id: str, timeout: float) -> None:
         handle = self._handles.get(instance_id)
@@ -207,6 +234,7 @@ class NodeHost:
                 await handle.aclose(grace)
             finally:
                 self._handles.pop(instance_id, None)
+                self._readiness.pop(instance_id, None)
 
     def kill(self, instance_id: str) -> None:
         handle = self._handles.get(instance_id)
