@@ -179,14 +179,25 @@ async def measure(work: Path, starts: int, burst_n: int, proxy_n: int) -> Result
     return out
 
 
+async def sample_load(into: list[float]) -> None:
+    """The 1-minute load average every few seconds: more than the cores means others
+    shared the machine, and the figures are theirs too."""
+    while True:
+        into.append(os.getloadavg()[0])
+        await asyncio.sleep(5.0)
+
+
 async def run(out_dir: Path, *, starts: int, burst_n: int, proxy_n: int, argv: list[str]) -> Path:
     started = time.monotonic()
     load = os.getloadavg()
     work = Path(tempfile.mkdtemp(prefix="cattery-bench-"))
     os.chmod(work, 0o711)
+    loads: list[float] = []
+    sampler = asyncio.create_task(sample_load(loads))
     try:
         table = await measure(work, starts, burst_n, proxy_n)
     finally:
+        sampler.cancel()
         shutil.rmtree(work, ignore_errors=True)
     elapsed = time.monotonic() - started
     text = report.markdown(
@@ -195,6 +206,7 @@ async def run(out_dir: Path, *, starts: int, burst_n: int, proxy_n: int, argv: l
         argv=argv,
         elapsed=elapsed,
         load=load,
+        loads_during=loads,
     )
     print()
     print(table.table())
