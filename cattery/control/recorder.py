@@ -273,9 +273,11 @@ class StoreRecorder:
                     cold_start=bool(session.cold_start),
                 )
 
-    async def ended(self, session_id: str, end_state: str, when: datetime) -> None:
+    async def ended(
+        self, session_id: str, end_state: str, when: datetime, reason: str | None = None
+    ) -> None:
         async with self._sessionmaker.begin() as db:
-            await repo.end_session(db, session_id, end_state, at=when)
+            await repo.end_session(db, session_id, end_state, reason=reason, at=when)
 
     async def prune_logs(self, retention: timedelta) -> int:
         """Delete stored log lines older than ``retention``, in short transactions."""

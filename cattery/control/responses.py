@@ -129,6 +129,7 @@ class SessionItem(_Answer):
     coldStart: bool | None
     endState: str | None
     completionStatus: str | None
+    endReason: str | None = None
     transport: str | None
 
 

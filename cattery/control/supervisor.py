@@ -48,12 +48,15 @@ from cattery.tasks import OwnedTasks
 #: extra time past the session's own limit before the control plane kills the instance
 BACKSTOP_GRACE_SECONDS = 30.0
 KILL_GRACE_SECONDS = 2.0
+OUTLIVED = "it outlived its max session duration"
 
 
 class SessionRecorder(Protocol):
     async def created(self, live: LiveSession) -> None: ...
     async def bot_started(self, session_id: str, bot_start_seconds: float) -> None: ...
-    async def ended(self, session_id: str, end_state: str, when: datetime) -> None: ...
+    async def ended(
+        self, session_id: str, end_state: str, when: datetime, reason: str | None = None
+    ) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -81,6 +84,8 @@ class LiveSession:
     logged_end_state: str | None = None
     #: taken over after a restart: its start was measured (or missed) by the previous owner
     reattached: bool = False
+    #: why it ended, when not by its bot: recorded with the end state
+    end_reason: str | None = None
 
 
 Release = Callable[[InstanceHandle], Awaitable[None]]
@@ -112,6 +117,22 @@ class NewSession:
 async def _already_connected(live: LiveSession) -> None:
     """A reattached session's connection was made by the control plane before: there is
     nothing left to join, only the instance to watch until it exits."""
+
+
+def _death_reason(handle: InstanceHandle) -> str:
+    """Why an instance is gone, in words for the session's record: a backend that knows
+    (a cluster node lost) says so through an optional ``lost_reason``."""
+    lost = getattr(handle, "lost_reason", None)
+    if lost:
+        return f"its instance was lost: {lost}"
+    if _out_of_memory(handle):
+        return "its instance ran out of its memory limit"
+    code = getattr(handle, "exit_code", None)
+    if code is not None and code < 0:
+        return f"its instance was killed by signal {-code}"
+    if code is not None:
+        return f"its instance exited with code {code}"
+    return "its instance died"
 
 
 def _out_of_memory(handle: InstanceHandle) -> bool:
@@ -220,6 +241,7 @@ class SessionSupervisor:
             except TimeoutError:
                 logger.error("Session outlived its max duration; killing its instance")
                 live.handle.kill()
+                live.end_reason = OUTLIVED
                 end_state = EndState.TERMINATED.value
             except DispatchFailed as exc:
                 end_state = (
@@ -233,6 +255,8 @@ class SessionSupervisor:
                     self._metrics.session_instance_died(live.agent_key)
                 # its last lines (a traceback) are read before the end is recorded
                 await live.handle.aclose(grace=KILL_GRACE_SECONDS)
+                if not live.stop_requested:
+                    live.end_reason = _death_reason(live.handle)
             except asyncio.CancelledError:
                 end_state = EndState.TERMINATED.value
                 raise
@@ -271,15 +295,18 @@ class SessionSupervisor:
                     logger.error("Session outlived its max duration; killing its instance")
                     live.handle.kill()
                     live.stop_requested = True
+                    live.end_reason = OUTLIVED
                 # Closing reads the instance's log to the end, last line included.
                 await live.handle.aclose(grace=KILL_GRACE_SECONDS)
                 if live.logged_end_state is not None:
                     end_state = live.logged_end_state
                 elif _out_of_memory(live.handle):
                     end_state = EndState.OUT_OF_MEMORY.value
+                    live.end_reason = _death_reason(live.handle)
                 elif end_state is None:
                     end_state = EndState.AGENT_ERROR.value
                     if not live.stop_requested:
+                        live.end_reason = _death_reason(live.handle)
                         logger.error("Instance of the session exited without an end state")
                         self._metrics.session_instance_died(live.agent_key)
             except asyncio.CancelledError:
@@ -343,7 +370,9 @@ class SessionSupervisor:
         except Exception as exc:
             logger.opt(exception=exc).error("Failed to store a session's last log lines")
         try:
-            await self._recorder.ended(live.id, end_state, datetime.now(UTC))
+            await self._recorder.ended(
+                live.id, end_state, datetime.now(UTC), reason=live.end_reason
+            )
         except Exception as exc:
             logger.opt(exception=exc).error("Failed to record the end of a session")
         if self._webhooks is not None:

@@ -155,6 +155,7 @@ def session_item(session: Any) -> dict[str, Any]:
         "coldStart": session.cold_start,
         "endState": session.end_state,
         "completionStatus": session.completion_status or session.end_state,
+        "endReason": session.end_reason,
         "transport": session.transport,
     }
 

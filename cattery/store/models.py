@@ -212,6 +212,8 @@ class Session(Base):
     cold_start: Mapped[bool | None]
     end_state: Mapped[str | None] = mapped_column(String(32))
     completion_status: Mapped[str | None] = mapped_column(String(255))
+    #: why a session ended other than by its bot (its instance died, its node was lost)
+    end_reason: Mapped[str | None] = mapped_column(Text)
     # [{"eventCode": ..., "eventTs": ...}], replaced whole on change (no in-place mutation)
     events: Mapped[list[Any]] = mapped_column(default=list)
 

@@ -59,6 +59,7 @@ class RayInstanceHandle(HandleBase):
         self._exited = asyncio.Event()
         self._stop_requested = False
         self._fenced: str | None = None
+        self._lost_reason: str | None = None
 
     @property
     def address(self) -> str:
@@ -77,6 +78,11 @@ class RayInstanceHandle(HandleBase):
     def fenced(self) -> str | None:
         """Why nothing may be sent to it now (its node stopped answering), or None."""
         return None if self._exited.is_set() else self._fenced
+
+    @property
+    def lost_reason(self) -> str | None:
+        """Why the control plane took it for gone (its node died or stayed fenced), or None."""
+        return self._lost_reason
 
     def fence(self, reason: str | None) -> None:
         self._fenced = reason
@@ -151,6 +157,7 @@ class RayInstanceHandle(HandleBase):
     def lost(self, reason: str) -> None:
         """Its node is gone: the instance with it."""
         logger.bind(**self.log_context()).warning(f"Instance lost: {reason}")
+        self._lost_reason = reason
         self.exited(None, InstanceStatus.FAILED.value)
 
     async def _close(self, grace: float) -> None:

@@ -17,6 +17,8 @@ from cattery.store.types import utcnow
 
 #: the pseudo end state the CLI filters on for sessions still running
 ACTIVE = "active"
+#: a session's end reason is a sentence, never a log dump
+END_REASON_MAX = 1000
 
 
 async def create_session(
@@ -113,6 +115,7 @@ async def end_session(
     end_state: EndState | str,
     *,
     completion_status: str | None = None,
+    reason: str | None = None,
     at: datetime | None = None,
 ) -> bool:
     """End the session unless it already ended; True if this call ended it."""
@@ -120,6 +123,7 @@ async def end_session(
         "ended_at": at or utcnow(),
         "end_state": EndState(end_state).value,
         "completion_status": completion_status,
+        "end_reason": reason[:END_REASON_MAX] if reason else None,
     }
     return await _update_session(db, (Session.id == session_id, Session.ended_at.is_(None)), values)
 

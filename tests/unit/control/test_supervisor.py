@@ -35,6 +35,7 @@ class Events:
     gate: asyncio.Event = field(default_factory=asyncio.Event)
     writing: asyncio.Event = field(default_factory=asyncio.Event)
     fail_ended: bool = False
+    reasons: list[str | None] = field(default_factory=list)
 
     async def write_logs(self, lines: list[LogRecord], samples: list[Sample]) -> None:
         self.writing.set()
@@ -48,10 +49,13 @@ class Events:
     async def bot_started(self, session_id: str, bot_start_seconds: float) -> None:
         self.items.append(("bot_started", session_id))
 
-    async def ended(self, session_id: str, end_state: str, when: datetime) -> None:
+    async def ended(
+        self, session_id: str, end_state: str, when: datetime, reason: str | None = None
+    ) -> None:
         if self.fail_ended:
             raise RuntimeError("the store is down")
         self.items.append(("ended", end_state))
+        self.reasons.append(reason)
 
     def ended_states(self) -> list[object]:
         return [value for kind, value in self.items if kind == "ended"]
@@ -166,6 +170,33 @@ async def test_a_crash_s_lines_are_stored_before_its_end_state(harness) -> None:
     assert harness.events.ended_states() == [EndState.AGENT_ERROR.value]
     assert "RuntimeError: the bot broke" in harness.events.stored_lines()
     assert new.handle.closed  # read to its end, then released
+    await supervisor.aclose()
+
+
+async def test_a_session_whose_instance_is_lost_records_why(harness) -> None:
+    """A backend that lost an instance (a cluster node gone) says why; the session's record
+    carries it beside ``agent_error``, so ``agent sessions`` tells a lost node from a crash."""
+    new = await harness.new_session()
+    new.handle.lost_reason = "its node is gone (raylet died)"  # type: ignore[attr-defined]
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
+
+    harness.handler[0] = answer
+    supervisor = harness.supervisor()
+    live = await supervisor.dispatch(new, body={})
+    await ended(live)
+
+    assert harness.events.ended_states() == [EndState.AGENT_ERROR.value]
+    assert harness.events.reasons == ["its instance was lost: its node is gone (raylet died)"]
+    await supervisor.aclose()
+
+
+async def test_a_session_its_bot_completes_has_no_end_reason(harness) -> None:
+    supervisor = harness.supervisor()
+    live = await supervisor.dispatch(await harness.new_session(), body={})
+    await ended(live)
+    assert harness.events.reasons == [None]
     await supervisor.aclose()
 
 

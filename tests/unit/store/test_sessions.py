@@ -77,6 +77,17 @@ async def test_lifecycle(
     assert reloaded is not None and reloaded.end_state == "completed"
 
 
+async def test_an_end_reason_is_kept_and_bounded(
+    db: AsyncSession, org: Organization, agent: Agent, deployment: Deployment
+) -> None:
+    session = await _new(db, org, agent, deployment)
+    assert await end_session(db, session.id, "agent_error", reason="its node is gone " * 200)
+    db.expunge_all()
+    reloaded = await get_session_by_id(db, session.id)
+    assert reloaded is not None and reloaded.end_reason is not None
+    assert reloaded.end_reason.startswith("its node is gone") and len(reloaded.end_reason) == 1000
+
+
 async def test_bot_start_after_end_is_ignored(
     db: AsyncSession, org: Organization, agent: Agent, deployment: Deployment
 ) -> None:
