@@ -53,9 +53,10 @@ _OWN_BASETEMP = pytest.StashKey[Path]()
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Container tests run last. The private podman's first container adds its bridge
-    (``cni-podman0``) to the test namespace, and WebRTC tests need a namespace holding
-    only ``lo`` (``tests/support/browser.py``): run after it, they could only skip."""
+    """Container tests run last, the Ray cluster's just before them. The private podman's
+    first container adds its bridge (``cni-podman0``) to the test namespace, and WebRTC
+    tests (the cluster's too) need a namespace holding only ``lo``
+    (``tests/support/browser.py``): run after it, they could only skip."""
 
     def uses_containers(item: pytest.Item) -> bool:
         fixtures = getattr(item, "fixturenames", ())
@@ -63,7 +64,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             "container_engine_url" in fixtures
         )
 
-    items.sort(key=uses_containers)  # stable: the rest keep their order
+    def uses_cluster(item: pytest.Item) -> bool:
+        return "ray_cluster" in getattr(item, "fixturenames", ())
+
+    # stable: the rest keep their order. The Ray cluster's tests come after every other
+    # test but the container ones: once up, the session's cluster (a gigabyte, idle
+    # raylets) stays until the end, and it must not weigh on the tests that measure time.
+    items.sort(key=lambda item: (uses_containers(item), uses_cluster(item)))
 
 
 @pytest.fixture(autouse=True)
