@@ -1,9 +1,11 @@
 """Start latency against the floor: Pipecat's dev runner measured in the same run.
 
 Absolute times follow the machine (a slower CPU, a busier one); the ratio of a start to
-the dev runner's, each start on the floor made just before the one it is paired with,
-mostly doesn't. The start targets are such ratios, for what a user gets (``cattery
-serve`` with its defaults).
+the dev runner's mostly doesn't. The start targets are such ratios, for what a user gets
+(``cattery serve`` with its defaults), held against the dev runner's own run (starts back
+to back: its lowest figure). The floor is also measured beside each series (one
+dev-runner start just before each start, after the same idle wait, under the same load),
+which reads higher.
 """
 
 from __future__ import annotations
