@@ -14,6 +14,7 @@ import shutil
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -121,29 +122,51 @@ class RayTestCluster:
         self.root.chmod(0o755)
         self.node_state_dir.mkdir(exist_ok=True)
         self.node_state_dir.chmod(0o755)
-        head = self._start_node(  # no CPU to offer: instances run on the workers
-            HEAD_IP,
-            "--head",
-            "--port",
-            str(self.port),
-            "--include-dashboard=false",
-            "--disable-usage-stats",
-            "--temp-dir",
-            str(self.root / "ray"),
-            cpus=0,
+        self._up(
+            lambda: self._start_node(  # no CPU to offer: instances run on the workers
+                HEAD_IP,
+                "--head",
+                "--port",
+                str(self.port),
+                "--include-dashboard=false",
+                "--disable-usage-stats",
+                "--temp-dir",
+                str(self.root / "ray"),
+                cpus=0,
+            )
         )
-        self.wait_up(head)
         for ip in workers:
-            self.wait_up(self.add_node(ip))
+            self._up(lambda ip=ip: self.add_node(ip))
         return self
 
-    def wait_up(self, node: RayNode, timeout: float = 120) -> None:
-        def up() -> bool:
-            if node.proc.poll() is not None:
-                raise AssertionError(f"ray on {node.ip} exited:\n{node.log_path.read_text()}")
-            return NODE_UP in node.log_path.read_text()
+    def _up(self, start: Callable[[], RayNode], tries: int = 2) -> RayNode:
+        """A node started, and started again if it gives up (a raylet that could not
+        register in time on a busy machine)."""
+        for _ in range(tries - 1):
+            node = start()
+            if self.came_up(node):
+                return node
+            node.signal(signal.SIGKILL)
+            node.proc.wait(10)
+            self.nodes.remove(node)
+        node = start()
+        self.wait_up(node)
+        return node
 
-        wait_for(up, timeout=timeout, what=f"the Ray node on {node.ip}")
+    def wait_up(self, node: RayNode, timeout: float = 120) -> None:
+        """Return once the node is up; fail as soon as its ``ray start`` exited."""
+        if not self.came_up(node, timeout):
+            raise AssertionError(f"ray on {node.ip} exited:\n{node.log_path.read_text()}")
+
+    def came_up(self, node: RayNode, timeout: float = 120) -> bool:
+        """Whether the node came up (False as soon as its ``ray start`` exited)."""
+
+        def settled() -> str | None:
+            if NODE_UP in node.log_path.read_text():
+                return "up"
+            return "exited" if node.proc.poll() is not None else None
+
+        return wait_for(settled, timeout=timeout, what=f"the Ray node on {node.ip}") == "up"
 
     def add_node(self, ip: str, *args: str) -> RayNode:
         return self._start_node(ip, "--address", self.address, *args)
