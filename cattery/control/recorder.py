@@ -186,20 +186,7 @@ class InstanceRecorder:
         """The record of an instance not written yet (``_written`` knows which are: only
         this recorder writes them), added to ``db``'s transaction without reading first."""
         repo.add_instance(
-            db,
-            self._box,
-            handle.id,
-            agent_id=agent_id,
-            deployment_id=handle.spec.deployment_id,
-            backend=handle.spec.backend,
-            address=locator.address,
-            token=locator.token,
-            status=_status(handle),
-            pid=locator.pid,
-            log_path=locator.log,
-            log_offset=self._offset_to_store(handle.id),
-            process_started_at=locator.started_at,
-            session_id=session_id,
+            db, self._box, handle.id, self._facts(handle, locator, agent_id, session_id)
         )
 
     async def _upsert(
@@ -210,10 +197,13 @@ class InstanceRecorder:
         agent_id: str,
         session_id: str | None,
     ) -> None:
-        await repo.upsert_instance(
-            db,
-            self._box,
-            handle.id,
+        facts = self._facts(handle, locator, agent_id, session_id)
+        await repo.upsert_instance(db, self._box, handle.id, facts)
+
+    def _facts(
+        self, handle: InstanceHandle, locator: Locator, agent_id: str, session_id: str | None
+    ) -> repo.InstanceFacts:
+        return repo.InstanceFacts(
             agent_id=agent_id,
             deployment_id=handle.spec.deployment_id,
             backend=handle.spec.backend,

@@ -119,12 +119,24 @@ async def _already_connected(live: LiveSession) -> None:
     nothing left to join, only the instance to watch until it exits."""
 
 
-def _death_reason(handle: InstanceHandle) -> str:
-    """Why an instance is gone, in words for the session's record: a backend that knows
-    (a cluster node lost) says so through an optional ``lost_reason``."""
+def _backend_reason(handle: InstanceHandle) -> str | None:
+    """What a backend knows of an instance's fate (a cluster node lost, or fenced while its
+    instance ended the session by itself), through the optional ``lost_reason`` and
+    ``fenced``; None when it knows of nothing wrong."""
     lost = getattr(handle, "lost_reason", None)
     if lost:
         return f"its instance was lost: {lost}"
+    fenced = getattr(handle, "fenced", None)
+    if fenced:
+        return f"its instance's node was fenced: {fenced}"
+    return None
+
+
+def _death_reason(handle: InstanceHandle) -> str:
+    """Why an instance is gone, in words for the session's record."""
+    known = _backend_reason(handle)
+    if known:
+        return known
     if _out_of_memory(handle):
         return "its instance ran out of its memory limit"
     code = getattr(handle, "exit_code", None)
@@ -364,6 +376,8 @@ class SessionSupervisor:
         """Record the end, after the lines the session printed so far: a reader who sees
         the end state sees the output (a crash's traceback) that led to it."""
         self._live.pop(live.id, None)
+        if live.end_reason is None and not live.stop_requested:
+            live.end_reason = _backend_reason(live.handle)
         self._metrics.session_ended(live.agent_key, end_state)
         try:
             await self._router.flush()

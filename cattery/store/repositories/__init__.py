@@ -41,6 +41,7 @@ from cattery.store.repositories.builds import (
 )
 from cattery.store.repositories.instances import (
     KEEP,
+    InstanceFacts,
     add_instance,
     delete_instance,
     get_instance,
@@ -127,6 +128,7 @@ __all__ = [
     "DEFAULT_MAX_SESSION_DURATION",
     "DEFAULT_ORGANIZATION",
     "KEEP",
+    "InstanceFacts",
     "LatencyUpdate",
     "NewLogLine",
     "RegionUse",

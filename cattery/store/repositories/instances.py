@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
 from enum import Enum
 from typing import Any
 
@@ -21,78 +22,51 @@ class _Keep(Enum):
 KEEP = _Keep.KEEP
 
 
+@dataclass(frozen=True)
+class InstanceFacts:
+    """Everything recorded about an instance; its token is given in clear and stored
+    encrypted."""
+
+    agent_id: str
+    deployment_id: str
+    backend: str
+    address: str
+    token: str
+    status: str
+    pid: int | None = None
+    log_path: str | None = None
+    log_offset: int = 0
+    process_started_at: float | None = None
+    session_id: str | None = None
+
+    def columns(self, box: SecretBox) -> dict[str, Any]:
+        values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "token"}
+        values["token_encrypted"] = box.encrypt(self.token)
+        values["updated_at"] = utcnow()
+        return values
+
+
 async def upsert_instance(
-    db: AsyncSession,
-    box: SecretBox,
-    instance_id: str,
-    *,
-    agent_id: str,
-    deployment_id: str,
-    backend: str,
-    address: str,
-    token: str,
-    status: str,
-    pid: int | None = None,
-    log_path: str | None = None,
-    log_offset: int = 0,
-    process_started_at: float | None = None,
-    session_id: str | None = None,
+    db: AsyncSession, box: SecretBox, instance_id: str, facts: InstanceFacts
 ) -> Instance:
-    """Write everything known about an instance; its token is stored encrypted."""
+    """Write everything known about an instance (every column: what ``facts`` leaves out
+    is cleared)."""
     instance = await db.get(Instance, instance_id)
     if instance is None:
         instance = Instance(id=instance_id)
         db.add(instance)
-    instance.agent_id = agent_id
-    instance.deployment_id = deployment_id
-    instance.backend = backend
-    instance.address = address
-    instance.token_encrypted = box.encrypt(token)
-    instance.status = status
-    instance.pid = pid
-    instance.log_path = log_path
-    instance.log_offset = log_offset
-    instance.process_started_at = process_started_at
-    instance.session_id = session_id
-    instance.updated_at = utcnow()
+    for name, value in facts.columns(box).items():
+        setattr(instance, name, value)
     await db.flush()
     return instance
 
 
 def add_instance(
-    db: AsyncSession,
-    box: SecretBox,
-    instance_id: str,
-    *,
-    agent_id: str,
-    deployment_id: str,
-    backend: str,
-    address: str,
-    token: str,
-    status: str,
-    pid: int | None = None,
-    log_path: str | None = None,
-    log_offset: int = 0,
-    process_started_at: float | None = None,
-    session_id: str | None = None,
+    db: AsyncSession, box: SecretBox, instance_id: str, facts: InstanceFacts
 ) -> Instance:
     """The record of an instance not recorded yet, written by the next flush or commit
-    (no read first, unlike ``upsert_instance``); its token is stored encrypted."""
-    instance = Instance(
-        id=instance_id,
-        agent_id=agent_id,
-        deployment_id=deployment_id,
-        backend=backend,
-        address=address,
-        token_encrypted=box.encrypt(token),
-        status=status,
-        pid=pid,
-        log_path=log_path,
-        log_offset=log_offset,
-        process_started_at=process_started_at,
-        session_id=session_id,
-        updated_at=utcnow(),
-    )
+    (no read first, unlike ``upsert_instance``)."""
+    instance = Instance(id=instance_id, **facts.columns(box))
     db.add(instance)
     return instance
 

@@ -48,10 +48,7 @@ class Crashed:
         locator = self.backend.locate(handle)
         assert locator is not None
         async with self.state.sessionmaker.begin() as db:
-            await repo.upsert_instance(
-                db,
-                self.state.box,
-                handle.id,
+            facts = repo.InstanceFacts(
                 agent_id=self.deployment.agent_id,
                 deployment_id=self.deployment.id,
                 backend=FAKE,
@@ -61,6 +58,7 @@ class Crashed:
                 log_path=locator.log,
                 log_offset=locator.log_offset,
             )
+            await repo.upsert_instance(db, self.state.box, handle.id, facts)
         if not running:
             handle.die()
         return handle

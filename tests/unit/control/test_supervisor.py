@@ -192,6 +192,18 @@ async def test_a_session_whose_instance_is_lost_records_why(harness) -> None:
     await supervisor.aclose()
 
 
+async def test_a_session_ended_while_its_node_is_fenced_records_why(harness) -> None:
+    """A hung node's instance ends its session itself once its lease runs out; the answer
+    looks normal, but the record says the node was fenced."""
+    new = await harness.new_session()
+    new.handle.fenced = "its node stopped answering"  # type: ignore[attr-defined]
+    supervisor = harness.supervisor()
+    live = await supervisor.dispatch(new, body={})
+    await ended(live)
+    assert harness.events.reasons == ["its instance's node was fenced: its node stopped answering"]
+    await supervisor.aclose()
+
+
 async def test_a_session_its_bot_completes_has_no_end_reason(harness) -> None:
     supervisor = harness.supervisor()
     live = await supervisor.dispatch(await harness.new_session(), body={})

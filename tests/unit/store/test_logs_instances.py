@@ -11,6 +11,7 @@ from cattery.store import SecretBox
 from cattery.store.models import Agent, Deployment, Instance, Organization
 from cattery.store.repositories import (
     KEEP,
+    InstanceFacts,
     NewLogLine,
     append_log_lines,
     delete_instance,
@@ -80,14 +81,19 @@ async def test_instances(
         "token": "instance-token-canary",
     }
     first = await upsert_instance(
-        db, box, "inst-1", status="starting", pid=4242, process_started_at=1.5e9, **fields
+        db,
+        box,
+        "inst-1",
+        InstanceFacts(status="starting", pid=4242, process_started_at=1.5e9, **fields),
     )
-    await upsert_instance(db, box, "inst-2", status="ready", **fields)
-    await upsert_instance(db, box, "inst-3", status="stopped", **fields)
+    await upsert_instance(db, box, "inst-2", InstanceFacts(status="ready", **fields))
+    await upsert_instance(db, box, "inst-3", InstanceFacts(status="stopped", **fields))
     assert first.token_encrypted != "instance-token-canary"
     assert instance_token(box, first) == "instance-token-canary"
 
-    again = await upsert_instance(db, box, "inst-1", status="ready", log_offset=10, **fields)
+    again = await upsert_instance(
+        db, box, "inst-1", InstanceFacts(status="ready", log_offset=10, **fields)
+    )
     assert again is first and first.status == "ready" and first.log_offset == 10
     assert first.pid is None  # an upsert writes every field
 
