@@ -140,6 +140,16 @@ class Backend(Protocol):
 
 
 @runtime_checkable
+class LogReading(Protocol):
+    """A handle whose lines are read from a log some time after the instance writes them
+    (the local backend's file tail). Optional: ``read_log`` hands everything written so far
+    to the sink, so a session's end is recorded after the lines that led to it (a runtime
+    logs a traceback, then answers ``POST /bot`` with its end state)."""
+
+    async def read_log(self) -> None: ...
+
+
+@runtime_checkable
 class Fencing(Protocol):
     """A handle whose node may stop answering (a cluster node that hangs). Optional: while
     ``fenced`` names why, nothing is sent to the instance (it may still run, and exits

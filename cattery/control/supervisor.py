@@ -22,7 +22,7 @@ from typing import Any, Protocol
 import httpx
 from loguru import logger
 
-from cattery.backends.base import InstanceHandle
+from cattery.backends.base import InstanceHandle, LogReading
 from cattery.contract import (
     INSTANCE_TOKEN_HEADER,
     LOGGED_END_STATES,
@@ -380,6 +380,8 @@ class SessionSupervisor:
             live.end_reason = _backend_reason(live.handle)
         self._metrics.session_ended(live.agent_key, end_state)
         try:
+            if isinstance(live.handle, LogReading):
+                await live.handle.read_log()
             await self._router.flush()
         except Exception as exc:
             logger.opt(exception=exc).error("Failed to store a session's last log lines")

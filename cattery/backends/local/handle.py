@@ -237,6 +237,10 @@ class LocalInstanceHandle(HandleBase):
             cgroup=str(self.cgroup.path) if self.cgroup is not None else None,
         )
 
+    async def read_log(self) -> None:
+        """Hand every complete line written so far to the sink (``LogReading``)."""
+        await self._tail.catch_up()
+
     async def detach(self) -> AdoptRecord:
         """Stop watching the instance but leave it running; its record, to adopt it later."""
         await self._tail.catch_up()

@@ -212,6 +212,32 @@ async def test_a_session_its_bot_completes_has_no_end_reason(harness) -> None:
     await supervisor.aclose()
 
 
+async def test_lines_written_before_the_answer_are_read_before_the_end_is_recorded(
+    harness,
+) -> None:
+    """A runtime logs a crash's traceback, then answers ``POST /bot`` with ``agent_error``:
+    a handle whose log is read later (``LogReading``) is read to now before the end."""
+    new = await harness.new_session()
+    unread = ["Traceback (most recent call last):", "RuntimeError: the bot broke"]
+
+    async def read_log() -> None:
+        while unread:
+            harness.router.line(new.handle.id, unread.pop(0))
+
+    new.handle.read_log = read_log  # type: ignore[attr-defined]
+    harness.handler[0] = lambda r: httpx.Response(
+        200, headers={END_STATE_HEADER: EndState.AGENT_ERROR.value}
+    )
+    supervisor = harness.supervisor()
+    live = await supervisor.dispatch(new, body={})
+    await ended(live)
+
+    assert harness.events.ended_states() == [EndState.AGENT_ERROR.value]
+    assert "RuntimeError: the bot broke" in harness.events.stored_lines()
+    assert [kind for kind, _ in harness.events.items][-1] == "ended"
+    await supervisor.aclose()
+
+
 async def test_a_failure_to_record_the_end_still_releases_the_instance(harness) -> None:
     harness.events.fail_ended = True
     supervisor = harness.supervisor()
