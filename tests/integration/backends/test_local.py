@@ -259,6 +259,7 @@ OWNER = textwrap.dedent(
         env = {"CATTERY_ICE_FALLBACK_URLS": "", "SHUTDOWN_TIMEOUT": "1"}
         handle = await backend.spawn(InstanceSpec("org/probe", "d1", image, env=env))
         await handle.ready(60)
+        await handle.read_log()  # the record's offset is past every line printed so far
         tmp = out.with_suffix(".tmp")
         tmp.write_text(json.dumps(handle.record().to_dict()))
         tmp.rename(out)
