@@ -90,11 +90,9 @@ async def get_agent(db: AsyncSession, org: Organization, name: str) -> Agent:
     return agent
 
 
-async def lookup(
-    state: ControlState, db: AsyncSession, org: Organization, name: str
-) -> AgentTarget:
+async def lookup(state: ControlState, org: Organization, name: str) -> AgentTarget:
     """The agent ``name`` and its active deployment, as every start finds it (cached)."""
-    return await state.lookups.agent(db, org, name)
+    return await state.lookups.agent(state.sessionmaker, org, name)
 
 
 async def secret_values(

@@ -132,20 +132,26 @@ class Lookups:
         self._keys.put(hashed, principal, generation)
         return principal
 
-    async def agent(self, db: AsyncSession, org: Organization, name: str) -> AgentTarget:
-        """The organization's live agent ``name`` and its active deployment; else 404."""
+    async def agent(
+        self, sessionmaker: async_sessionmaker[AsyncSession], org: Organization, name: str
+    ) -> AgentTarget:
+        """The organization's live agent ``name`` and its active deployment; else 404.
+
+        A hit touches no database session; a miss reads in a short one of its own.
+        """
         cached = self._agents.get((org.id, name))
         if cached is not None:
             return cached
         generation = self._agents.generation
-        agent = await repo.get_agent(db, org.id, name)
-        if agent is None:
-            raise AgentNotFound(f"Agent {name!r} not found")
-        dep = (
-            await repo.get_deployment(db, agent.active_deployment_id)
-            if agent.active_deployment_id
-            else None
-        )
+        async with sessionmaker() as db:
+            agent = await repo.get_agent(db, org.id, name)
+            if agent is None:
+                raise AgentNotFound(f"Agent {name!r} not found")
+            dep = (
+                await repo.get_deployment(db, agent.active_deployment_id)
+                if agent.active_deployment_id
+                else None
+            )
         target = AgentTarget(
             organization_id=org.id,
             name=name,

@@ -21,7 +21,6 @@ from typing import Any
 
 from loguru import logger
 from pydantic import BaseModel, ConfigDict, ValidationError
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from cattery import jsonlimits
 from cattery.backends.base import InstanceFailed, InstanceStartTimeout
@@ -114,16 +113,16 @@ class Target:
     start_queue_seconds: float = 0.0
 
 
-async def target(state: ControlState, db: AsyncSession, org: Organization, name: str) -> Target:
+async def target(state: ControlState, org: Organization, name: str) -> Target:
     """Agent ``name``'s target, once its deployment is ready to take sessions.
 
-    ``db`` is committed before waiting for the deployment and for an instance: a burst of
-    starts must not hold database connections the session records then need.
+    No database session is held (the lookup reads in a short one of its own, and only
+    when the agent is not in memory): a burst of starts waiting for instances must not
+    hold the connections their session records then need.
     """
-    agent = await lookup(state, db, org, name)
+    agent = await lookup(state, org, name)
     if agent.deployment_id is None or agent.max_session_duration is None:
         raise ServiceUnavailable(f"Agent {name!r} has no deployment")
-    await db.commit()
     status = await state.deployer.wait(agent.deployment_id)
     key = agent_key(org, name)
     pool = state.pools.get(key)
@@ -155,9 +154,9 @@ async def target_of_host(state: ControlState, service_host: str) -> Target:
         raise InvalidRequest(f"serviceHost must be AGENT.ORG, not {service_host!r}")
     async with state.sessionmaker() as db:
         org = await repo.get_organization_by_name(db, org_name)
-        if org is None:
-            raise AgentNotFound(f"Agent {service_host!r} not found")
-        return await target(state, db, org, agent_name)
+    if org is None:
+        raise AgentNotFound(f"Agent {service_host!r} not found")
+    return await target(state, org, agent_name)
 
 
 @dataclass(frozen=True)
@@ -360,7 +359,6 @@ async def record_ended(
 
 async def answer_start(
     state: ControlState,
-    db: AsyncSession,
     org: Organization,
     name: str,
     req: StartRequest,
@@ -375,15 +373,14 @@ async def answer_start(
     now. ``base_url`` is the control plane's own, as the caller reached it; ``start_wait``
     the caller's own bound on waiting for an instance, and ``gone`` says when it left."""
     if req.transport in WS_START_TRANSPORTS:
-        return await ws_start(state, db, org, name, req.transport, req.body, base_url)
+        return await ws_start(state, org, name, req.transport, req.body, base_url)
     return await start_now(
-        state, db, org, name, req, requested_at=requested_at, start_wait=start_wait, gone=gone
+        state, org, name, req, requested_at=requested_at, start_wait=start_wait, gone=gone
     )
 
 
 async def start_now(
     state: ControlState,
-    db: AsyncSession,
     org: Organization,
     name: str,
     req: StartRequest,
@@ -396,7 +393,7 @@ async def start_now(
     """A session of agent ``name`` dispatched now; Pipecat's ``StartBotResult`` shape:
     ``sessionId``, the Daily room when one was made, for WebRTC the ICE servers to use."""
     with state.tracing.span("start", agent=agent_key(org, name)):
-        found = await target(state, db, org, name)
+        found = await target(state, org, name)
         room = None
         if req.createDailyRoom:
             room = RoomRequest(req.dailyRoomProperties, req.dailyMeetingTokenProperties)
@@ -422,7 +419,6 @@ async def start_now(
 
 async def ws_start(
     state: ControlState,
-    db: AsyncSession,
     org: Organization,
     name: str,
     transport: str,
@@ -437,7 +433,7 @@ async def ws_start(
     one, as on Pipecat Cloud, so an unused token holds nothing. A carrier's name: the
     carrier's media-stream URL and a token to put in it (``/ws/{carrier}/{token}``).
     """
-    await lookup(state, db, org, name)  # 404 for an unknown agent
+    await lookup(state, org, name)  # 404 for an unknown agent
     service_host = f"{name}.{org.name}"
     scheme = "wss" if base_url.startswith(("https:", "wss:")) else "ws"
     base = scheme + base_url[base_url.index(":") :].rstrip("/")

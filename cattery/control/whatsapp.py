@@ -16,7 +16,6 @@ from typing import Any
 
 import httpx
 from fastapi.responses import JSONResponse, Response
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from cattery.contract import INSTANCE_TOKEN_HEADER, SESSION_ID_HEADER, EndState
 from cattery.control.sessions import start, target
@@ -61,7 +60,6 @@ def call_events(data: dict[str, Any]) -> list[tuple[str, str]]:
 
 async def handle_webhook(
     state: ControlState,
-    db: AsyncSession,
     org: Organization,
     name: str,
     events: list[tuple[str, str]],
@@ -78,7 +76,7 @@ async def handle_webhook(
     if connect is not None and calls.claim(connect):
         try:
             live, answered = await _start_call(
-                state, db, org, name, raw, signature, requested_at=requested_at
+                state, org, name, raw, signature, requested_at=requested_at
             )
         except BaseException:
             calls.abandon(connect)
@@ -96,7 +94,6 @@ async def handle_webhook(
 
 async def _start_call(
     state: ControlState,
-    db: AsyncSession,
     org: Organization,
     name: str,
     raw: bytes,
@@ -107,7 +104,7 @@ async def _start_call(
     """The call's session, and the instance's answer to its first webhook to come. An
     instance that does not take the call ends the session at once; a full pool is
     ``AtCapacity`` (a 429 to Meta) and the call is recorded as a refused session."""
-    found = await target(state, db, org, name)
+    found = await target(state, org, name)
     answered: asyncio.Future[Response] = asyncio.get_running_loop().create_future()
 
     async def connect(live: LiveSession) -> str | None:

@@ -134,7 +134,7 @@ def _add_talk_routes(router: APIRouter) -> None:
         )
 
     @router.post(PREFIX + "/agents/{name}/talk")
-    async def talk(request: Request, state: State, db: DB, viewer: Posting, name: str) -> dict:
+    async def talk(request: Request, state: State, viewer: Posting, name: str) -> dict:
         """A WebRTC session of the agent, started as ``/v1/public/{agent}/start`` starts one."""
         requested_at = time.monotonic()
         data = await json_object(request, empty_ok=True)
@@ -143,7 +143,7 @@ def _add_talk_routes(router: APIRouter) -> None:
             enableDefaultIceServers=data.get("enableDefaultIceServers") is True,
             body={"source": "dashboard"},
         )
-        return await start_now(state, db, viewer.organization, name, req, requested_at=requested_at)
+        return await start_now(state, viewer.organization, name, req, requested_at=requested_at)
 
     @router.api_route(PREFIX + "/sessions/{session_id}/offer", methods=["POST", "PATCH"])
     async def offer(request: Request, state: State, viewer: Posting, session_id: str):

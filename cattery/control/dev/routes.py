@@ -148,7 +148,6 @@ async def _start(
     assert name is not None, "the dev routes exist only in dev mode"
     return await answer_start(
         state,
-        db,
         org,
         name,
         req,

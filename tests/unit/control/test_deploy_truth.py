@@ -97,7 +97,7 @@ async def start_target(state: ControlState) -> str | None:
     async with state.sessionmaker() as db:
         org = await repo.get_organization_by_name(db, ORG)
         assert org is not None
-        return (await state.lookups.agent(db, org, "agent")).deployment_id
+    return (await state.lookups.agent(state.sessionmaker, org, "agent")).deployment_id
 
 
 async def test_a_restart_onto_a_backend_that_cannot_start_instances_is_not_ready(

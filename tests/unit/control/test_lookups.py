@@ -69,7 +69,7 @@ async def test_an_agent_is_served_from_memory_until_forgotten(
     lookups = Lookups(ttl=60.0)
     async with maker() as db:
         with pytest.raises(AgentNotFound):
-            await lookups.agent(db, org, "bot")
+            await lookups.agent(maker, org, "bot")
     async with maker.begin() as db:
         agent = await repo.create_agent(db, org.id, "bot", "local")
         dep = await repo.create_deployment(
@@ -77,7 +77,7 @@ async def test_an_agent_is_served_from_memory_until_forgotten(
         )
         await repo.set_active_deployment(db, agent, dep.id)
     async with maker() as db:
-        target = await lookups.agent(db, org, "bot")
+        target = await lookups.agent(maker, org, "bot")
     assert (target.agent_id, target.deployment_id) == (agent.id, dep.id)
     assert target.max_session_duration == dep.max_session_duration
 
@@ -95,9 +95,9 @@ async def test_an_agent_is_served_from_memory_until_forgotten(
         )
         await repo.set_active_deployment(db, agent, newer.id)
     async with maker() as db:
-        assert (await lookups.agent(db, org, "bot")).deployment_id == dep.id
+        assert (await lookups.agent(maker, org, "bot")).deployment_id == dep.id
         lookups.forget_agent(org.id, "bot")
-        target = await lookups.agent(db, org, "bot")
+        target = await lookups.agent(maker, org, "bot")
     assert (target.deployment_id, target.max_session_duration) == (newer.id, 60)
 
     async with maker.begin() as db:
@@ -107,7 +107,7 @@ async def test_an_agent_is_served_from_memory_until_forgotten(
     lookups.forget_agent(org.id)
     async with maker() as db:
         with pytest.raises(AgentNotFound):
-            await lookups.agent(db, org, "bot")
+            await lookups.agent(maker, org, "bot")
 
 
 def test_a_value_read_before_a_change_is_not_kept() -> None:

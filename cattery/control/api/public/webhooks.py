@@ -89,6 +89,7 @@ def build_router() -> APIRouter:
         raw = await _read_body(request)
         organization, agent = await _agent(db, org, name)
         hmac_secret = (await deployment_secrets(state, db, agent)).get(PINLESS_HMAC_SECRET)
+        await db.commit()  # no connection held while the start waits for an instance
         if hmac_secret and not _pinless_signature_ok(hmac_secret, raw, request):
             raise Unauthorized("Missing or invalid X-Pinless-Signature")
         data = _json_object(raw)
@@ -114,7 +115,7 @@ def build_router() -> APIRouter:
         )
         # a full pool: 429, and the call recorded as a refused session
         answer = await start_now(
-            state, db, organization, name, req, requested_at=requested_at, record_refusal=True
+            state, organization, name, req, requested_at=requested_at, record_refusal=True
         )
         # The meeting token stays here: whoever calls this open route gets no way in.
         return {"status": "OK", "sessionId": answer["sessionId"], "dailyRoom": answer["dailyRoom"]}
@@ -140,6 +141,7 @@ def build_router() -> APIRouter:
         raw = await _read_body(request)
         organization, agent = await _agent(db, org, name)
         secret = (await deployment_secrets(state, db, agent)).get(WHATSAPP_APP_SECRET)
+        await db.commit()  # no connection held while the start waits for an instance
         if not secret:
             raise Forbidden(f"Agent {name!r} has no {WHATSAPP_APP_SECRET} in its secret set")
         signature = request.headers.get(whatsapp.HUB_SIGNATURE_HEADER)
@@ -147,7 +149,7 @@ def build_router() -> APIRouter:
             raise Unauthorized("Missing or invalid X-Hub-Signature-256")
         events = whatsapp.call_events(_json_object(raw))
         return await whatsapp.handle_webhook(
-            state, db, organization, name, events, raw, signature, requested_at=requested_at
+            state, organization, name, events, raw, signature, requested_at=requested_at
         )
 
     return router
