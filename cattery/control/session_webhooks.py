@@ -145,10 +145,11 @@ class SessionWebhooks:
         return min(self._settings.poll_seconds, max(0.01, seconds))
 
     async def _send_due(self) -> None:
+        # What is in flight as the read begins: a try that ends during the read leaves the
+        # set, and the read may still show its delivery as it was (pending and due).
+        in_flight = set(self._in_flight)
         async with self._sessionmaker() as db:
-            due = await repo.due_deliveries(
-                db, datetime.now(UTC), exclude=self._in_flight, limit=BATCH
-            )
+            due = await repo.due_deliveries(db, datetime.now(UTC), exclude=in_flight, limit=BATCH)
             jobs = [(d.id, d.url, d.body, d.event, d.created_at, d.attempts) for d in due]
             secrets = {d.id: await self._secret(db, d) for d in due}
         for job in jobs:

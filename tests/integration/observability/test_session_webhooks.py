@@ -114,6 +114,17 @@ async def deliveries(client: httpx.AsyncClient, session_id: str) -> list[dict]:
     return resp.json()["deliveries"]
 
 
+async def both_delivered(client: httpx.AsyncClient, session_id: str) -> list[dict]:
+    """The session's deliveries, once both events have landed."""
+
+    async def landed() -> list[dict] | None:
+        found = await deliveries(client, session_id)
+        done = [d for d in found if d["status"] == "delivered"]
+        return found if len(done) == 2 else None
+
+    return await async_wait_for(landed, timeout=30, what="both deliveries to land")
+
+
 def assert_signed(headers: dict[str, str], body: str) -> None:
     timestamp = headers[TIMESTAMP_HEADER]
     assert abs(int(timestamp) - time.time()) < 300
@@ -124,13 +135,7 @@ async def test_the_receiver_gets_both_events_signed(tmp_path: Path) -> None:
     async with receiving(Receiver()) as receiver, app_client(tmp_path / "state") as client:
         await deploy(client, receiver.url)
         session_id = await run_session(client)
-
-        async def both() -> list | None:
-            found = await deliveries(client, session_id)
-            done = [d for d in found if d["status"] == "delivered"]
-            return found if len(done) == 2 else None
-
-        listed = await async_wait_for(both, timeout=30, what="both deliveries")
+        listed = await both_delivered(client, session_id)
         assert [d["event"] for d in listed] == ["session.started", "session.ended"]
         assert all(d["attempts"] == 1 and d["lastStatusCode"] == 200 for d in listed)
 
@@ -155,13 +160,7 @@ async def test_after_three_500s_the_fourth_try_lands(tmp_path: Path) -> None:
     ):
         await deploy(client, receiver.url)
         session_id = await run_session(client)
-
-        async def landed() -> list | None:
-            found = await deliveries(client, session_id)
-            done = [d for d in found if d["status"] == "delivered"]
-            return found if len(done) == 2 else None
-
-        listed = await async_wait_for(landed, timeout=30, what="the deliveries to land")
+        listed = await both_delivered(client, session_id)
         for delivery in listed:  # three 500s, then the fourth try landed
             assert delivery["attempts"] == 4 and delivery["lastStatusCode"] == 200, delivery
         assert len(receiver.received) == 8
