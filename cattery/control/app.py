@@ -53,6 +53,7 @@ from cattery.pools import PoolManager
 from cattery.settings import Settings
 from cattery.store.crypto import SecretBox, load_or_create_key_file
 from cattery.store.db import create_engine, sessionmaker
+from cattery.store.journal import JOURNAL_NAME, StartJournal
 from cattery.store.migrate import migrate
 
 #: SQLite's files beside the database, in WAL mode
@@ -169,7 +170,8 @@ async def _open(settings: Settings, seams: Seams) -> ControlState:
         boot = await bootstrap(db, settings)
     instances = InstanceRecorder(maker, box)
     metrics = ControlMetrics()
-    recorder = StoreRecorder(maker, instances, metrics)
+    journal = StartJournal(settings.state_dir / JOURNAL_NAME)
+    recorder = StoreRecorder(maker, instances, journal, metrics)
     router = LogRouter(
         writer=recorder.write_logs,
         max_session_lines=settings.log_max_session_lines,
@@ -243,6 +245,8 @@ async def _open(settings: Settings, seams: Seams) -> ControlState:
         backends=backend_router,
         containers=containers,
         instances=instances,
+        recorder=recorder,
+        journal=journal,
         builds=build_service,
         webhooks=webhooks,
         admin_token_created=boot.admin_token,
@@ -289,9 +293,10 @@ async def _open_cluster(settings: Settings, router: LogRouter) -> Backend | None
 async def _recover(state: ControlState) -> None:
     """Before serving and before the pools exist: take back what a crash left running."""
     done = await recover(state)
-    if done.adopted or done.closed or done.ended:
+    if done.adopted or done.closed or done.ended or done.replayed:
         logger.info(
-            f"Recovered from a restart: {done.adopted} session(s) reattached, "
+            f"Recovered from a restart: {done.replayed} start(s) replayed from the journal, "
+            f"{done.adopted} session(s) reattached, "
             f"{done.closed} idle instance(s) closed, {done.ended} session(s) recorded as ended"
         )
     state.instances.start(state.backends)
@@ -300,6 +305,7 @@ async def _recover(state: ControlState) -> None:
 async def _close(state: ControlState) -> None:
     """Graceful shutdown: sessions end as terminated, every instance is closed and forgotten."""
     await state.supervisor.aclose()
+    await state.recorder.aclose()
     await state.builds.aclose()
     await state.deployer.aclose()
     await state.pools.aclose()

@@ -2,19 +2,21 @@
 
 Sessions and log lines are written a transaction each. Instances are remembered too, so a
 control plane started after a crash can adopt the ones still running: the record of an
-instance is written with its session before the session is dispatched, then kept in step
-with what the backend owns (status and log offset every few seconds), and deleted once
-the backend has let the instance go.
+instance is written with its session (durable in the start journal before the session is
+dispatched, committed beside the dispatch), then kept in step with what the backend owns
+(status and log offset every few seconds), and deleted once the backend has let the
+instance go.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Protocol
+from functools import partial
+from typing import Any, Protocol
 
 from loguru import logger
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -26,6 +28,7 @@ from cattery.control.metrics import ControlMetrics
 from cattery.control.supervisor import LiveSession
 from cattery.store import repositories as repo
 from cattery.store.crypto import SecretBox
+from cattery.store.journal import StartJournal, StartRecord
 from cattery.store.repositories.logs import NewLogLine
 from cattery.tasks import OwnedTasks
 
@@ -33,6 +36,9 @@ from cattery.tasks import OwnedTasks
 INSTANCE_SYNC_SECONDS = 2.0
 #: log lines deleted per transaction when pruning
 PRUNE_BATCH = 5000
+#: a start's commit that failed is tried again after this, doubling up to the maximum
+RETRY_FIRST_SECONDS = 0.2
+RETRY_MAX_SECONDS = 10.0
 #: statuses a record never takes: a record is deleted when its instance is let go instead
 _TERMINAL = frozenset({InstanceStatus.STOPPED, InstanceStatus.FAILED})
 
@@ -92,23 +98,40 @@ class InstanceRecorder:
         self._written[handle.id] = _Written(_status(handle), locator.log_offset)
         self._seen_offsets[handle.id] = locator.log_offset
 
+    def start_record(
+        self, handle: InstanceHandle, agent_id: str, session_id: str
+    ) -> dict[str, Any] | None:
+        """The record ``assigning`` will write for ``handle``, as the start journal keeps
+        it; None when its backend cannot adopt it after a restart (nothing to keep)."""
+        locator = self._backends.locate(handle) if self._backends else None
+        if locator is None:
+            return None
+        return self._facts(handle, locator, agent_id, session_id).stored(self._box)
+
     @asynccontextmanager
     async def assigning(
-        self, handle: InstanceHandle, agent_id: str, session_id: str
+        self, handle: InstanceHandle, record: dict[str, Any] | None, *, again: bool = False
     ) -> AsyncIterator[AsyncSession]:
-        """A transaction that also stores ``handle`` as serving ``session_id``: one UPDATE
-        when a sync wrote its record already, else its INSERT, written with the commit."""
+        """A transaction that also stores ``handle`` as serving the session ``record``
+        names (``start_record``'s): one UPDATE when its record is written already, else
+        its INSERT, written with the commit. ``again``: an earlier attempt may have been
+        committed after all, so the UPDATE is tried first."""
         async with self._lock:
             async with self._sessionmaker.begin() as db:
                 yield db
-                locator = self._backends.locate(handle) if self._backends else None
-                if locator is None:
+                if record is None:
                     return  # its backend cannot adopt it after a restart: nothing to keep
                 status, offset = _status(handle), self._offset_to_store(handle.id)
-                if handle.id not in self._written or not await repo.update_instance(
-                    db, handle.id, status=status, log_offset=offset, session_id=session_id
+                known = again or handle.id in self._written
+                if not known or not await repo.update_instance(
+                    db,
+                    handle.id,
+                    status=status,
+                    log_offset=offset,
+                    session_id=record["session_id"],
                 ):
-                    self._add(db, handle, locator, agent_id, session_id)
+                    record = {**record, "status": status, "log_offset": offset}
+                    repo.add_instance_record(db, handle.id, record)
             self._written[handle.id] = _Written(status, offset)
 
     async def sync(self) -> None:
@@ -175,20 +198,6 @@ class InstanceRecorder:
             self._agent_ids[deployment_id] = deployment.agent_id
         return self._agent_ids[deployment_id]
 
-    def _add(
-        self,
-        db: AsyncSession,
-        handle: InstanceHandle,
-        locator: Locator,
-        agent_id: str,
-        session_id: str | None,
-    ) -> None:
-        """The record of an instance not written yet (``_written`` knows which are: only
-        this recorder writes them), added to ``db``'s transaction without reading first."""
-        repo.add_instance(
-            db, self._box, handle.id, self._facts(handle, locator, agent_id, session_id)
-        )
-
     async def _upsert(
         self,
         db: AsyncSession,
@@ -224,35 +233,143 @@ def _status(handle: InstanceHandle) -> str:
     return InstanceStatus.DRAINING.value if status in _TERMINAL else status.value
 
 
+@dataclass
+class _Start:
+    """A journaled start whose commit has not succeeded yet."""
+
+    record: StartRecord
+    handle: InstanceHandle
+    #: set once the first attempt is over: True when committed, False when it failed (the
+    #: attempts go on) or was cancelled (the line waits for the next start-up's replay)
+    committed: asyncio.Future[bool]
+    #: writes about the session that came while its record was not in the database,
+    #: made in order once it is
+    after: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+
 class StoreRecorder:
+    """Sessions, their log lines and their instances' records, into the store.
+
+    A start is durable once ``created`` returns: its line is in the start journal. Its
+    commit runs as an owned task beside the dispatch; every later write about the session
+    (its bot's start, its end, its samples) waits for that commit, so none lands before
+    the session's row. A commit that fails is logged and retried from the journal's
+    record; writes that came meanwhile are made after it.
+    """
+
     def __init__(
         self,
         sessionmaker: async_sessionmaker[AsyncSession],
         instances: InstanceRecorder,
+        journal: StartJournal,
         metrics: ControlMetrics | None = None,
     ) -> None:
         self._sessionmaker = sessionmaker
         self._instances = instances
+        self._journal = journal
         self._metrics = metrics
+        self._pending: dict[str, _Start] = {}
+        self._tasks = OwnedTasks("start records")
 
-    async def created(self, live: LiveSession) -> None:
-        """The session and its instance's record, in one transaction: no session is
-        dispatched to an instance a restarted control plane could not find."""
-        async with self._instances.assigning(live.handle, live.agent_id, live.id) as db:
+    def created(self, live: LiveSession) -> asyncio.Future[bool]:
+        """Journal the session and its instance's record (durable when this returns: no
+        session is dispatched to an instance a restarted control plane could not find),
+        and commit them to the database in a task; the future is that commit's outcome."""
+        record = StartRecord(
+            session_id=live.id,
+            organization_id=live.organization_id,
+            agent_id=live.agent_id,
+            deployment_id=live.deployment_id,
+            instance_id=live.handle.id,
+            transport=live.transport,
+            cold_start=live.cold_start,
+            created_at=live.created_at,
+            instance=self._instances.start_record(live.handle, live.agent_id, live.id),
+        )
+        self._journal.append(record)
+        start = _Start(record, live.handle, asyncio.get_running_loop().create_future())
+        self._pending[live.id] = start
+        self._tasks.spawn(self._commit(start), "start_record_task")
+        return start.committed
+
+    async def aclose(self) -> None:
+        """Stop committing: starts still pending stay in the journal for the next start-up."""
+        await self._tasks.aclose()
+        self._journal.close()
+
+    async def _commit(self, start: _Start) -> None:
+        session_id = start.record.session_id
+        try:
+            await asyncio.sleep(0)  # the dispatch goes out first; the instance works meanwhile
+            attempt = 0
+            while not await self._wrote_start(start, again=attempt > 0):
+                if not start.committed.done():
+                    start.committed.set_result(False)
+                await asyncio.sleep(min(RETRY_MAX_SECONDS, RETRY_FIRST_SECONDS * 2**attempt))
+                attempt += 1
+        finally:  # cancelled (shutting down): the line waits for the next start-up
+            if session_id in self._pending and not start.committed.done():
+                start.committed.set_result(False)
+        for write in start.after:
+            try:
+                await write()
+            except Exception as exc:
+                logger.bind(session_id=session_id).opt(exception=exc).error(
+                    "Failed to store a write about a session made while its start was not"
+                )
+
+    async def _wrote_start(self, start: _Start, *, again: bool) -> bool:
+        """One attempt at committing ``start``; once it succeeded, it is forgotten."""
+        session_id = start.record.session_id
+        try:
+            await self._write_start(start, again=again)
+        except Exception as exc:
+            logger.bind(session_id=session_id).opt(exception=exc).error(
+                "Failed to store a session's start; it is kept in the start journal "
+                "and written again"
+            )
+            return False
+        del self._pending[session_id]
+        self._journal.forget(session_id)
+        if not start.committed.done():
+            start.committed.set_result(True)
+        return True
+
+    async def _write_start(self, start: _Start, *, again: bool) -> None:
+        record = start.record
+        async with self._instances.assigning(start.handle, record.instance, again=again) as db:
+            if again and await repo.get_session_by_id(db, record.session_id) is not None:
+                return  # an earlier attempt was committed after all
             await repo.create_session(
                 db,
-                organization_id=live.organization_id,
-                agent_id=live.agent_id,
-                deployment_id=live.deployment_id,
-                session_id=live.id,
-                instance_id=live.handle.id,
-                transport=live.transport,
-                cold_start=live.cold_start,
-                created_at=live.created_at,
+                organization_id=record.organization_id,
+                agent_id=record.agent_id,
+                deployment_id=record.deployment_id,
+                session_id=record.session_id,
+                instance_id=record.instance_id,
+                transport=record.transport,
+                cold_start=record.cold_start,
+                created_at=record.created_at,
                 flush=False,  # written with the commit, with its instance's record
             )
 
+    async def _pending_after_commit(self, session_id: str) -> _Start | None:
+        """Wait for the commit of ``session_id``'s start; its pending start when that
+        commit has not succeeded (a write then goes in its ``after``), else None."""
+        start = self._pending.get(session_id)
+        if start is None:
+            return None
+        await asyncio.shield(start.committed)
+        return self._pending.get(session_id)
+
     async def bot_started(self, session_id: str, bot_start_seconds: float) -> None:
+        start = await self._pending_after_commit(session_id)
+        if start is not None:
+            start.after.append(partial(self._bot_started, session_id, bot_start_seconds))
+            return
+        await self._bot_started(session_id, bot_start_seconds)
+
+    async def _bot_started(self, session_id: str, bot_start_seconds: float) -> None:
         async with self._sessionmaker.begin() as db:
             session = await repo.get_session_by_id(db, session_id)
             if session is not None and session.bot_start_seconds is None:
@@ -265,6 +382,15 @@ class StoreRecorder:
 
     async def ended(
         self, session_id: str, end_state: str, when: datetime, reason: str | None = None
+    ) -> None:
+        start = await self._pending_after_commit(session_id)
+        if start is not None:
+            start.after.append(partial(self._ended, session_id, end_state, when, reason))
+            return
+        await self._ended(session_id, end_state, when, reason)
+
+    async def _ended(
+        self, session_id: str, end_state: str, when: datetime, reason: str | None
     ) -> None:
         async with self._sessionmaker.begin() as db:
             await repo.end_session(db, session_id, end_state, reason=reason, at=when)
@@ -282,6 +408,12 @@ class StoreRecorder:
             await asyncio.sleep(0)
 
     async def write_logs(self, lines: list[LogRecord], samples: list[Sample]) -> None:
+        sessions = {r.session_id for r in lines} | {s.session_id for s in samples}
+        missing: set[str] = set()
+        for session_id in sessions & self._pending.keys():
+            if await self._pending_after_commit(session_id) is not None:
+                missing.add(session_id)  # its row is not written yet: its samples wait
+        samples = [s for s in samples if s.session_id not in missing]
         updates = latency.collect((r.session_id, r.line) for r in lines)
         async with self._sessionmaker.begin() as db:
             await repo.append_log_lines(

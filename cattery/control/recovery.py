@@ -10,6 +10,10 @@ instance still on record:
 - it is gone: its session, if still open, ends with the end state its last lines name,
   else ``terminated``; the lines it wrote meanwhile are stored.
 
+First of all, the starts the start journal holds whose session the database lacks (the
+control plane died between a start's line and its commit) are written to the database, so
+their sessions and instances are settled like the others; then the journal is emptied.
+
 Finding an instance again is its backend's work (``Adopting``, asked through the backends'
 router by the name on the record): this module knows no backend. A session left open
 whose instance is not on record ends the same way. Afterwards every instance the store
@@ -32,6 +36,7 @@ from cattery.control.state import ControlState
 from cattery.control.supervisor import LOGGED_END_STATES
 from cattery.store import repositories as repo
 from cattery.store.crypto import DecryptionError
+from cattery.store.journal import StartRecord
 from cattery.store.models import EndState, Instance, Session
 
 #: how long an idle instance found after a crash gets to exit before it is killed
@@ -76,13 +81,55 @@ class Recovery:
     adopted: int = 0
     closed: int = 0
     ended: int = 0
+    #: starts found in the journal only
+    replayed: int = 0
+
+
+async def replay_journal(state: ControlState) -> int:
+    """Write the journal's starts missing from the database (a session, its instance's
+    record), then empty the journal; how many were missing."""
+    records = state.journal.records()
+    replayed = 0
+    if records:
+        async with state.sessionmaker.begin() as db:
+            for record in records:
+                replayed += await _replay(db, record)
+    state.journal.clear()
+    return replayed
+
+
+async def _replay(db: AsyncSession, record: StartRecord) -> int:
+    if await repo.get_session_by_id(db, record.session_id) is not None:
+        return 0  # committed before the crash
+    log = logger.bind(session_id=record.session_id)
+    if await repo.get_deployment(db, record.deployment_id) is None:
+        log.error("A journaled start's deployment is gone; its session is not recorded")
+        return 0
+    log.warning("Session's start was journaled but not committed before the restart")
+    await repo.create_session(
+        db,
+        organization_id=record.organization_id,
+        agent_id=record.agent_id,
+        deployment_id=record.deployment_id,
+        session_id=record.session_id,
+        instance_id=record.instance_id,
+        transport=record.transport,
+        cold_start=record.cold_start,
+        created_at=record.created_at,
+    )
+    if record.instance is not None and record.instance_id is not None:
+        if not await repo.update_instance(db, record.instance_id, session_id=record.session_id):
+            repo.add_instance_record(db, record.instance_id, record.instance)
+            await db.flush()
+    return 1
 
 
 async def recover(state: ControlState) -> Recovery:
     """Adopt, close or settle every instance and open session the store holds."""
+    done = Recovery(replayed=await replay_journal(state))
     async with state.sessionmaker() as db:
         found, open_sessions = await _load(db, state)
-    backends, done = state.backends, Recovery()
+    backends = state.backends
     end_states: dict[str, str] = {}
     forget: list[str] = []
     idle: list[InstanceHandle] = []

@@ -17,7 +17,7 @@ from cattery.control.deployer import Deployer
 from cattery.control.logrouter import LogRouter
 from cattery.control.lookups import Lookups
 from cattery.control.metrics import ControlMetrics
-from cattery.control.recorder import InstanceRecorder
+from cattery.control.recorder import InstanceRecorder, StoreRecorder
 from cattery.control.session_webhooks import SessionWebhooks
 from cattery.control.supervisor import SessionSupervisor
 from cattery.control.tracing import Tracing
@@ -25,6 +25,7 @@ from cattery.control.wstokens import WsTokens
 from cattery.pools import PoolManager
 from cattery.settings import Settings
 from cattery.store.crypto import SecretBox
+from cattery.store.journal import StartJournal
 
 
 @dataclass
@@ -44,6 +45,10 @@ class ControlState:
     backends: BackendRouter
     containers: ContainerBackend | None
     instances: InstanceRecorder
+    #: sessions' records (the supervisor's and the log router's writer)
+    recorder: StoreRecorder
+    #: starts durable before their commit: replayed by recovery
+    journal: StartJournal
     builds: BuildService
     webhooks: SessionWebhooks
     admin_token_created: str | None = field(default=None, repr=False)

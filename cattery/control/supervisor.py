@@ -52,7 +52,11 @@ OUTLIVED = "it outlived its max session duration"
 
 
 class SessionRecorder(Protocol):
-    async def created(self, live: LiveSession) -> None: ...
+    def created(self, live: LiveSession) -> Awaitable[object]:
+        """Make the session's start durable before returning; the awaitable is its commit
+        to the database (every later write about the session waits for it)."""
+        ...
+
     async def bot_started(self, session_id: str, bot_start_seconds: float) -> None: ...
     async def ended(
         self, session_id: str, end_state: str, when: datetime, reason: str | None = None
@@ -185,8 +189,9 @@ class SessionSupervisor:
     def active_count(self, agent_id: str) -> int:
         return sum(1 for live in self._live.values() if live.agent_id == agent_id)
 
-    async def _record_live(self, new: NewSession) -> LiveSession:
-        """Bind the instance's log lines to the session, record it, and track it as live."""
+    def _record_live(self, new: NewSession) -> tuple[LiveSession, Awaitable[object]]:
+        """Bind the instance's log lines to the session, record it (durable at once), and
+        track it as live; with the database's commit of the record, still under way."""
         live = LiveSession(
             id=new.session_id or str(uuid.uuid4()),
             organization_id=new.organization_id,
@@ -204,16 +209,31 @@ class SessionSupervisor:
             live.handle.id,
             InstanceContext(live.organization_id, live.agent_id, live.deployment_id, live.id),
         )
-        await self._recorder.created(live)
+        recorded = self._recorder.created(live)
         self._live[live.id] = live
         self._metrics.session_started(live.agent_id, live.agent_key)
-        return live
+        return live, recorded
+
+    async def _stored(self, live: LiveSession, recorded: Awaitable[object]) -> None:
+        """Wait for the commit of the start's record, which ran beside the session's start:
+        a caller answered reads the session back. One nobody waits for any more is stopped
+        (its caller releases its instance)."""
+        try:
+            await asyncio.shield(asyncio.ensure_future(recorded))
+        except asyncio.CancelledError:
+            live.stop_requested = True
+            raise
+        except Exception as exc:
+            logger.bind(session_id=live.id).opt(exception=exc).error(
+                "Failed to store a session's start"
+            )
 
     async def dispatch(
         self, new: NewSession, *, body: Any, daily: DailyRoom | None = None
     ) -> LiveSession:
-        """Record the session, then run ``POST /bot`` on the instance in an owned task."""
-        live = await self._record_live(new)
+        """Record the session, then run ``POST /bot`` on the instance in an owned task;
+        return once the record is committed (the request is on its way meanwhile)."""
+        live, recorded = self._record_live(new)
         headers = {
             INSTANCE_TOKEN_HEADER: new.handle.token,
             SESSION_ID_HEADER: live.id,
@@ -230,6 +250,7 @@ class SessionSupervisor:
             self._run(live, headers, body, new.max_session_seconds, new.release),
             "dispatch_task",
         )
+        await self._stored(live, recorded)
         return live
 
     async def _run(
@@ -285,11 +306,12 @@ class SessionSupervisor:
         one-session instance exits), with the end state the runtime logged; or with the one
         ``connect`` returns when the bot never got the connection or lost it.
         """
-        live = await self._record_live(new)
+        live, recorded = self._record_live(new)
         budget = new.max_session_seconds + BACKSTOP_GRACE_SECONDS
         live.task = self._tasks.spawn(
             self._bridged(live, connect, budget, new.release), "bridge_task"
         )
+        await self._stored(live, recorded)
         return live
 
     async def _bridged(

@@ -39,11 +39,15 @@ class InstanceFacts:
     process_started_at: float | None = None
     session_id: str | None = None
 
-    def columns(self, box: SecretBox) -> dict[str, Any]:
+    def stored(self, box: SecretBox) -> dict[str, Any]:
+        """The record's columns as stored (the token encrypted), plain JSON values: what
+        the start journal keeps until the database has them."""
         values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "token"}
         values["token_encrypted"] = box.encrypt(self.token)
-        values["updated_at"] = utcnow()
         return values
+
+    def columns(self, box: SecretBox) -> dict[str, Any]:
+        return {**self.stored(box), "updated_at": utcnow()}
 
 
 async def upsert_instance(
@@ -66,7 +70,13 @@ def add_instance(
 ) -> Instance:
     """The record of an instance not recorded yet, written by the next flush or commit
     (no read first, unlike ``upsert_instance``)."""
-    instance = Instance(id=instance_id, **facts.columns(box))
+    return add_instance_record(db, instance_id, facts.stored(box))
+
+
+def add_instance_record(db: AsyncSession, instance_id: str, stored: dict[str, Any]) -> Instance:
+    """``add_instance`` from columns ``InstanceFacts.stored`` made earlier (a journaled
+    start's)."""
+    instance = Instance(id=instance_id, **stored, updated_at=utcnow())
     db.add(instance)
     return instance
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from cattery.control.app import Seams
 from cattery.control.recorder import InstanceRecorder
 from cattery.control.recovery import recover
 from cattery.control.state import ControlState
+from cattery.settings import Settings
 from cattery.store import repositories as repo
 from cattery.store.models import Deployment
 from tests.support.asgi import app_client, in_process_settings
@@ -99,10 +101,11 @@ class Crashed:
             return {row.id for row in await repo.list_live_instances(db)}
 
 
-@pytest.fixture
-async def crashed(tmp_path: Path) -> AsyncIterator[Crashed]:
+@asynccontextmanager
+async def crashed_app(settings: Settings) -> AsyncIterator[Crashed]:
+    """The control plane of ``settings`` in this process, with an agent deployed and the
+    adopting fake backend beside the local one."""
     backend = AdoptingFakeBackend()
-    settings = in_process_settings(tmp_path / "state")
     async with app_client(settings, seams=Seams(backends={FAKE: backend})) as client:
         state: ControlState = client.control  # type: ignore[attr-defined]
         backend.line_sink = state.router.line
@@ -124,6 +127,12 @@ async def crashed(tmp_path: Path) -> AsyncIterator[Crashed]:
             )
         yield Crashed(state, backend, deployment)
         await backend.aclose()
+
+
+@pytest.fixture
+async def crashed(tmp_path: Path) -> AsyncIterator[Crashed]:
+    async with crashed_app(in_process_settings(tmp_path / "state")) as found:
+        yield found
 
 
 async def test_recovery_adopts_closes_and_settles_by_what_each_backend_finds(crashed) -> None:

@@ -8,7 +8,7 @@ recording does not lose the release, and the session's lines are stored before i
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -64,7 +64,7 @@ class Events:
         return [line for kind, value in self.items if kind == "lines" for line in value]  # type: ignore[union-attr]
 
 
-Handler = Callable[[httpx.Request], httpx.Response]
+Handler = Callable[[httpx.Request], httpx.Response | Awaitable[httpx.Response]]
 
 
 @dataclass
@@ -76,7 +76,7 @@ class Harness:
     handler: list[Handler]
 
     def supervisor(self) -> SessionSupervisor:
-        def answer(request: httpx.Request) -> httpx.Response:
+        def answer(request: httpx.Request) -> httpx.Response | Awaitable[httpx.Response]:
             return self.handler[0](request)
 
         client = httpx.AsyncClient(transport=httpx.MockTransport(answer))
@@ -143,9 +143,10 @@ async def test_a_crash_s_lines_are_stored_before_its_end_state(harness) -> None:
     """The instance prints its traceback and dies while an earlier batch of lines is still
     on its way to the store: the end state is written after both."""
     new = await harness.new_session()
-    crashed = asyncio.Event()
+    crashed, printed = asyncio.Event(), asyncio.Event()
 
-    def answer(request: httpx.Request) -> httpx.Response:
+    async def answer(request: httpx.Request) -> httpx.Response:
+        await printed.wait()  # it dies once it printed its traceback
         crashed.set()
         raise httpx.RemoteProtocolError("Server disconnected without sending a response.")
 
@@ -157,6 +158,7 @@ async def test_a_crash_s_lines_are_stored_before_its_end_state(harness) -> None:
     await asyncio.wait_for(harness.events.writing.wait(), timeout=10)
     harness.router.line(new.handle.id, "Traceback (most recent call last):")
     harness.router.line(new.handle.id, "RuntimeError: the bot broke")
+    printed.set()
     await asyncio.wait_for(crashed.wait(), timeout=10)
     await async_wait_for(  # the session's task reaches its end; nothing is written yet
         lambda: _async(supervisor.get(live.id) is None), timeout=10, what="the session's end"
