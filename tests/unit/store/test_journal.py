@@ -38,11 +38,15 @@ def test_appended_starts_read_back_whole_and_the_file_is_private(tmp_path: Path)
     ]
 
 
-def test_the_file_is_emptied_once_no_start_is_pending(tmp_path: Path) -> None:
+def test_the_file_is_emptied_once_no_start_is_pending(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(journal_module, "TRUNCATE_BYTES", 0)
     journal = StartJournal(tmp_path / "starts.journal")
     journal.append(record("a"))
     journal.append(record("b"))
     journal.forget("a")
+    assert journal.pending() == ["b"]
     assert [r.session_id for r in journal.records()] == ["a", "b"]  # b still pending
     journal.forget("b")
     assert journal.path.stat().st_size == 0
@@ -63,6 +67,14 @@ def test_a_file_grown_past_its_bound_keeps_only_the_pending_starts(
     journal.append(record("next"))
     assert [r.session_id for r in journal.records()] == ["held", "next"]
     assert stat.S_IMODE(journal.path.stat().st_mode) == 0o600
+
+
+def test_a_small_file_is_kept_until_it_is_worth_truncating(tmp_path: Path) -> None:
+    journal = StartJournal(tmp_path / "starts.journal")
+    journal.append(record("a"))
+    journal.forget("a")
+    assert journal.pending() == []
+    assert [r.session_id for r in journal.records()] == ["a"]  # committed: skipped by replay
 
 
 def test_an_unreadable_line_is_skipped_and_the_rest_replayed(tmp_path: Path) -> None:
