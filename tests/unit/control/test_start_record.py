@@ -14,13 +14,16 @@ from sqlalchemy import text
 
 from cattery.backends.base import InstanceSpec
 from cattery.contract import EndState
+from cattery.control.app import Seams
 from cattery.control.recovery import recover
 from cattery.control.state import ControlState
 from cattery.control.supervisor import LiveSession
 from cattery.settings import Settings
 from cattery.store import repositories as repo
-from cattery.store.journal import StartRecord
+from cattery.store.journal import JOURNAL_NAME, StartRecord
+from tests.support.asgi import app_client, in_process_settings
 from tests.support.control import ADMIN_TOKEN
+from tests.support.fake_backend import AdoptingFakeBackend
 from tests.support.waiting import async_wait_for
 from tests.unit.control.test_recovery import FAKE, Crashed, crashed_app
 from tests.unit.control.test_recovery import crashed as crashed  # the fixture
@@ -139,10 +142,6 @@ BEGIN SELECT RAISE(ABORT, 'the store refuses sessions'); END
 """
 
 
-async def _async(value: bool) -> bool:
-    return value
-
-
 async def test_recovery_replays_the_journaled_starts_the_database_lacks(
     database_url: str, tmp_path: Path
 ) -> None:
@@ -189,3 +188,23 @@ def _record(state: ControlState, live: LiveSession) -> StartRecord:
         created_at=live.created_at,
         instance=state.instances.start_record(live.handle, live.agent_id, live.id),
     )
+
+
+async def test_a_restarted_control_plane_replays_its_journal_before_serving(
+    tmp_path: Path,
+) -> None:
+    """The lifespan's recovery reads the journal in the state dir: a start journaled by a
+    control plane killed before its commit is listed with an end state after the restart."""
+    settings = in_process_settings(tmp_path / "state")
+    async with crashed_app(settings) as crashed:
+        live = await _live(crashed, synced=False)
+        line = _record(crashed.state, live).line()
+    with (settings.state_dir / JOURNAL_NAME).open("ab") as journal:
+        journal.write(line)  # as the killed control plane left it
+
+    async with app_client(settings, seams=Seams(backends={FAKE: AdoptingFakeBackend()})) as c:
+        state: ControlState = c.control  # type: ignore[attr-defined]
+        async with state.sessionmaker() as db:
+            session = await repo.get_session_by_id(db, live.id)
+        assert session is not None and session.end_state == EndState.TERMINATED.value
+        assert state.journal.records() == []
