@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import stat
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import pytest
 from sqlalchemy import text
 
 from cattery.backends.base import InstanceSpec
@@ -80,7 +82,18 @@ async def test_a_start_on_an_instance_a_sync_recorded_assigns_it(crashed) -> Non
 # -- the start journal: durable before the commit, the commit beside the dispatch --------
 
 
-async def test_a_start_is_durable_in_the_journal_before_its_commit(crashed) -> None:
+@pytest.fixture
+async def on_either_store(database_url: str, tmp_path: Path) -> AsyncIterator[Crashed]:
+    """``crashed``'s control plane on SQLite, then on PostgreSQL."""
+    settings = Settings(
+        state_dir=tmp_path / "state", admin_token=ADMIN_TOKEN, database_url=database_url
+    )
+    async with crashed_app(settings) as crashed:
+        yield crashed
+
+
+async def test_a_start_is_durable_in_the_journal_before_its_commit(on_either_store) -> None:
+    crashed = on_either_store
     live = await _live(crashed, synced=False)
     committed = crashed.state.recorder.created(live)
 
@@ -96,7 +109,8 @@ async def test_a_start_is_durable_in_the_journal_before_its_commit(crashed) -> N
     assert crashed.state.journal.pending() == []  # forgotten
 
 
-async def test_the_bot_start_and_the_end_land_after_the_creation(crashed) -> None:
+async def test_the_bot_start_and_the_end_land_after_the_creation(on_either_store) -> None:
+    crashed = on_either_store
     live = await _live(crashed, synced=False)
     recorder = crashed.state.recorder
     committed = recorder.created(live)
@@ -143,35 +157,32 @@ BEGIN SELECT RAISE(ABORT, 'the store refuses sessions'); END
 
 
 async def test_recovery_replays_the_journaled_starts_the_database_lacks(
-    database_url: str, tmp_path: Path
+    on_either_store,
 ) -> None:
     """The control plane died between a start's line and its commit: at the next start-up
     the session and its instance's record are written from the journal, then adopted (its
     instance runs on) or settled (its instance is gone) like any other."""
-    settings = Settings(
-        state_dir=tmp_path / "state", admin_token=ADMIN_TOKEN, database_url=database_url
-    )
-    async with crashed_app(settings) as crashed:
-        state = crashed.state
-        running = await _live(crashed, synced=False)
-        gone = await _live(crashed, synced=False)
-        committed = await _live(crashed, synced=False)
-        assert await state.recorder.created(committed) is True
-        for live in (running, gone, committed):
-            state.journal.append(_record(state, live))
-        gone.handle.die()
+    crashed = on_either_store
+    state = crashed.state
+    running = await _live(crashed, synced=False)
+    gone = await _live(crashed, synced=False)
+    committed = await _live(crashed, synced=False)
+    assert await state.recorder.created(committed) is True
+    for live in (running, gone, committed):
+        state.journal.append(_record(state, live))
+    gone.handle.die()
 
-        done = await recover(state)
+    done = await recover(state)
 
-        assert done.replayed == 2
-        assert state.journal.records() == []
-        assert state.supervisor.get(running.id) is not None  # reattached: live again
-        assert await crashed.end_state(running.id) is None
-        assert await crashed.end_state(gone.id) == EndState.TERMINATED.value
-        async with state.sessionmaker() as db:
-            session = await repo.get_session_by_id(db, gone.id)
-        assert session is not None and session.instance_id == gone.handle.id
-        await state.supervisor.stop(running.id)
+    assert done.replayed == 2
+    assert state.journal.records() == []
+    assert state.supervisor.get(running.id) is not None  # reattached: live again
+    assert await crashed.end_state(running.id) is None
+    assert await crashed.end_state(gone.id) == EndState.TERMINATED.value
+    async with state.sessionmaker() as db:
+        session = await repo.get_session_by_id(db, gone.id)
+    assert session is not None and session.instance_id == gone.handle.id
+    await state.supervisor.stop(running.id)
 
 
 def _record(state: ControlState, live: LiveSession) -> StartRecord:
