@@ -206,10 +206,10 @@ async def _open(settings: Settings, seams: Seams) -> ControlState:
         backends["container"] = containers
     backends.update(seams.backends)
     backend_router = BackendRouter(backends)
-    pools = PoolManager(backend_router)
     webhooks = SessionWebhooks(maker, box, settings.webhooks, flush_logs=router.flush)
     webhooks.start()
     supervisor = SessionSupervisor(router, recorder, metrics, webhooks, seams.instance_http)
+    pools = PoolManager(backend_router, events=supervisor.instance_events)
     metrics.watch(pools, supervisor.active_agent_keys)
     build_service = BuildService(settings, maker, settings.container.engine_url)
     await build_service.start()

@@ -1,25 +1,38 @@
 """``POST /bot`` to an instance: the request that runs a dispatched session, held open
 until the session ends.
 
-The control plane sends it with aiohttp's client: with its C parser it costs a fraction of
-httpx's CPU per request, and a start waits for this request to reach its instance. Tests
-dispatch through httpx's mock transport instead (``HttpxDispatcher``).
+A warm start should cost the instance little more than the bytes of its request, so the
+connection to a warm instance is opened while it waits in its pool (``instance_idle``)
+and kept until its session's request uses it, or until the pool lets the instance go
+(``instance_gone``). A kept connection the instance closed meanwhile is noticed before
+use and replaced by a new one; a request that may have reached the instance is never
+sent again (its session may have begun). HTTP/1.1 is spoken with h11 over asyncio
+streams. Tests dispatch through httpx's mock transport instead (``HttpxDispatcher``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
+import select
 from dataclasses import dataclass
 from typing import Any, Protocol
+from urllib.parse import urlsplit
 
-import aiohttp
+import h11
 import httpx
+from loguru import logger
 
+from cattery.backends.base import InstanceHandle
 from cattery.contract import END_STATE_HEADER
+from cattery.tasks import OwnedTasks
 
 #: how long reaching an instance may take; the request itself lasts the session
 CONNECT_TIMEOUT_SECONDS = 10.0
-_JSON = {"Content-Type": "application/json"}
+#: how much of a refusal's body is kept for the log
+MAX_REFUSAL_BYTES = 64 * 1024
+_READ_SIZE = 64 * 1024
+_END_STATE = END_STATE_HEADER.lower().encode()
 
 
 @dataclass(frozen=True)
@@ -38,49 +51,201 @@ class DispatchFailed(Exception):
 
 
 class BotDispatcher(Protocol):
-    async def post_bot(self, address: str, headers: dict[str, str], body: Any) -> BotAnswer: ...
+    async def post_bot(
+        self, handle: InstanceHandle, headers: dict[str, str], body: Any
+    ) -> BotAnswer: ...
+
+    def instance_idle(self, handle: InstanceHandle) -> None:
+        """``handle`` is ready and waits in its pool for a session."""
+
+    def instance_gone(self, handle: InstanceHandle) -> None:
+        """The pool let ``handle`` go: nothing will be dispatched to it any more."""
 
     async def aclose(self) -> None: ...
 
 
-class AiohttpDispatcher:
-    """Owns one client session, made on first use (inside the running loop) and closed by
-    ``aclose``. Each instance serves one session, so no connection is kept."""
+class StreamDispatcher:
+    """Dispatches over connections of its own: one kept per idle instance, opened by an
+    owned task, or a new one when none is kept (an instance started for the session)."""
 
     def __init__(self) -> None:
-        self._http: aiohttp.ClientSession | None = None
+        self._kept: dict[str, _Kept] = {}
+        self._tasks = OwnedTasks("dispatch")
 
-    async def post_bot(self, address: str, headers: dict[str, str], body: Any) -> BotAnswer:
-        if self._http is None:
-            self._http = aiohttp.ClientSession(
-                connector=aiohttp.TCPConnector(limit=0, force_close=True),
-                cookie_jar=aiohttp.DummyCookieJar(),
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_SECONDS),
-            )
+    def instance_idle(self, handle: InstanceHandle) -> None:
+        if handle.id in self._kept or self._tasks.closed:
+            return
+        kept = self._kept[handle.id] = _Kept()
+        kept.opening = self._tasks.spawn(kept.open(handle.address), "preconnect_task")
+
+    def instance_gone(self, handle: InstanceHandle) -> None:
+        kept = self._kept.pop(handle.id, None)
+        if kept is not None:
+            kept.close()
+
+    def kept(self, handle: InstanceHandle) -> bool:
+        """Whether a connection to ``handle`` is kept (open or being opened)."""
+        return handle.id in self._kept
+
+    async def post_bot(
+        self, handle: InstanceHandle, headers: dict[str, str], body: Any
+    ) -> BotAnswer:
         data = json.dumps(body).encode()
+        kept = self._kept.pop(handle.id, None)
+        stream = kept.take() if kept is not None else None
+        if stream is None:
+            stream = await _Stream.connect(handle.address)
         try:
-            async with self._http.post(
-                f"{address}/bot", data=data, headers={**headers, **_JSON}
-            ) as resp:
-                text = await resp.text() if resp.status >= 400 else ""
-                return BotAnswer(resp.status, resp.headers.get(END_STATE_HEADER), text)
-        except aiohttp.ClientError as exc:  # its timeouts too, which are TimeoutErrors
-            raise DispatchFailed(repr(exc)) from exc
+            stream.send_request(headers, data)
+            return await stream.read_answer()
+        finally:
+            stream.close()
 
     async def aclose(self) -> None:
-        if self._http is not None:
-            await self._http.close()
+        await self._tasks.aclose()
+        for kept in self._kept.values():
+            kept.close()
+        self._kept.clear()
+
+
+class _Kept:
+    """A connection opened ahead of its session; ``take`` hands it over once."""
+
+    def __init__(self) -> None:
+        self.stream: _Stream | None = None
+        self.opening: asyncio.Task[None] | None = None
+        self.closed = False
+
+    async def open(self, address: str) -> None:
+        try:
+            stream = await _Stream.connect(address)
+        except DispatchFailed as exc:  # the start opens its own, and finds out
+            logger.debug(f"Could not open a connection to {address} ahead of its session: {exc}")
+            return
+        if self.closed:
+            stream.close()
+        else:
+            self.stream = stream
+
+    def take(self) -> _Stream | None:
+        """The open connection if the instance has not closed it, else None (a new one is
+        made: one still being opened is dropped rather than waited for)."""
+        stream, self.stream = self.stream, None
+        self.close()
+        if stream is not None and not stream.usable():
+            stream.close()
+            return None
+        return stream
+
+    def close(self) -> None:
+        self.closed = True
+        if self.opening is not None and not self.opening.done():
+            self.opening.cancel()
+        if self.stream is not None:
+            self.stream.close()
+            self.stream = None
+
+
+class _Stream:
+    """One HTTP/1.1 exchange over one connection, closed after it."""
+
+    def __init__(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, host: str
+    ) -> None:
+        self._reader = reader
+        self._writer = writer
+        self._host = host
+        self._http = h11.Connection(h11.CLIENT)
+
+    @classmethod
+    async def connect(cls, address: str) -> _Stream:
+        url = urlsplit(address)
+        if url.scheme != "http" or not url.hostname:
+            raise DispatchFailed(f"cannot dispatch to {address!r}: not an http:// address")
+        try:
+            reader, writer = await asyncio.wait_for(
+                asyncio.open_connection(url.hostname, url.port or 80),
+                CONNECT_TIMEOUT_SECONDS,
+            )
+        except (OSError, TimeoutError) as exc:
+            raise DispatchFailed(f"cannot connect to {address}: {exc!r}") from exc
+        return cls(reader, writer, url.netloc)
+
+    def usable(self) -> bool:
+        """Not closed by either side, and nothing waiting to be read: an idle connection
+        the peer closed (or reset) is readable before the loop has noticed."""
+        if self._writer.is_closing() or self._reader.at_eof():
+            return False
+        sock = self._writer.get_extra_info("socket")
+        if sock is None:
+            return False
+        poller = select.poll()
+        poller.register(sock.fileno(), select.POLLIN)
+        return not poller.poll(0)
+
+    def send_request(self, headers: dict[str, str], data: bytes) -> None:
+        """Write the whole request at once (no await: the bytes leave with this call)."""
+        fields = [
+            ("Host", self._host),
+            ("Content-Type", "application/json"),
+            ("Content-Length", str(len(data))),
+            *headers.items(),
+        ]
+        try:
+            out = self._http.send(h11.Request(method="POST", target="/bot", headers=fields))
+            out += self._http.send(h11.Data(data=data))  # type: ignore[operator]
+            out += self._http.send(h11.EndOfMessage())  # type: ignore[operator]
+        except (h11.LocalProtocolError, UnicodeError) as exc:  # nothing was sent
+            raise DispatchFailed(f"cannot send this request: {exc!r}") from exc
+        self._writer.write(out)  # type: ignore[arg-type]
+
+    async def read_answer(self) -> BotAnswer:
+        status = 0
+        end_state: str | None = None
+        body = bytearray()
+        try:
+            while True:
+                event = self._http.next_event()
+                if event is h11.NEED_DATA:
+                    self._http.receive_data(await self._reader.read(_READ_SIZE))
+                elif isinstance(event, h11.Response):
+                    status = event.status_code
+                    for name, value in event.headers:
+                        if name == _END_STATE:
+                            end_state = value.decode("latin-1")
+                elif isinstance(event, h11.Data):
+                    if status >= 400 and len(body) < MAX_REFUSAL_BYTES:
+                        body += event.data
+                elif isinstance(event, h11.EndOfMessage):
+                    break
+                elif isinstance(event, h11.ConnectionClosed):
+                    raise DispatchFailed("the instance closed the connection before answering")
+        except (OSError, h11.RemoteProtocolError) as exc:
+            raise DispatchFailed(repr(exc)) from exc
+        text = body[:MAX_REFUSAL_BYTES].decode("utf-8", "replace") if status >= 400 else ""
+        return BotAnswer(status, end_state, text)
+
+    def close(self) -> None:
+        self._writer.close()
 
 
 class HttpxDispatcher:
-    """Dispatches through an httpx client (owned: closed by ``aclose``)."""
+    """Dispatches through an httpx client (owned: closed by ``aclose``); keeps nothing."""
 
     def __init__(self, http: httpx.AsyncClient) -> None:
         self._http = http
 
-    async def post_bot(self, address: str, headers: dict[str, str], body: Any) -> BotAnswer:
+    def instance_idle(self, handle: InstanceHandle) -> None:
+        pass
+
+    def instance_gone(self, handle: InstanceHandle) -> None:
+        pass
+
+    async def post_bot(
+        self, handle: InstanceHandle, headers: dict[str, str], body: Any
+    ) -> BotAnswer:
         try:
-            resp = await self._http.post(f"{address}/bot", json=body, headers=headers)
+            resp = await self._http.post(f"{handle.address}/bot", json=body, headers=headers)
         except httpx.HTTPError as exc:
             raise DispatchFailed(repr(exc)) from exc
         text = resp.text if resp.status_code >= 400 else ""

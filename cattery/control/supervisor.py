@@ -35,10 +35,10 @@ from cattery.contract import (
     EndState,
 )
 from cattery.control.dispatch import (
-    AiohttpDispatcher,
     BotDispatcher,
     DispatchFailed,
     HttpxDispatcher,
+    StreamDispatcher,
 )
 from cattery.control.logrouter import InstanceContext, LogRouter
 from cattery.control.metrics import ControlMetrics
@@ -166,19 +166,25 @@ class SessionSupervisor:
         webhooks: SessionWebhooks | None = None,
         http: httpx.AsyncClient | None = None,
     ) -> None:
-        """``http``: an httpx client to dispatch to instances with instead of aiohttp's
-        (owned: closed by ``aclose``)."""
+        """``http``: an httpx client to dispatch to instances with instead of connections
+        of the supervisor's own (owned: closed by ``aclose``)."""
         self._router = router
         self._recorder = recorder
         self._metrics = metrics or ControlMetrics()
         self._webhooks = webhooks
         self._live: dict[str, LiveSession] = {}
         self._dispatcher: BotDispatcher = (
-            AiohttpDispatcher() if http is None else HttpxDispatcher(http)
+            StreamDispatcher() if http is None else HttpxDispatcher(http)
         )
         #: each live session's task, and the recordings of bots' starts
         self._tasks = OwnedTasks("sessions")
         router.on_session_event = self._on_session_event
+
+    @property
+    def instance_events(self) -> BotDispatcher:
+        """What the pools tell of instances waiting and gone: the dispatcher keeps a
+        connection to each warm one."""
+        return self._dispatcher
 
     def get(self, session_id: str) -> LiveSession | None:
         return self._live.get(session_id)
@@ -265,7 +271,7 @@ class SessionSupervisor:
         with logger.contextualize(session_id=live.id):
             try:
                 async with asyncio.timeout(max_session_seconds + BACKSTOP_GRACE_SECONDS):
-                    answer = await self._dispatcher.post_bot(live.handle.address, headers, body)
+                    answer = await self._dispatcher.post_bot(live.handle, headers, body)
                 if answer.status >= 400:
                     logger.error(f"Instance refused the session: {answer.status} {answer.text}")
                     end_state = EndState.ENDED_BEFORE_AGENT_START.value

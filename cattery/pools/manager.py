@@ -13,13 +13,15 @@ from loguru import logger
 
 from cattery.backends.base import Backend, InstanceHandle, InstanceSpec, Retiring
 from cattery.backends.handles import close_all
-from cattery.pools.options import PoolOptions, PoolStats
+from cattery.pools.options import InstanceEvents, PoolOptions, PoolStats
 from cattery.pools.pool import Pool
 
 
 class PoolManager:
-    def __init__(self, backend: Backend) -> None:
+    def __init__(self, backend: Backend, events: InstanceEvents | None = None) -> None:
+        """``events``: told of every pool's instances as they wait and as they go."""
         self.backend = backend
+        self._events = events
         self._pools: dict[str, Pool] = {}
         #: busy instances reattached after a restart, waiting for their pool to exist
         self._adopted: dict[str, dict[str, InstanceHandle]] = {}
@@ -40,7 +42,7 @@ class PoolManager:
             raise RuntimeError("the pool manager is closed")
         pool = self._pools.get(key)
         if pool is None:
-            pool = self._pools[key] = Pool(key, spec, options, self.backend)
+            pool = self._pools[key] = Pool(key, spec, options, self.backend, self._events)
             for handle in self._adopted.pop(key, {}).values():
                 pool.adopt_busy(handle)  # counted before the pool starts any instance
             if warm is not None:

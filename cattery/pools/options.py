@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
 from cattery.backends.base import InstanceHandle
 
@@ -61,3 +62,21 @@ class PoolStats:
     def as_dict(self) -> dict[str, int]:
         counts = {"idle": self.idle, "starting": self.starting, "busy": self.busy}
         return {**counts, "total": self.total, "waiting": self.waiting}
+
+
+class InstanceEvents(Protocol):
+    """Told, under the pool's lock (so without awaiting), when an instance starts waiting
+    for a session and when the pool lets one go: the dispatcher opens its connection to a
+    warm instance ahead of the session, and closes it with the instance."""
+
+    def instance_idle(self, handle: InstanceHandle) -> None: ...
+
+    def instance_gone(self, handle: InstanceHandle) -> None: ...
+
+
+class NoEvents:
+    def instance_idle(self, handle: InstanceHandle) -> None:
+        pass
+
+    def instance_gone(self, handle: InstanceHandle) -> None:
+        pass

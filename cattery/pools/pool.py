@@ -22,7 +22,14 @@ from loguru import logger
 from cattery.backends.base import Backend, InstanceFailed, InstanceHandle, InstanceSpec, Preparing
 from cattery.backends.base import InstanceStatus as Status
 from cattery.errors import AtCapacity, CatteryError, ServiceUnavailable
-from cattery.pools.options import Lease, PoolCounts, PoolOptions, PoolStats
+from cattery.pools.options import (
+    InstanceEvents,
+    Lease,
+    NoEvents,
+    PoolCounts,
+    PoolOptions,
+    PoolStats,
+)
 from cattery.tasks import OwnedTasks
 
 #: after this many failed starts in a row, refills wait up to ``MAX_BACKOFF_SECONDS``
@@ -65,12 +72,18 @@ class Pool:
     """The instances of one agent. Owned by a ``PoolManager``; owns its instances."""
 
     def __init__(
-        self, key: str, spec: InstanceSpec, options: PoolOptions, backend: Backend
+        self,
+        key: str,
+        spec: InstanceSpec,
+        options: PoolOptions,
+        backend: Backend,
+        events: InstanceEvents | None = None,
     ) -> None:
         self.key = key
         self.spec = spec
         self.options = options
         self._backend = backend
+        self._events = events or NoEvents()
         self._lock = asyncio.Lock()
         self._idle: list[_Idle] = []
         self._starting: list[_Starting] = []
@@ -208,7 +221,7 @@ class Pool:
                     self._close_later(entry.handle)
                 self._idle = []
             if warm is not None:
-                self._idle.append(_Idle(warm, self._generation))
+                self._add_idle_locked(warm, self._generation)
             self._failures, self._retry_at = 0, 0.0
             self._trim_locked()
             self._refill_locked()
@@ -229,7 +242,7 @@ class Pool:
         """A ready instance of the pool's spec, started elsewhere (a deploy's probe), is one
         of its idle instances; call before ``start``."""
         self._check_open()
-        self._idle.append(_Idle(handle, self._generation))
+        self._add_idle_locked(handle, self._generation)
 
     def adopt_busy(self, handle: InstanceHandle) -> None:
         """Count an instance reattached after a restart as busy; ``release`` it as usual."""
@@ -333,7 +346,12 @@ class Pool:
         if self._closed:
             raise ServiceUnavailable(f"Agent {self.key} is shutting down")
 
+    def _add_idle_locked(self, handle: InstanceHandle, generation: int) -> None:
+        self._idle.append(_Idle(handle, generation))
+        self._events.instance_idle(handle)
+
     def _close_later(self, handle: InstanceHandle) -> None:
+        self._events.instance_gone(handle)
         self._closing.spawn(handle.aclose(), "close_task")
 
     # -- tasks -----------------------------------------------------------------------
@@ -355,7 +373,7 @@ class Pool:
         if self._busy.pop(handle.id, None) is None:
             return
         if not self._closed and slot.generation == self._generation:
-            self._idle.append(_Idle(handle, slot.generation))
+            self._add_idle_locked(handle, slot.generation)
             self._wake_locked()
         else:
             self._close_later(handle)
@@ -395,7 +413,7 @@ class Pool:
             self._close_later(handle)  # an older deployment's
             self._refill_locked()
         else:
-            self._idle.append(_Idle(handle, slot.generation))
+            self._add_idle_locked(handle, slot.generation)
         self._wake_locked()
 
     def _start_failed_locked(

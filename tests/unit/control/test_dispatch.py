@@ -1,0 +1,273 @@
+"""The dispatcher's connections to instances, in this process: a connection opened while an
+instance waits is the one its session's ``POST /bot`` uses; one the instance closed is
+replaced; a request that may have reached the instance is never sent twice; the kept
+connection closes with the instance.
+
+The instance is a stand-in on loopback speaking HTTP/1.1 (h11) in a thread of its own, so
+that it can close a connection while the test's event loop has not yet looked at it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import h11
+import pytest
+
+from cattery.backends.base import InstanceSpec
+from cattery.contract import END_STATE_HEADER, SESSION_ID_HEADER
+from cattery.control.dispatch import DispatchFailed, StreamDispatcher
+from cattery.pools import Pool, PoolOptions
+from tests.support.fake_backend import FakeBackend, FakeHandle
+from tests.support.waiting import async_wait_for
+
+SPEC = InstanceSpec(agent_key="org/agent", deployment_id="d1", image="/bots/agent")
+
+
+@dataclass
+class _Connection:
+    sock: socket.socket
+    requests: list[h11.Request] = field(default_factory=list)
+    bodies: list[bytes] = field(default_factory=list)
+    #: the client closed its side
+    ended: threading.Event = field(default_factory=threading.Event)
+
+
+class StandInInstance:
+    """Answers ``POST /bot`` with ``status`` (and an end state when it is 200); with
+    ``hang_up``, reads the request and closes without answering (an instance that died)."""
+
+    def __init__(self) -> None:
+        self.status = 200
+        self.hang_up = False
+        self.connections: list[_Connection] = []
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self._lock = threading.Lock()
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    @property
+    def address(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def requests(self) -> list[h11.Request]:
+        with self._lock:
+            return [r for c in self.connections for r in c.requests]
+
+    def close_connections(self) -> None:
+        """Close every connection from this side (sends FIN before returning)."""
+        with self._lock:
+            for conn in self.connections:
+                with contextlib.suppress(OSError):  # closed already
+                    conn.sock.shutdown(socket.SHUT_RDWR)
+
+    def close(self) -> None:
+        self._listener.close()
+        self.close_connections()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                sock, _ = self._listener.accept()
+            except OSError:
+                return
+            conn = _Connection(sock)
+            with self._lock:
+                self.connections.append(conn)
+            threading.Thread(target=self._serve, args=(conn,), daemon=True).start()
+
+    def _serve(self, conn: _Connection) -> None:
+        http = h11.Connection(h11.SERVER)
+        try:
+            while True:
+                event = http.next_event()
+                if event is h11.NEED_DATA:
+                    data = conn.sock.recv(65536)
+                    if not data:
+                        conn.ended.set()
+                        return
+                    http.receive_data(data)
+                elif isinstance(event, h11.Request):
+                    with self._lock:
+                        conn.requests.append(event)
+                elif isinstance(event, h11.Data):
+                    conn.bodies.append(event.data)
+                elif isinstance(event, h11.EndOfMessage):
+                    self._answer(conn, http)
+                    return
+        except OSError:
+            conn.ended.set()
+
+    def _answer(self, conn: _Connection, http: h11.Connection) -> None:
+        if self.hang_up:
+            conn.sock.close()
+            return
+        body = b"{}" if self.status < 400 else b'{"code": "401", "error": "wrong token"}'
+        headers = [("Content-Length", str(len(body)))]
+        if self.status < 400:
+            headers.append((END_STATE_HEADER, "completed"))
+        out = http.send(h11.Response(status_code=self.status, headers=headers))
+        out += http.send(h11.Data(data=body)) + http.send(h11.EndOfMessage())  # type: ignore[operator]
+        conn.sock.sendall(out)  # type: ignore[arg-type]
+        conn.sock.close()
+
+
+class Instance(FakeHandle):
+    """A fake backend's handle that lives at the stand-in's address."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__(SPEC)
+        self._address = address
+
+    @property
+    def address(self) -> str:
+        return self._address
+
+
+@pytest.fixture
+def instance() -> Iterator[StandInInstance]:
+    server = StandInInstance()
+    yield server
+    server.close()
+
+
+async def until(check: object, what: str) -> None:
+    async def condition() -> bool:
+        return bool(check())  # type: ignore[operator]
+
+    await async_wait_for(condition, timeout=10, interval=0.01, what=what)
+
+
+HEADERS = {SESSION_ID_HEADER: "s1"}
+
+
+async def test_the_session_uses_the_connection_opened_while_idle(
+    instance: StandInInstance,
+) -> None:
+    dispatcher = StreamDispatcher()
+    handle = Instance(instance.address)
+    try:
+        dispatcher.instance_idle(handle)
+        await until(lambda: len(instance.connections) == 1, "the connection opened ahead")
+        answer = await dispatcher.post_bot(handle, HEADERS, {"hello": "world"})
+    finally:
+        await dispatcher.aclose()
+    assert (answer.status, answer.end_state) == (200, "completed")
+    assert len(instance.connections) == 1
+    [request] = instance.connections[0].requests
+    assert (request.method, request.target) == (b"POST", b"/bot")
+    assert (SESSION_ID_HEADER.lower().encode(), b"s1") in list(request.headers)
+    assert b"".join(instance.connections[0].bodies) == b'{"hello": "world"}'
+    assert not dispatcher.kept(handle)
+
+
+async def test_a_connection_the_instance_closed_is_replaced(instance: StandInInstance) -> None:
+    dispatcher = StreamDispatcher()
+    handle = Instance(instance.address)
+    try:
+        dispatcher.instance_idle(handle)
+        await until(lambda: len(instance.connections) == 1, "the connection opened ahead")
+        await until(lambda: dispatcher.kept(handle), "kept")
+        # closed while the loop does not look: the dispatcher must see it before writing
+        instance.close_connections()
+        answer = await dispatcher.post_bot(handle, HEADERS, {})
+    finally:
+        await dispatcher.aclose()
+    assert answer.status == 200
+    assert len(instance.connections) == 2
+    assert [len(c.requests) for c in instance.connections] == [0, 1]
+
+
+async def test_a_request_that_reached_the_instance_is_not_sent_again(
+    instance: StandInInstance,
+) -> None:
+    instance.hang_up = True
+    dispatcher = StreamDispatcher()
+    handle = Instance(instance.address)
+    try:
+        dispatcher.instance_idle(handle)
+        await until(lambda: len(instance.connections) == 1, "the connection opened ahead")
+        with pytest.raises(DispatchFailed):
+            await dispatcher.post_bot(handle, HEADERS, {})
+    finally:
+        await dispatcher.aclose()
+    assert len(instance.requests()) == 1
+    assert len(instance.connections) == 1
+
+
+async def test_an_instance_that_cannot_be_reached_fails_the_dispatch() -> None:
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+    listener.close()  # nothing listens there now
+    dispatcher = StreamDispatcher()
+    handle = Instance(f"http://127.0.0.1:{port}")
+    try:
+        dispatcher.instance_idle(handle)  # its opening fails quietly: the dispatch finds out
+        with pytest.raises(DispatchFailed):
+            await dispatcher.post_bot(handle, HEADERS, {})
+    finally:
+        await dispatcher.aclose()
+
+
+async def test_a_refusal_is_answered_with_its_text(instance: StandInInstance) -> None:
+    instance.status = 401
+    dispatcher = StreamDispatcher()
+    try:
+        answer = await dispatcher.post_bot(Instance(instance.address), HEADERS, {})
+    finally:
+        await dispatcher.aclose()
+    assert (answer.status, answer.end_state) == (401, None)
+    assert "wrong token" in answer.text
+
+
+async def test_the_kept_connection_closes_with_the_instance(instance: StandInInstance) -> None:
+    dispatcher = StreamDispatcher()
+    handle = Instance(instance.address)
+    try:
+        dispatcher.instance_idle(handle)
+        await until(lambda: len(instance.connections) == 1, "the connection opened ahead")
+        await until(lambda: dispatcher.kept(handle), "kept")
+        dispatcher.instance_gone(handle)
+        await until(lambda: instance.connections[0].ended.is_set(), "the connection closed")
+    finally:
+        await dispatcher.aclose()
+    assert instance.requests() == []
+
+
+async def test_the_pool_tells_of_instances_waiting_and_gone(instance: StandInInstance) -> None:
+    """The pool's own events drive the dispatcher: a warm instance gets its connection, and
+    it is closed once the pool lets the instance go (here: a session that never used it)."""
+    dispatcher = StreamDispatcher()
+    backend = BackendAt(instance.address)
+    pool = Pool("org/agent", SPEC, PoolOptions(min_agents=1, max_agents=1), backend, dispatcher)
+    try:
+        await pool.start()
+        await until(lambda: pool.stats().idle == 1, "a warm instance")
+        await until(lambda: len(instance.connections) == 1, "its connection opened ahead")
+        lease = await pool.acquire()
+        assert dispatcher.kept(lease.handle)
+        await pool.release(lease.handle)
+        assert not dispatcher.kept(lease.handle)
+        await until(lambda: instance.connections[0].ended.is_set(), "the connection closed")
+    finally:
+        await pool.aclose()
+        await dispatcher.aclose()
+    assert instance.requests() == []
+
+
+class BackendAt(FakeBackend):
+    """The fake backend, its instances living at ``address``."""
+
+    def __init__(self, address: str) -> None:
+        super().__init__()
+        self.address = address
+
+    async def spawn(self, spec: InstanceSpec) -> FakeHandle:
+        handle = Instance(self.address)
+        handle.gate.set()
+        self.made.append(handle)
+        return handle
