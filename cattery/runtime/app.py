@@ -7,30 +7,21 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from fastapi import FastAPI, Query, Request, WebSocket
+from fastapi import FastAPI, Query, WebSocket
 from fastapi.responses import JSONResponse
 from loguru import logger
-from pipecatcloud.agent import (
-    DailySessionArguments,
-    PipecatSessionArguments,
-    WebSocketSessionArguments,
-)
+from pipecatcloud.agent import WebSocketSessionArguments
 from starlette.websockets import WebSocketState
 
 from cattery.contract import (
-    END_STATE_HEADER,
     MAX_SESSION_HEADER,
     PLAIN_WEBSOCKET,
-    ROOM_TOKEN_HEADER,
-    ROOM_URL_HEADER,
     SESSION_ID_HEADER,
-    TRACEPARENT_HEADER,
     TRANSPORT_TYPE_HEADER,
 )
 from cattery.error_handlers import install_error_handlers
-from cattery.errors import InvalidRequest
-from cattery.runtime import tracing
-from cattery.runtime.bodies import decode_ws_body, json_object
+from cattery.runtime.bodies import decode_ws_body
+from cattery.runtime.botroute import BotEndpoint, RuntimeEntry, parse_max_seconds, serves_bot_first
 from cattery.runtime.guard import InstanceGuard, InstanceToken
 from cattery.runtime.loader import LoadedBot
 from cattery.runtime.options import RuntimeOptions
@@ -38,18 +29,6 @@ from cattery.runtime.sessions import SessionRunner
 from cattery.runtime.system import get_app
 from cattery.runtime.webrtc import WebRTCSessions, add_webrtc_routes
 from cattery.runtime.whatsapp import add_whatsapp_routes
-
-
-def parse_max_seconds(value: str | None) -> float | None:
-    if value is None or value == "":
-        return None
-    try:
-        seconds = float(value)
-    except ValueError as exc:
-        raise InvalidRequest(f"X-PCC-Max-Session-Seconds must be a number, not {value!r}") from exc
-    if seconds <= 0:
-        raise InvalidRequest("X-PCC-Max-Session-Seconds must be positive")
-    return seconds
 
 
 async def check_ready(readyz: Any) -> tuple[int, dict[str, Any]]:
@@ -108,11 +87,13 @@ class Unbuilt:
 
 @dataclass(frozen=True)
 class ServedApp:
-    """The runtime's app, the runner of its sessions, and the token its guard checks."""
+    """The runtime's app, the runner of its sessions, the token its guard checks, and
+    what uvicorn serves (the app, with ``POST /bot`` the short way)."""
 
     app: FastAPI
     runner: SessionRunner
     token: InstanceToken
+    entry: RuntimeEntry
 
 
 def build_app(loaded: LoadedBot, options: RuntimeOptions) -> ServedApp:
@@ -135,37 +116,8 @@ def build_app(loaded: LoadedBot, options: RuntimeOptions) -> ServedApp:
         status, content = await check_ready(loaded.readyz)
         return JSONResponse(content, status_code=status)
 
-    # A plain route: no parameters for FastAPI to solve on the path of every start.
-    async def bot(request: Request) -> JSONResponse:
-        headers = request.headers
-        x_daily_room_url = headers.get(ROOM_URL_HEADER)
-        x_daily_room_token = headers.get(ROOM_TOKEN_HEADER)
-        x_daily_session_id = headers.get(SESSION_ID_HEADER)
-        x_daily_transport_type = headers.get(TRANSPORT_TYPE_HEADER)
-        x_pcc_max_session_seconds = headers.get(MAX_SESSION_HEADER)
-        body = await json_object(request, empty_ok=True)
-        max_seconds = parse_max_seconds(x_pcc_max_session_seconds)
-        session_id = x_daily_session_id or str(uuid.uuid4())
-        if x_daily_room_url and x_daily_room_token:
-            args: Any = DailySessionArguments(
-                session_id=session_id,
-                room_url=x_daily_room_url,
-                token=x_daily_room_token,
-                body=body,
-            )
-        else:
-            args = PipecatSessionArguments(session_id=session_id, body=body)
-        traceparent = request.headers.get(TRACEPARENT_HEADER)
-        with tracing.session_span(traceparent, session_id):
-            if x_daily_transport_type == "webrtc" and not x_daily_room_url:
-                with logger.contextualize(session_id=session_id):
-                    state = await webrtc.wait_for_offer(session_id, body, max_seconds)
-            else:
-                state = await runner.run(args, max_seconds=max_seconds)
-        await tracing.flush()
-        return JSONResponse({}, headers={END_STATE_HEADER: state.value})
-
-    app.add_route("/bot", bot, methods=["POST"])
+    endpoint = BotEndpoint(runner, webrtc)
+    app.add_route("/bot", endpoint, methods=["POST"])
 
     @app.websocket("/ws")
     async def ws(websocket: WebSocket, body: str | None = Query(None)) -> None:
@@ -185,4 +137,7 @@ def build_app(loaded: LoadedBot, options: RuntimeOptions) -> ServedApp:
     add_webrtc_routes(app, webrtc)
     if options.whatsapp is not None:
         add_whatsapp_routes(app, runner, webrtc, options.whatsapp)
-    return ServedApp(app, runner, token)
+    # the short way only when the guard is the one middleware and our route serves /bot
+    short = len(app.user_middleware) == 1 and serves_bot_first(app.router.routes, endpoint)
+    entry = RuntimeEntry(app, endpoint, runner, token, short=short)
+    return ServedApp(app, runner, token, entry)

@@ -16,8 +16,12 @@ from cattery.errors import InvalidRequest
 
 async def json_object(request: Request, *, empty_ok: bool = False) -> dict[str, Any]:
     """The request body as a JSON object, or a 400 saying what it is instead."""
-    raw = await request.body()
-    if not raw.strip() and empty_ok:
+    return parse_json_object(await request.body(), empty_ok=empty_ok)
+
+
+def parse_json_object(raw: bytes, *, empty_ok: bool = False) -> dict[str, Any]:
+    """``raw`` as a JSON object (``{}`` for an empty body when ``empty_ok``), or a 400."""
+    if empty_ok and not raw.strip():
         return {}
     try:
         data = jsonlimits.loads(raw)

@@ -13,6 +13,7 @@ from cattery.runtime.sessions import SessionRunner
 OPEN_PATHS = frozenset({"/livez", "/readyz"})
 SESSION_PATHS = frozenset({"/bot", "/ws", "/api/offer", "/whatsapp"})
 WS_TRY_AGAIN_LATER = 1013
+_TOKEN_HEADER = INSTANCE_TOKEN_HEADER.lower().encode()
 
 
 class InstanceToken:
@@ -39,24 +40,37 @@ class InstanceGuard:
         if scope["type"] not in ("http", "websocket"):
             await self.app(scope, receive, send)
             return
-        path = scope["path"]
-        token = self.token.value
-        if token is not None and path not in OPEN_PATHS:
-            given = dict(scope["headers"]).get(INSTANCE_TOKEN_HEADER.encode(), b"")
-            if not hmac.compare_digest(given, token):
-                await _refuse(scope, send, 401, "401", "Missing or wrong instance token")
-                return
-        if self.runner.draining and path in SESSION_PATHS and _starts_session(scope):
-            await _refuse(scope, send, 503, "SERVICE_UNAVAILABLE", "Instance is shutting down")
+        refused = refusal(scope, self.runner, self.token)
+        if refused is not None:
+            await refuse(scope, send, *refused)
             return
         await self.app(scope, receive, send)
+
+
+def refusal(
+    scope: Scope, runner: SessionRunner, token: InstanceToken
+) -> tuple[int, str, str] | None:
+    """Why an HTTP or WebSocket request is refused (status, code, message), or None."""
+    path = scope["path"]
+    expected = token.value
+    if expected is not None and path not in OPEN_PATHS:
+        given = b""
+        for name, value in scope["headers"]:
+            if name == _TOKEN_HEADER:
+                given = value
+                break
+        if not hmac.compare_digest(given, expected):
+            return 401, "401", "Missing or wrong instance token"
+    if runner.draining and path in SESSION_PATHS and _starts_session(scope):
+        return 503, "SERVICE_UNAVAILABLE", "Instance is shutting down"
+    return None
 
 
 def _starts_session(scope: Scope) -> bool:
     return scope["type"] == "websocket" or scope.get("method") == "POST"
 
 
-async def _refuse(scope: Scope, send: Send, status: int, code: str, message: str) -> None:
+async def refuse(scope: Scope, send: Send, status: int, code: str, message: str) -> None:
     body = json.dumps({"code": code, "error": message}).encode()
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     if scope["type"] == "http":

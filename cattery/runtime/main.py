@@ -54,7 +54,7 @@ def serve_loaded(
     from cattery.runtime.server import make_config
 
     served = build_app(loaded, options)
-    config = make_config(served.app, host=options.host, port=options.port)
+    config = make_config(served.entry, host=options.host, port=options.port)
     _serve_built(
         loaded,
         served,
@@ -140,7 +140,7 @@ def prebuild(loaded: LoadedBot, options: RuntimeOptions) -> Prebuilt:
     served = build_app(loaded, options)
     # Starlette builds the middleware stack on the first request: do it once, here.
     served.app.middleware_stack = served.app.build_middleware_stack()
-    config = make_config(served.app, host=options.host, port=options.port)
+    config = make_config(served.entry, host=options.host, port=options.port)
     return Prebuilt(loaded, options, served, config, unbuilt)
 
 

@@ -15,8 +15,8 @@ import time
 from types import FrameType
 
 import uvicorn
-from fastapi import FastAPI
 from loguru import logger
+from starlette.types import ASGIApp
 
 from cattery.runtime.sessions import EndState, SessionRunner
 
@@ -120,9 +120,13 @@ class DrainingServer(uvicorn.Server):
                 return
 
 
-def make_config(app: FastAPI, *, host: str, port: int) -> uvicorn.Config:
+def make_config(app: ASGIApp, *, host: str, port: int) -> uvicorn.Config:
     """uvicorn's settings for ``app``, loaded (the app wrapped, its protocols picked): a
-    forking parent loads them once for all its children."""
+    forking parent loads them once for all its children.
+
+    A connection that has not sent a request yet is never closed by uvicorn (its
+    keep-alive timeout starts only after a response): the control plane opens its
+    connection to a warm instance ahead of the session and relies on that."""
     config = uvicorn.Config(
         app,
         host=host,

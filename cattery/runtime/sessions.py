@@ -39,10 +39,21 @@ class SessionRunner:
         return len(self._tasks)
 
     def start(self, args: Any, *, max_seconds: float | None = None) -> asyncio.Task[EndState]:
-        """Run ``bot(args)`` as an owned task; the task's result is the end state."""
-        task = asyncio.create_task(self._run(args, max_seconds), name=f"session-{args.session_id}")
+        """Log the session's start and run ``bot(args)``, entered on the loop's next turn;
+        the returned task, owned, watches it and ends with the session's end state."""
+        session_id = args.session_id or "NONE"
+        metadata = json.dumps({"session_id": args.session_id, "image_version": self._image_version})
+        with logger.contextualize(session_id=session_id):
+            logger.info(f"{BOT_STARTED} with metadata: {metadata}")
+            # the bot's task first: it runs before the one that watches it
+            bot_task = asyncio.create_task(_called(self._bot, args))
+            task = asyncio.create_task(
+                self._watch(bot_task, metadata, max_seconds), name=f"session-{args.session_id}"
+            )
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        # a watcher cancelled before its first step never ran its cleanup: stop the bot
+        task.add_done_callback(lambda _: bot_task.done() or bot_task.cancel())
         return task
 
     async def run(self, args: Any, *, max_seconds: float | None = None) -> EndState:
@@ -53,23 +64,20 @@ class SessionRunner:
             task.cancel()
             raise
 
-    async def _run(self, args: Any, max_seconds: float | None) -> EndState:
-        session_id = args.session_id or "NONE"
-        metadata = json.dumps({"session_id": args.session_id, "image_version": self._image_version})
-        with logger.contextualize(session_id=session_id):
-            logger.info(f"{BOT_STARTED} with metadata: {metadata}")
-            state = EndState.TERMINATED
-            try:
-                state = await self._invoke(args, max_seconds)
-                return state
-            finally:
-                logger.info(f"Stopping bot session with metadata: {metadata}")
-                logger.info(f"{SESSION_ENDED} {state.value}")
-                for callback in self._ended:
-                    callback(state)
+    async def _watch(
+        self, bot_task: asyncio.Task[Any], metadata: str, max_seconds: float | None
+    ) -> EndState:
+        state = EndState.TERMINATED
+        try:
+            state = await self._invoke(bot_task, max_seconds)
+            return state
+        finally:
+            logger.info(f"Stopping bot session with metadata: {metadata}")
+            logger.info(f"{SESSION_ENDED} {state.value}")
+            for callback in self._ended:
+                callback(state)
 
-    async def _invoke(self, args: Any, max_seconds: float | None) -> EndState:
-        bot_task = asyncio.create_task(self._bot(args))
+    async def _invoke(self, bot_task: asyncio.Task[Any], max_seconds: float | None) -> EndState:
         try:
             done, _ = await asyncio.wait({bot_task}, timeout=max_seconds)
         except asyncio.CancelledError:
@@ -106,6 +114,19 @@ class SessionRunner:
                 for task in pending:
                     task.cancel()
                 await asyncio.wait(pending, timeout=CANCEL_GRACE_SECONDS)
+
+
+def _called(bot: BotFunction, args: Any) -> Any:
+    """``bot(args)``; a call that fails at once (a wrong signature) fails the bot's task,
+    as an error inside ``bot()`` does."""
+    try:
+        return bot(args)
+    except Exception as exc:
+        return _raise(exc)
+
+
+async def _raise(exc: Exception) -> None:
+    raise exc
 
 
 async def _cancel(task: asyncio.Task[Any]) -> None:
