@@ -49,6 +49,7 @@ def serve_loaded(
     one_session: bool = False,
     parent_pid: int | None = None,
     owner_fd: int | None = None,
+    ready_fd: int | None = None,
 ) -> None:
     from cattery.runtime.app import build_app
     from cattery.runtime.server import make_config
@@ -64,6 +65,7 @@ def serve_loaded(
         one_session=one_session,
         parent_pid=parent_pid,
         owner_fd=owner_fd,
+        ready_fd=ready_fd,
     )
 
 
@@ -77,6 +79,7 @@ def _serve_built(
     one_session: bool,
     parent_pid: int | None = None,
     owner_fd: int | None = None,
+    ready_fd: int | None = None,
 ) -> None:
     from cattery.runtime import observers, tracing
     from cattery.runtime.confine import confine_self, reap_descendants
@@ -99,6 +102,7 @@ def _serve_built(
             one_session=one_session,
             parent_pid=parent_pid,
             owner_fd=owner_fd,
+            ready_fd=ready_fd,
             lease=(options.lease_file, options.lease_seconds) if options.lease_file else None,
         )
     finally:
@@ -145,7 +149,12 @@ def prebuild(loaded: LoadedBot, options: RuntimeOptions) -> Prebuilt:
 
 
 def serve_forked(
-    prepared: LoadedBot | Prebuilt, *, fd: int, one_session: bool, owner_fd: int | None
+    prepared: LoadedBot | Prebuilt,
+    *,
+    fd: int,
+    one_session: bool,
+    owner_fd: int | None,
+    ready_fd: int | None = None,
 ) -> None:
     """Serve a bot its parent prepared (loaded, or built whole), in a child forked from
     it, on ``fd``.
@@ -154,29 +163,23 @@ def serve_forked(
     made with other app settings is put back and the child builds its own, as a fresh
     process would. ``owner_fd`` is the read end of a pipe only the owner writes to: once
     it reads end of file and no session runs, the instance exits (``--parent-pid`` for
-    a forked child).
+    a forked child). ``ready_fd``, when given, is the write end of a pipe the owner reads:
+    one byte once the server listens and its loop runs (then it is closed).
     """
     options = RuntimeOptions.from_env(host="127.0.0.1")
+    serving = {"fd": fd, "one_session": one_session, "owner_fd": owner_fd, "ready_fd": ready_fd}
     if not isinstance(prepared, Prebuilt):
         configure_logging(options.log_level)
-        serve_loaded(prepared, options, fd=fd, one_session=one_session, owner_fd=owner_fd)
+        serve_loaded(prepared, options, **serving)
         return
     if options.log_level != prepared.options.log_level:
         configure_logging(options.log_level)  # else the parent's holds: stderr is our log
     if not prepared.serves(options):
         prepared.unbuilt.restore(prepared.served.app)
-        serve_loaded(prepared.loaded, options, fd=fd, one_session=one_session, owner_fd=owner_fd)
+        serve_loaded(prepared.loaded, options, **serving)
         return
     prepared.served.token.set(options.instance_token)
-    _serve_built(
-        prepared.loaded,
-        prepared.served,
-        prepared.config,
-        options,
-        fd=fd,
-        one_session=one_session,
-        owner_fd=owner_fd,
-    )
+    _serve_built(prepared.loaded, prepared.served, prepared.config, options, **serving)
 
 
 def run_runtime(

@@ -33,6 +33,19 @@ class DrainingServer(uvicorn.Server):
         self.parent_pid: int | None = None
         self.owner_fd: int | None = None
         self.lease: tuple[str, float] | None = None
+        #: a pipe's write end: one byte once serving (a forked instance tells its owner)
+        self.ready_fd: int | None = None
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.ready_fd is not None and self.started:
+            fd, self.ready_fd = self.ready_fd, None
+            try:
+                os.write(fd, b"r")
+            except OSError:
+                pass  # the owner is gone; the owner pipe or the lease ends us
+            finally:
+                os.close(fd)
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
@@ -150,6 +163,7 @@ def serve(
     one_session: bool = False,
     parent_pid: int | None = None,
     owner_fd: int | None = None,
+    ready_fd: int | None = None,
     lease: tuple[str, float] | None = None,
 ) -> None:
     # An inherited socket is opened here rather than by uvicorn, which labels it AF_UNIX:
@@ -162,5 +176,6 @@ def serve(
         server.exit_after_first_session()
     server.parent_pid = parent_pid
     server.owner_fd = owner_fd
+    server.ready_fd = ready_fd
     server.lease = lease
     server.run(sockets=sockets)

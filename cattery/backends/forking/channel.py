@@ -1,6 +1,6 @@
 """The backend's end of one parent's control socket (a shared parent's or an agent's).
 
-Requests are answered by a pid (``{"id": N, "pid": P}``) or an error; the parent also says
+Requests are answered by a pid (``{"id": N, "pid": P, ...}``) or an error; the parent also says
 once that it is ready (or why it refuses to serve) and reports each child it reaps. The
 channel is gone once the socket reads end of file: the parent exited (or closed it).
 """
@@ -28,7 +28,7 @@ class Channel:
         self._sock = sock
         sock.setblocking(False)
         self._ready: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
-        self._pending: dict[int, asyncio.Future[int]] = {}
+        self._pending: dict[int, asyncio.Future[dict]] = {}
         self._next_id = 0
         self._exits: dict[int, int] = {}
         self._forked: set[int] = set()
@@ -72,14 +72,14 @@ class Channel:
     async def send(self, message: dict) -> None:
         await _send_fds(self._sock, wire.encode(message), [])
 
-    async def request(self, message: dict, fds: list[int]) -> int:
-        """Send ``message`` (given an id) with ``fds``; the pid it answers with."""
+    async def request(self, message: dict, fds: list[int]) -> dict:
+        """Send ``message`` (given an id) with ``fds``; the answer, with its ``pid``."""
         if not self.alive:
             raise ForkFailed("the parent is gone")
         loop = asyncio.get_running_loop()
         self._next_id += 1
         request_id = self._next_id
-        future: asyncio.Future[int] = loop.create_future()
+        future: asyncio.Future[dict] = loop.create_future()
         self._pending[request_id] = future
         try:
             await _send_fds(self._sock, wire.encode({**message, "id": request_id}), fds)
@@ -87,13 +87,14 @@ class Channel:
             self._pending.pop(request_id, None)
             raise ForkFailed(f"could not reach the parent: {exc}") from exc
         try:
-            pid = await asyncio.shield(future)
+            reply = await asyncio.shield(future)
         except asyncio.CancelledError:
             future.add_done_callback(_kill_orphan)  # nobody will own that child
             raise
+        pid = reply["pid"]
         self._exits.pop(pid, None)  # a reused pid: an older child's code is not this one's
         self._forked.add(pid)
-        return pid
+        return reply
 
     async def aclose(self) -> None:
         """Close the socket (the parent exits on end of file) and stop reading. Idempotent."""
@@ -137,7 +138,7 @@ class Channel:
                     kill_pid(int(message["pid"]))
                 return
             if "pid" in message:
-                future.set_result(int(message["pid"]))
+                future.set_result({**message, "pid": int(message["pid"])})
             else:
                 future.set_exception(ForkFailed(str(message.get("error", "no pid"))))
 
@@ -151,9 +152,9 @@ class Channel:
         self._pending.clear()
 
 
-def _kill_orphan(future: asyncio.Future[int]) -> None:
+def _kill_orphan(future: asyncio.Future[dict]) -> None:
     if not future.cancelled() and future.exception() is None:
-        kill_pid(future.result())
+        kill_pid(future.result()["pid"])
 
 
 def kill_pid(pid: int) -> None:

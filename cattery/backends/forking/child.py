@@ -1,13 +1,13 @@
 """What a forked child does before it serves: become an instance of its own, then serve.
 
-The child leaves the parent's session (``setsid``: it outlives the parent and the control
-plane, and its process group is its own to signal), restores default signal handling,
-points stdin at ``/dev/null`` and stdout/stderr at its log file, closes the parent's
-descriptors, takes the instance's environment (``instance_environ``: what a fresh process
+The child leaves its parent behind (``detach.py``: its own session, default signal
+handling, none of the parent's descriptors, stdout/stderr to its log file), takes the
+instance's environment (``instance_environ``: what a fresh process
 would have once the bot is imported), re-seeds its random generators and enables the
 garbage collector. Then it serves the runtime contract on the inherited socket, as
-``cattery runtime --fd --one-session`` would, and exits with ``os._exit`` so nothing of the
-parent's loop runs.
+``cattery runtime --fd --one-session`` would, writes one byte to its readiness pipe once
+it serves (the backend's handle waits for that, not for an HTTP probe), and exits with
+``os._exit`` so nothing of the parent's loop runs.
 
 One limit: ``bot.py`` was imported in the parent, so a value a bot reads at import time is
 the parent's (the agent's environment, without the instance's token); anything read when
@@ -19,20 +19,12 @@ from __future__ import annotations
 import gc
 import os
 import random
-import signal
 import sys
 import traceback
 from collections.abc import Mapping
 from typing import NoReturn
 
-#: signals the parent (or a library it imported) may have claimed, as a fresh Python has
-#: them; SIGPIPE stays ignored, as Python sets it at start-up
-FRESH_HANDLERS = (
-    (signal.SIGCHLD, signal.SIG_DFL),
-    (signal.SIGTERM, signal.SIG_DFL),
-    (signal.SIGHUP, signal.SIG_DFL),
-    (signal.SIGINT, signal.default_int_handler),
-)
+from cattery.backends.forking.detach import detach
 
 
 def instance_environ(
@@ -62,6 +54,7 @@ def run_child(
     listen_fd: int,
     log_fd: int,
     started_fd: int,
+    ready_fd: int | None,
     env: Mapping[str, str],
     one_session: bool,
     owner_fd: int,
@@ -73,7 +66,13 @@ def run_child(
         become_instance(log_fd=log_fd, started_fd=started_fd, env=env, parent_fds=parent_fds)
         from cattery.runtime.main import serve_forked
 
-        serve_forked(loaded, fd=listen_fd, one_session=one_session, owner_fd=owner_fd)  # type: ignore[arg-type]
+        serve_forked(
+            loaded,  # type: ignore[arg-type]
+            fd=listen_fd,
+            one_session=one_session,
+            owner_fd=owner_fd,
+            ready_fd=ready_fd,
+        )
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
@@ -91,23 +90,7 @@ def run_child(
 def become_instance(
     *, log_fd: int, started_fd: int, env: Mapping[str, str], parent_fds: list[int]
 ) -> None:
-    os.setsid()
-    signal.set_wakeup_fd(-1)
-    for sig, handler in FRESH_HANDLERS:
-        signal.signal(sig, handler)
-    os.write(started_fd, b".")  # the parent answers with our pid only now: we lead a group
-    os.close(started_fd)
-    for fd in parent_fds:
-        try:
-            os.close(fd)
-        except OSError:
-            pass
-    null = os.open(os.devnull, os.O_RDONLY)
-    os.dup2(null, 0)
-    os.close(null)
-    os.dup2(log_fd, 1)
-    os.dup2(log_fd, 2)
-    os.close(log_fd)
+    detach(log_fd=log_fd, started_fd=started_fd, parent_fds=parent_fds)
     os.environ.clear()
     os.environ.update(env)
     reseed()

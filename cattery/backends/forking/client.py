@@ -33,7 +33,7 @@ from loguru import logger
 from cattery.backends.base import InstanceSpec
 from cattery.backends.forking import wire
 from cattery.backends.forking.channel import Channel, ForkFailed
-from cattery.backends.walls.cgroups import Cgroup
+from cattery.backends.walls.cgroups import Cgroup, ParentGroup
 from cattery.files import open_private_append
 
 __all__ = [
@@ -88,8 +88,9 @@ def spec_key(spec: InstanceSpec) -> str:
     return hashlib.sha256(material.encode()).hexdigest()[:16]
 
 
-#: an agent parent's walls: a ``Walls.plan`` (no environment in it) and the cgroup it joins
-WallsPlan = Callable[[], tuple[dict[str, object], Cgroup | None]]
+#: an agent parent's walls: a ``Walls.plan`` (no environment in it) and the cgroup subtree
+#: whose ``parent`` group it joins
+WallsPlan = Callable[[], tuple[dict[str, object], ParentGroup | None]]
 
 
 @dataclass(frozen=True)
@@ -176,9 +177,10 @@ class SharedParent:
         if self._channel is None or not self._channel.alive:
             raise SharedParentGone("the shared parent is gone")
         try:
-            return await self._channel.request(
+            reply = await self._channel.request(
                 {"op": "parent", "walls": dict(walls)}, [control.fileno(), log_fd]
             )
+            return int(reply["pid"])
         except ForkFailed as exc:
             if self._channel.alive:
                 raise
@@ -208,7 +210,8 @@ class SharedParent:
 
 class ForkServer:
     """One agent's forking parent. Owned by ``ForkServers``; owns the parent's process and
-    cgroup (not its children: each belongs to the instance handle that asked for it)."""
+    its cgroup (not its children nor their groups: each belongs to the instance handle that
+    asked for it; the subtree holding them all goes with the last of them)."""
 
     def __init__(self, key: str, launch: ParentLaunch) -> None:
         self.key = key
@@ -216,7 +219,7 @@ class ForkServer:
         self._pid: int | None = None
         self._pidfd: int | None = None
         self._channel: Channel | None = None
-        self._cgroup: Cgroup | None = None
+        self._group: ParentGroup | None = None
         self._formed_by: SharedParent | None = None
         self._last_fork = time.monotonic()
 
@@ -227,6 +230,11 @@ class ForkServer:
     @property
     def alive(self) -> bool:
         return self._channel is not None and self._channel.alive
+
+    @property
+    def group(self) -> ParentGroup | None:
+        """The parent's cgroup subtree, where its children's groups are made."""
+        return self._group
 
     def idle_for(self, now: float) -> float:
         """Seconds since it last forked or a child of it last exited; 0 while one runs."""
@@ -241,7 +249,7 @@ class ForkServer:
         walls: dict[str, object] = {"cwd": str(self.launch.cwd)}
         try:
             if self.launch.walls is not None:
-                walls, self._cgroup = self.launch.walls()
+                walls, self._group = self.launch.walls()
             with open_private_append(self.launch.log_path) as log:
                 self._pid = await shared.form(walls, theirs, log.fileno())
         except BaseException:
@@ -270,13 +278,35 @@ class ForkServer:
             raise ParentUnavailable(f"exited with code {code} while loading its bot") from exc
         self._last_fork = time.monotonic()
 
-    async def fork(self, env: Mapping[str, str], sock: socket.socket, log_fd: int) -> int:
-        """A new child serving on ``sock`` and logging to ``log_fd``; its pid."""
+    async def fork(
+        self,
+        env: Mapping[str, str],
+        sock: socket.socket,
+        log_fd: int,
+        *,
+        ready_fd: int | None = None,
+        cgroup: Cgroup | None = None,
+    ) -> tuple[int, bool]:
+        """A new child serving on ``sock``, logging to ``log_fd``, saying on ``ready_fd``
+        when it serves, born in ``cgroup`` if it can be: ``(its pid, whether it was)``."""
         if self._channel is None or not self._channel.alive:
             raise ForkFailed("the forking parent is gone")
         self._last_fork = time.monotonic()
-        message = {"op": "fork", "env": dict(env), "one_session": True}
-        return await self._channel.request(message, [sock.fileno(), log_fd])
+        message: dict[str, object] = {"op": "fork", "env": dict(env), "one_session": True}
+        fds = [sock.fileno(), log_fd]
+        if ready_fd is not None:
+            message["ready"] = True
+            fds.append(ready_fd)
+        cgroup_fd = cgroup.open_dir() if cgroup is not None else None
+        if cgroup_fd is not None:
+            message["cgroup"] = True
+            fds.append(cgroup_fd)
+        try:
+            reply = await self._channel.request(message, fds)
+        finally:
+            if cgroup_fd is not None:
+                os.close(cgroup_fd)
+        return reply["pid"], bool(reply.get("cgroup"))
 
     def exit_code(self, pid: int) -> int | None:
         return self._channel.exit_code(pid) if self._channel else None
@@ -311,9 +341,9 @@ class ForkServer:
         return await shared.wait_exit_code(self._pid, EXIT_CODE_WAIT_SECONDS)
 
     async def _remove_cgroup(self) -> None:
-        if self._cgroup is not None:  # what its bot started at import goes with it
-            cgroup, self._cgroup = self._cgroup, None
-            await asyncio.to_thread(cgroup.kill_and_remove)
+        if self._group is not None:  # what its bot started at import goes with it
+            leaf, self._group = self._group.leaf, None
+            await asyncio.to_thread(leaf.kill_and_remove)
 
 
 async def _exited(check: Callable[[], bool], timeout: float) -> bool:

@@ -18,7 +18,10 @@ the bot's folder, with the agent's environment. Either way it
 4. disables the garbage collector and freezes every object before forking, so the
    children's collections never write to the pages they share with it;
 5. serves fork requests (``wire.py``) until the backend's end of the control socket closes,
-   reaping children on ``SIGCHLD`` and reporting each exit code.
+   reaping children on ``SIGCHLD`` and reporting each exit code. A request that carries
+   the instance's cgroup has its child born there (``clone.py``), where the kernel allows
+   it and this process has a single native thread; else it is an ordinary fork, and the
+   reply says the backend must move the child itself.
 
 It has no threads and no event loop. Its children live in their own sessions: killing the
 parent never touches them (``child.py``).
@@ -27,6 +30,7 @@ parent never touches them (``child.py``).
 from __future__ import annotations
 
 import argparse
+import errno
 import gc
 import importlib
 import os
@@ -38,6 +42,7 @@ import threading
 
 from cattery.backends.forking import wire
 from cattery.backends.forking.child import instance_environ
+from cattery.backends.forking.clone import fork_into_cgroup
 
 #: modules a serving child would import on its first steps; loaded here once for all
 SERVING_MODULES = (
@@ -60,6 +65,8 @@ SERVING_MODULES = (
 )
 EXIT_THREADS = 3
 EXIT_BAD_REQUEST = 4
+#: what says this kernel (or its seccomp filter) will never clone into a cgroup
+CLONE_UNSUPPORTED = (errno.ENOSYS, errno.EINVAL, errno.EPERM)
 _preloaded = False
 
 
@@ -93,11 +100,16 @@ class ForkingParent:
         self.children: set[int] = set()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_w, False)
+        #: why children are not cloned into their cgroups (None: they are, when asked)
+        self.no_clone: str | None = None
 
     def run(self) -> None:
         signal.signal(signal.SIGCHLD, _ignore)
         signal.set_wakeup_fd(self._wake_w, warn_on_full_buffer=False)
-        self._send({"event": "ready", "pid": os.getpid(), "native_threads": native_threads()})
+        threads = native_threads()
+        if threads > 1:  # a library's threads: its pthread_atfork handlers must run
+            self.no_clone = f"{threads} native threads"
+        self._send({"event": "ready", "pid": os.getpid(), "native_threads": threads})
         while True:
             readable, _, _ = select.select([self.control, self._wake_r], [], [])
             if self._wake_r in readable:
@@ -110,7 +122,7 @@ class ForkingParent:
     def _serve_one(self) -> bool:
         """Handle one packet; False once the backend is gone (end of file)."""
         try:
-            data, fds, _, _ = socket.recv_fds(self.control, wire.MAX_PACKET, wire.FORK_FDS)
+            data, fds, _, _ = socket.recv_fds(self.control, wire.MAX_PACKET, wire.MAX_FDS)
         except ConnectionError:
             return False
         if not data:
@@ -123,12 +135,12 @@ class ForkingParent:
             self._send({"error": f"bad request: {exc}"})
             return True
         reply: dict[str, object] = {"id": request.get("id")}
-        if request.get("op") != self.OP or len(fds) != wire.FORK_FDS:
-            reply["error"] = f"expected a {self.OP} request with two descriptors"
+        if request.get("op") != self.OP or len(fds) != wire.expected_fds(request):
+            reply["error"] = f"expected a {self.OP} request with the descriptors it names"
             _close_all(fds)
         else:
             try:
-                reply["pid"] = self.fork(request, fds)
+                reply.update(self.fork(request, fds))
             except OSError as exc:
                 reply["error"] = f"fork failed: {exc}"
             finally:
@@ -136,33 +148,56 @@ class ForkingParent:
         self._send(reply)
         return True
 
-    def fork(self, request: dict, fds: list[int]) -> int:
+    def fork(self, request: dict, fds: list[int]) -> dict[str, object]:
+        """Fork the child ``request`` asks for: ``{"pid": P, "cgroup": born there}``,
+        once it leads its own session (``detach``)."""
         sys.stdout.flush()
         sys.stderr.flush()
         gc.freeze()  # whatever this loop allocated since the last fork joins the shared set
         env = instance_environ(self.launched_env, os.environ, request.get("env") or {})
+        named = [name for name in wire.OPTIONAL_FDS if request.get(name)]
+        extra = dict(zip(named, fds[wire.FORK_FDS :], strict=True))
+        cgroup_fd = extra.get("cgroup")
         started_r, started_w = os.pipe()
-        pid = os.fork()
+        try:
+            pid, inside = self._fork_into(cgroup_fd)
+        except OSError:
+            _close_all([started_r, started_w])
+            raise
         if pid == 0:
             from cattery.backends.forking.child import run_child
 
+            own = [self.control.fileno(), self._wake_r, self._wake_w, started_r]
             run_child(
                 self.loaded,
                 listen_fd=fds[0],
                 log_fd=fds[1],
                 started_fd=started_w,
+                ready_fd=extra.get("ready"),
                 env=env,
                 one_session=bool(request.get("one_session", True)),
                 owner_fd=self.lifeline_fd,
-                parent_fds=[self.control.fileno(), self._wake_r, self._wake_w, started_r],
+                parent_fds=own if cgroup_fd is None else [*own, cgroup_fd],
             )
-        os.close(started_w)
-        try:
-            os.read(started_r, 1)  # the child leads its own session now (or has died)
-        finally:
-            os.close(started_r)
         self.children.add(pid)
-        return pid
+        wait_started(started_r, started_w)
+        return {"pid": pid, "cgroup": inside}
+
+    def _fork_into(self, cgroup_fd: int | None) -> tuple[int, bool]:
+        """Fork, into the cgroup ``cgroup_fd`` names when that is possible here;
+        ``(pid, whether the child was born there)``."""
+        if cgroup_fd is not None and self.no_clone is None:
+            try:
+                return fork_into_cgroup(cgroup_fd), True
+            except OSError as exc:
+                if exc.errno in CLONE_UNSUPPORTED:
+                    self.no_clone = str(exc)
+                print(
+                    f"cattery forking parent: forking without a cgroup to be born in: {exc}",
+                    file=sys.stderr,
+                    flush=True,
+                )
+        return os.fork(), False
 
     def reap(self) -> None:
         """Collect every child that has exited and report its exit code."""
@@ -186,6 +221,15 @@ class ForkingParent:
 
 def _ignore(signum: int, frame: object) -> None:
     """A Python handler, so the wake-up pipe is written on ``SIGCHLD``."""
+
+
+def wait_started(started_r: int, started_w: int) -> None:
+    """Wait for a child's word that it leads its own session (or for its death)."""
+    os.close(started_w)
+    try:
+        os.read(started_r, 1)
+    finally:
+        os.close(started_r)
 
 
 def _close_all(fds: list[int]) -> None:

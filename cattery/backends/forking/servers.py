@@ -26,6 +26,7 @@ import socket
 import sys
 import time
 from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 
 from loguru import logger
@@ -41,13 +42,27 @@ from cattery.backends.forking.client import (
     SharedParentGone,
     spec_key,
 )
+from cattery.backends.walls.cgroups import Cgroup, ParentGroup
 from cattery.tasks import OwnedTasks
 
 #: told, once per spec, that its instances are plain processes and why
 PlainProcessesSink = Callable[[InstanceSpec, str], None]
+#: makes a child's cgroup, in its parent's subtree (None: the parent has none)
+CgroupMaker = Callable[[ParentGroup | None], Cgroup | None]
 DEFAULT_PARENT_IDLE_SECONDS = 600.0
 #: the longest wait between two looks for idle parents
 MAX_SWEEP_SECONDS = 30.0
+
+
+@dataclass(frozen=True)
+class Forked:
+    """A child a forking parent forked: its pid, its parent, its cgroup and whether it was
+    born there (else the caller moves it in)."""
+
+    pid: int
+    server: ForkServer
+    cgroup: Cgroup | None
+    born_inside: bool
 
 
 class ForkServers:
@@ -102,10 +117,14 @@ class ForkServers:
         env: dict[str, str],
         sock: socket.socket,
         log_fd: int,
-    ) -> tuple[int, ForkServer] | None:
-        """A child of the agent's parent serving on ``sock``: its pid and its parent. None
-        when ``spec`` can't be forked (its bot does not load in a parent, or the fork
-        failed), so the caller starts a plain process."""
+        *,
+        ready_fd: int | None = None,
+        make_cgroup: CgroupMaker | None = None,
+    ) -> Forked | None:
+        """A child of the agent's parent serving on ``sock``, in the cgroup
+        ``make_cgroup`` makes in its parent's subtree. None when ``spec`` can't be forked
+        (its bot does not load in a parent, or the fork failed), so the caller starts a
+        plain process (and no cgroup made for the fork is left)."""
         if self._closed:
             raise RuntimeError("the forking parents are closed")
         key = spec_key(spec)
@@ -116,16 +135,25 @@ class ForkServers:
                 server = await self._server(spec, key, launch)
             except ParentUnavailable:
                 return None
+            group = server.group
+            cgroup = make_cgroup(group) if make_cgroup is not None else None
+            into = cgroup if group is not None and group.forks_into else None
             try:
-                pid = await server.fork(env, sock, log_fd)
-            except ForkFailed as exc:
+                pid, inside = await server.fork(env, sock, log_fd, ready_fd=ready_fd, cgroup=into)
+            except BaseException as exc:
+                if cgroup is not None:  # its child (if any) was killed: gone in a moment
+                    self._retiring.spawn(asyncio.to_thread(cgroup.kill_and_remove), "rm_task")
+                if not isinstance(exc, ForkFailed):
+                    raise
                 if server.alive or attempt == 2:
                     logger.bind(agent=spec.agent_key).warning(
                         f"Forking parent could not fork ({exc}); starting a plain process"
                     )
                     return None
                 continue  # the parent died under us: the next round forms a new one
-            return pid, server
+            if into is not None:
+                into.seal()  # born: nothing else may be moved in by its user
+            return Forked(pid, server, cgroup, inside)
         return None
 
     async def prepare(self, spec: InstanceSpec, launch: ParentLaunch) -> None:

@@ -33,19 +33,19 @@ import gc
 import importlib
 import importlib.util
 import os
-import signal
 import socket
 import sys
 import threading
 import traceback
 from typing import NoReturn
 
-from cattery.backends.forking.child import FRESH_HANDLERS
+from cattery.backends.forking.detach import detach
 from cattery.backends.forking.parent import (
     EXIT_THREADS,
     ForkingParent,
     preload_serving_modules,
     send_refusal,
+    wait_started,
 )
 
 #: what bots commonly import, loaded once here when the package that provides it is installed
@@ -136,7 +136,7 @@ class SharedParent(ForkingParent):
     def __init__(self, control: socket.socket, lifeline_fd: int) -> None:
         super().__init__(None, control, lifeline_fd)
 
-    def fork(self, request: dict, fds: list[int]) -> int:
+    def fork(self, request: dict, fds: list[int]) -> dict[str, object]:
         sys.stdout.flush()
         sys.stderr.flush()
         walls = request.get("walls") or {}
@@ -151,13 +151,9 @@ class SharedParent(ForkingParent):
                 lifeline_fd=self.lifeline_fd,
                 parent_fds=[self.control.fileno(), self._wake_r, self._wake_w, started_r],
             )
-        os.close(started_w)
-        try:
-            os.read(started_r, 1)  # it leads its own session now (or has died)
-        finally:
-            os.close(started_r)
         self.children.add(pid)
-        return pid
+        wait_started(started_r, started_w)
+        return {"pid": pid}
 
 
 def form_agent_parent(
@@ -173,23 +169,7 @@ def form_agent_parent(
     load the bot the backend names and serve its forks; never returns."""
     code = 1
     try:
-        os.setsid()  # the shared parent's death (or a signal to its group) spares us
-        signal.set_wakeup_fd(-1)
-        for sig, handler in FRESH_HANDLERS:
-            signal.signal(sig, handler)
-        os.write(started_fd, b".")
-        os.close(started_fd)
-        for fd in parent_fds:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-        null = os.open(os.devnull, os.O_RDONLY)
-        os.dup2(null, 0)
-        os.close(null)
-        os.dup2(log_fd, 1)
-        os.dup2(log_fd, 2)
-        os.close(log_fd)
+        detach(log_fd=log_fd, started_fd=started_fd, parent_fds=parent_fds)
         from cattery.backends.walls.enter import enter_walls
 
         try:

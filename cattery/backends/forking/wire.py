@@ -1,11 +1,15 @@
 """Messages between the local backend and a forking parent, over a ``SOCK_SEQPACKET`` pair.
 
 One JSON object per packet, so message boundaries need no framing; a fork request also
-carries two descriptors (``SCM_RIGHTS``): the instance's listening socket and its log file.
+carries descriptors (``SCM_RIGHTS``): the instance's listening socket and its log file,
+then, as the request says, the write end of its readiness pipe (``"ready": true``) and
+its cgroup's directory to be born in (``"cgroup": true``).
 
-backend -> parent  ``{"op": "fork", "id": N, "env": {...}, "one_session": true}`` + [sock, log]
+backend -> parent  ``{"op": "fork", "id": N, "env": {...}, "one_session": true,
+                   "ready": true, "cgroup": true}`` + [sock, log, ready, cgroup]
 parent -> backend  ``{"event": "ready", "pid": P, "native_threads": T}`` once, after loading
-                   ``{"id": N, "pid": CHILD}`` or ``{"id": N, "error": "..."}`` per request
+                   ``{"id": N, "pid": CHILD, "cgroup": true}`` (born in the cgroup sent,
+                   else false) or ``{"id": N, "error": "..."}`` per request
                    ``{"event": "exit", "pid": CHILD, "code": C}`` as each child is reaped
 
 Standard library only: the parent imports this before anything else.
@@ -19,8 +23,17 @@ from typing import Any
 
 #: largest packet either side reads; an env of secrets fits many times over
 MAX_PACKET = 1 << 20
-#: descriptors a fork request carries: the listening socket, then the log file
+#: descriptors every request carries: the listening (or control) socket, then the log file
 FORK_FDS = 2
+#: the most a fork request carries: those, the readiness pipe and the cgroup
+MAX_FDS = 4
+#: a fork request's optional descriptors, in the order they follow ``FORK_FDS``
+OPTIONAL_FDS = ("ready", "cgroup")
+
+
+def expected_fds(request: dict[str, Any]) -> int:
+    """How many descriptors ``request`` says it carries."""
+    return FORK_FDS + sum(1 for name in OPTIONAL_FDS if request.get(name))
 
 
 def socket_pair() -> tuple[socket.socket, socket.socket]:

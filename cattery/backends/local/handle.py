@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -32,6 +33,8 @@ from cattery.contract import OUT_OF_MEMORY_LINE
 from cattery.tasks import OwnedTasks
 
 EXIT_POLL_SECONDS = 0.1
+#: how long an instance that closed its readiness pipe unsaid may take to exit
+SILENT_EXIT_SECONDS = 5.0
 #: how long a SIGKILLed process may take to disappear before we give up waiting
 KILL_WAIT_SECONDS = 10.0
 
@@ -58,6 +61,7 @@ class LocalInstanceHandle(HandleBase):
         cgroup: Cgroup | None = None,
         memory_bytes: int | None = None,
         joining: Awaitable[None] | None = None,
+        ready_fd: int | None = None,
         host: str = "127.0.0.1",
     ) -> None:
         self.id = instance_id
@@ -75,8 +79,10 @@ class LocalInstanceHandle(HandleBase):
         #: every process of the instance, killed whole when it is closed; None: the
         #: runtime is a subreaper and the handle kills the tree it sees
         self.cgroup = cgroup
-        #: the move into ``cgroup``, when it follows the start (a forked child)
+        #: the move into ``cgroup``, when it follows the start (a forked child not born there)
         self._joining = joining
+        #: the read end of the pipe a forked child says it serves on (None: probe /livez)
+        self._ready_fd = ready_fd
         self._memory_bytes = memory_bytes
         self._oom_noted = False
         self._tail = LogTail(instance_id, log_path, line_sink, offset=log_offset)
@@ -127,23 +133,61 @@ class LocalInstanceHandle(HandleBase):
         }
 
     async def ready(self, timeout: float) -> None:
-        """Poll ``/livez`` until it answers 200; the process exiting or ``timeout`` fails it."""
+        """Wait until the instance serves: a forked child says so on its readiness pipe,
+        a plain process answers ``/livez`` (polled). Its exit or ``timeout`` fails it."""
         if self._status == InstanceStatus.READY:
             return
         if self._status != InstanceStatus.STARTING:
             raise InstanceFailed(f"instance {self.id} is {self._status}, not starting")
-        probe = await probe_livez(self.address, timeout, exited=self._check_exit)
+        if self._ready_fd is not None:
+            probe, silence = await self._told_ready(timeout), "did not start serving"
+        else:
+            probe = await probe_livez(self.address, timeout, exited=self._check_exit)
+            silence = "did not answer /livez"
         if self._joining is not None:
             await self._joining  # in its cgroup before it may be ready for a session
         if probe is Probe.EXITED:
             self._fail_start(f"exited with code {self._exit_code} before it was ready")
         if probe is Probe.TIMED_OUT:
             self.kill()
-            self._fail_start(f"did not answer /livez within {timeout:g} s", InstanceStartTimeout)
+            self._fail_start(f"{silence} within {timeout:g} s", InstanceStartTimeout)
         if self._status == InstanceStatus.STARTING:
             self._set_status(InstanceStatus.READY)
         if self._status != InstanceStatus.READY:
             raise InstanceFailed(f"instance {self.id} is {self._status}")
+
+    async def _told_ready(self, timeout: float) -> Probe:
+        """The child's word on its readiness pipe: a byte once it serves (ANSWERED); end
+        of file when it exited before (EXITED, once its exit code is in)."""
+        fd, self._ready_fd = self._ready_fd, None
+        assert fd is not None
+        loop = asyncio.get_running_loop()
+        said: asyncio.Future[bytes] = loop.create_future()
+
+        def readable() -> None:
+            if said.done():
+                return
+            try:
+                said.set_result(os.read(fd, 1))
+            except BlockingIOError:
+                return
+            except OSError:
+                said.set_result(b"")
+
+        loop.add_reader(fd, readable)
+        try:
+            word = await asyncio.wait_for(said, timeout)
+        except TimeoutError:
+            return Probe.TIMED_OUT
+        finally:
+            loop.remove_reader(fd)
+            os.close(fd)
+        if word:
+            return Probe.ANSWERED
+        if await self._wait_exit(SILENT_EXIT_SECONDS):
+            return Probe.EXITED
+        self.kill()  # it closed the pipe without serving, and runs on: it won't serve
+        return Probe.EXITED
 
     def _fail_start(self, reason: str, error: type[InstanceFailed] = InstanceFailed) -> None:
         self._tail.read_available(final=self._process.exited)
@@ -264,6 +308,9 @@ class LocalInstanceHandle(HandleBase):
                         if not await self._wait_exit(KILL_WAIT_SECONDS):
                             logger.error("Instance survived SIGKILL; giving up waiting")
             finally:
+                if self._ready_fd is not None:
+                    os.close(self._ready_fd)
+                    self._ready_fd = None
                 await self._tasks.aclose()
                 if self.cgroup is not None:
                     if self._joining is not None:

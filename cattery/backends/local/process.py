@@ -43,6 +43,7 @@ from cattery.backends.base import (
 from cattery.backends.forking.client import ParentLaunch, WallsPlan, fork_supported, spec_key
 from cattery.backends.forking.servers import (
     DEFAULT_PARENT_IDLE_SECONDS,
+    Forked,
     ForkServers,
     PlainProcessesSink,
 )
@@ -55,7 +56,7 @@ from cattery.backends.local.metrics import MetricsSampler
 from cattery.backends.local.proc import AdoptedProcess, ChildProcess, ProcessRef
 from cattery.backends.local.record import AdoptRecord
 from cattery.backends.profiles import DEFAULT_PROFILE, PROFILES, Limits
-from cattery.backends.walls.cgroups import Cgroup
+from cattery.backends.walls.cgroups import Cgroup, ParentGroup
 from cattery.backends.walls.policy import Launch, Walls
 from cattery.backends.walls.tenants import Tenant
 from cattery.contract import INSTANCE_TOKEN_ENV, MEMORY_LIMIT_ENV
@@ -307,16 +308,27 @@ class LocalBackend:
         sock = bind_loopback(self.host)
         cgroup: Cgroup | None = None
         joining: asyncio.Future[None] | None = None
+        ready_fd: int | None = None
         try:
             port = sock.getsockname()[1]
             with open_private_append(log_path) as log:
                 process: ProcessRef | None = None
                 if self._forks is not None:
-                    process = await self._fork(spec, tenant, env, sock, log.fileno())
-                    if process is not None:
-                        cgroup = self._cgroup(instance_id, spec)
-                        if cgroup is not None:
+                    ready_fd, ready_w = os.pipe()
+                    try:
+                        forked = await self._fork(
+                            spec, tenant, env, sock, log.fileno(), instance_id, ready_w
+                        )
+                    finally:
+                        os.close(ready_w)  # the child's copy is the only one left
+                    if forked is not None:
+                        process = ForkedProcess(forked.pid, forked.server)
+                        cgroup = forked.cgroup
+                        if cgroup is not None and not forked.born_inside:
                             joining = _join_soon(cgroup, process.pid)
+                    else:
+                        os.close(ready_fd)
+                        ready_fd = None
                 if process is None:
                     cgroup = self._cgroup(instance_id, spec)
                     launch = self._launch(
@@ -327,6 +339,8 @@ class LocalBackend:
                     )
                     process = ChildProcess(popen)
         except BaseException:
+            if ready_fd is not None:
+                os.close(ready_fd)
             if cgroup is not None:
                 await asyncio.to_thread(cgroup.kill_and_remove)
             raise
@@ -345,6 +359,7 @@ class LocalBackend:
             cgroup=cgroup,
             memory_bytes=limits_of(spec).memory_bytes,
             joining=joining,
+            ready_fd=ready_fd,
         )
         logger.bind(**handle.log_context()).info(f"Started instance on port {port}")
         return handle
@@ -363,11 +378,15 @@ class LocalBackend:
         home = tenant.home if tenant is not None else None
         return instance_env(spec, token, home=home, memory_limit=memory)
 
-    def _cgroup(self, name: str, spec: InstanceSpec) -> Cgroup | None:
+    def _cgroup(
+        self, name: str, spec: InstanceSpec, within: ParentGroup | None = None
+    ) -> Cgroup | None:
         if self.walls is None:
             return None
         limits = limits_of(spec)
-        return self.walls.cgroup(name, memory_bytes=limits.memory_bytes, cpus=limits.cpus)
+        return self.walls.cgroup(
+            name, memory_bytes=limits.memory_bytes, cpus=limits.cpus, within=within
+        )
 
     def _launch(
         self,
@@ -405,12 +424,22 @@ class LocalBackend:
         env: dict[str, str],
         sock: socket.socket,
         log_fd: int,
-    ) -> ProcessRef | None:
-        """A child of the agent's forking parent, or None to start a plain process."""
+        instance_id: str,
+        ready_fd: int,
+    ) -> Forked | None:
+        """A child of the agent's forking parent, born in its own cgroup in the parent's
+        subtree where it can be; None to start a plain process."""
         assert self._forks is not None
         launch = self._parent_launch(spec, tenant)
-        forked = await self._forks.fork(spec, launch, env, sock, log_fd)
-        return None if forked is None else ForkedProcess(*forked)
+        return await self._forks.fork(
+            spec,
+            launch,
+            env,
+            sock,
+            log_fd,
+            ready_fd=ready_fd,
+            make_cgroup=lambda group: self._cgroup(instance_id, spec, group),
+        )
 
     def _parent_launch(self, spec: InstanceSpec, tenant: Tenant | None = None) -> ParentLaunch:
         """The agent's forking parent: walled in as its instances are (the parent imports
@@ -419,15 +448,23 @@ class LocalBackend:
         name = f"parent-{spec.agent_key.replace('/', '-')}-{key}"
         env = self._env(spec, tenant, None)
 
-        def walls() -> tuple[dict[str, object], Cgroup | None]:
+        def walls() -> tuple[dict[str, object], ParentGroup | None]:
             folder = bot_folder(spec.image)
             if self.walls is None:
                 return {"cwd": str(folder)}, None
-            # each parent formed gets a group of its own: a retiring one empties only its own
-            cgroup = self._cgroup(f"{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}", spec)
+            # each parent formed gets a subtree of its own: a retiring one empties only
+            # its own group, and its instances' groups go with the last of them
+            limits = limits_of(spec)
+            group = self.walls.parent_group(
+                f"{name}-{os.getpid()}-{uuid.uuid4().hex[:8]}",
+                tenant,
+                memory_bytes=limits.memory_bytes,
+                cpus=limits.cpus,
+            )
             program = [str(spec.python) if spec.python else sys.executable]
-            plan = self.walls.plan(tenant, program, env, folder, [folder], cgroup)
-            return plan, cgroup
+            leaf = group.leaf if group is not None else None
+            plan = self.walls.plan(tenant, program, env, folder, [folder], leaf)
+            return plan, group
 
         return parent_launch(spec, self.instances_dir / f"{name}.log", env=env, walls=walls)
 

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from loguru import logger
 
-from cattery.backends.walls.cgroups import Cgroup, CgroupTree
+from cattery.backends.walls.cgroups import Cgroup, CgroupTree, ParentGroup
 from cattery.backends.walls.tenants import DEFAULT_UID_BASE, DEFAULT_UID_COUNT, Tenant, TenantIds
 from cattery.contract import LEASE_FILE_ENV
 from cattery.errors import CatteryError
@@ -340,15 +340,33 @@ class Walls:
 
     # -- cgroups ------------------------------------------------------------------------
 
-    def cgroup(self, name: str, *, memory_bytes: int, cpus: float) -> Cgroup | None:
-        """A new group for an instance (or a forking parent), with the limits it can take."""
+    def cgroup(
+        self, name: str, *, memory_bytes: int, cpus: float, within: ParentGroup | None = None
+    ) -> Cgroup | None:
+        """A new group for an instance, with the limits it can take: in its forking
+        parent's subtree (``within``), where it may be born, else on its own."""
         if self.tree is None:
             return None
-        group = self.tree.create(name)
+        group = within.instance(name) if within is not None else self.tree.create(name)
+        self._limit(group, memory_bytes=memory_bytes, cpus=cpus)
+        return group
+
+    def parent_group(
+        self, name: str, tenant: Tenant | None, *, memory_bytes: int, cpus: float
+    ) -> ParentGroup | None:
+        """A forking parent's subtree (``cgroups.py``), delegated to ``tenant``, with the
+        parent's own group limited as an instance's is."""
+        if self.tree is None:
+            return None
+        uid, gid = (tenant.uid, tenant.gid) if tenant is not None else (None, None)
+        group = self.tree.parent_group(name, uid, gid)
+        self._limit(group.leaf, memory_bytes=memory_bytes, cpus=cpus)
+        return group
+
+    def _limit(self, group: Cgroup, *, memory_bytes: int, cpus: float) -> None:
         memory = memory_bytes if self.report.memory == "cgroup2" else None
         cpu = cpus if self.report.cpu == "cgroup2" else None
         try:
             group.limit(memory_bytes=memory, cpus=cpu)
         except OSError as exc:
             logger.warning(f"Could not limit cgroup {group.path}: {exc}")
-        return group

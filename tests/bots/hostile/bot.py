@@ -5,10 +5,15 @@ happened is written to ``report_to`` (JSON) before anything that may not return.
 {"list": [PATH, ...]}           list each folder
 {"environ": [PID, ...]}         read each process's /proc/PID/environ
 {"write": [PATH, ...]}          append a byte to each file
+{"join": [PATH, ...]}           move itself into each cgroup (a write to its cgroup.procs)
 {"strays": MARKER}              start a child in its group, one in a new session (setsid)
                                 and a double-forked one, each with MARKER on its command line
 {"allocate_mib": N}             then hold N MiB of touched memory, 64 MiB at a time
 {"hold": PATH}                  then return once PATH exists
+
+Every report also says which cgroup the instance is in (``cgroup``) and, for a forked
+instance, which one it was in at its very first step (``born_in``, noted by a fork hook
+registered at import, in the forking parent).
 """
 
 import asyncio
@@ -27,6 +32,23 @@ DOUBLE_FORK = (
 CHUNK = 64 << 20
 
 
+def own_cgroup():
+    """This process's group in the unified hierarchy (``0::PATH``), or None."""
+    with open("/proc/self/cgroup") as f:
+        return next((line[3:].strip() for line in f if line.startswith("0::")), None)
+
+
+BORN_IN = None
+
+
+def _note_birth():
+    global BORN_IN
+    BORN_IN = own_cgroup()
+
+
+os.register_at_fork(after_in_child=_note_birth)
+
+
 def attempt(action):
     try:
         return {"ok": True, "value": action()}
@@ -42,6 +64,20 @@ def read(path):
 def append(path):
     with open(path, "ab") as f:
         return f.write(b"x")
+
+
+def join(path):
+    with open(path, "w") as f:
+        f.write("0\n")
+    return own_cgroup()
+
+
+def failure(action):
+    """As ``attempt``, with the errno of a failure."""
+    try:
+        return {"ok": True, "value": action()}
+    except OSError as exc:
+        return {"ok": False, "errno": exc.errno, "error": f"{type(exc).__name__}: {exc}"}
 
 
 def start_strays(marker):
@@ -66,6 +102,9 @@ async def bot(runner_args):
             for pid in body.get("environ", [])
         },
         "write": {p: attempt(lambda p=p: append(p)) for p in body.get("write", [])},
+        "join": {p: failure(lambda p=p: join(p)) for p in body.get("join", [])},
+        "cgroup": attempt(own_cgroup),
+        "born_in": BORN_IN,
     }
     if body.get("strays"):
         report["strays"] = attempt(lambda: start_strays(body["strays"]))

@@ -9,6 +9,7 @@ behind. Every attempt fails. Skipped where cattery can't run bots as other users
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -21,6 +22,7 @@ from typing import Any
 import psutil
 import pytest
 
+from cattery.backends.walls.cgroups import TREE_NAME, v2_mount
 from tests.integration.control.helpers import Tenant, add_organization, running_control
 from tests.support.control import ORG, ControlPlane
 from tests.support.processes import TEST_BOTS, processes_where, with_marker
@@ -99,6 +101,32 @@ def failed(attempts: dict[str, dict]) -> None:
         assert not result["ok"], f"{target}: {result}"
 
 
+def group_of(pid: int) -> Path | None:
+    """Where ``pid``'s cgroup is in the unified hierarchy (None without one)."""
+    mount = v2_mount()
+    try:
+        lines = Path(f"/proc/{pid}/cgroup").read_text().splitlines()
+    except OSError:
+        return None  # gone meanwhile
+    found = next((line[3:] for line in lines if line.startswith("0::")), None)
+    return mount / found.lstrip("/") if mount is not None and found else None
+
+
+def groups_to_join(*pids: int) -> list[str]:
+    """The ``cgroup.procs`` of the groups of ``pids``, of the subtrees holding them and of
+    the tree holding every instance's group."""
+    targets: set[Path] = set()
+    for pid in pids:
+        group = group_of(pid)
+        if group is not None and TREE_NAME in group.parts:
+            targets |= {group, group.parent}
+            root = group
+            while root.name != TREE_NAME:
+                root = root.parent
+            targets.add(root)
+    return sorted(str(t / "cgroup.procs") for t in targets)
+
+
 def test_a_hostile_bot_reaches_nothing_of_the_platform_or_its_neighbours(
     walled: tuple[ControlPlane, Tenant], tmp_path: Path
 ) -> None:
@@ -157,12 +185,21 @@ def test_a_hostile_bot_reaches_nothing_of_the_platform_or_its_neighbours(
     neighbours = running_as(neighbour["uid"])
     assert neighbours
     body["environ"] += [proc.pid for proc in neighbours]
+    # another organization's groups, the neighbour's (the same agent's: its forking
+    # parent's and its instance's), the subtrees they are in and the tree over them all
+    body["join"] = groups_to_join(*(proc.pid for proc in [*victims, *neighbours]))
     attacker = start(control, acme.public_key, "attacker", body)
     got = report(attack_report)
 
     failed(got["read"])
     failed(got["environ"])
     failed(got["write"])
+    failed(got["join"])
+    refusals = (errno.EACCES, errno.EPERM, errno.EBUSY, errno.ENOENT)
+    assert all(attempt["errno"] in refusals for attempt in got["join"].values()), got["join"]
+    if body["join"]:  # cgroup v2 walls: born in its own group, and still there
+        assert got["born_in"] and got["cgroup"]["value"] == got["born_in"], got
+        assert got["born_in"].split("/")[-2].startswith("parent-"), got["born_in"]
     listed = got["list"]
     for folder in (str(state), str(state / "instances"), str(private)):
         assert not listed[folder]["ok"] or "cattery.db" not in listed[folder]["value"], listed

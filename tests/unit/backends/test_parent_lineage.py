@@ -72,7 +72,7 @@ async def test_a_channel_counts_live_children_and_the_time_of_its_last_activity(
             for fd in fds:
                 socket.socket(fileno=fd).close()
             parent.send({"id": request["id"], "pid": 4242})
-            assert await asking == 4242
+            assert (await asking)["pid"] == 4242
         assert request["op"] == "fork" and channel.live_children == 1
         assert channel.last_activity >= before
         parent.send({"event": "exit", "pid": 4242, "code": 3})
