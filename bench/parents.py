@@ -157,6 +157,31 @@ def _ppid(pid: int) -> int:
         return 0
 
 
+def stamp_parent(
+    log_path: Path, control: socket.socket, lifeline_r: int, env: dict[str, str]
+) -> subprocess.Popen[bytes]:
+    """A forking parent of the stamp bot that imports the stack and the bot itself, as each
+    agent's parent did before shared parents; driven over ``control``."""
+    with log_path.open("ab") as log:
+        return subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "cattery.backends.forking.parent",
+                str(BOTS / "stamp"),
+                "--control-fd",
+                str(control.fileno()),
+                "--lifeline-fd",
+                str(lifeline_r),
+            ],
+            pass_fds=[control.fileno(), lifeline_r],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env,
+            cwd=BOTS / "stamp",
+        )
+
+
 def baseline_parents(work: Path, n: int) -> float:
     """Mean PSS (bytes) of ``n`` forking parents that each import the stack and the stamp
     bot themselves, side by side: what each agent's parent cost before shared parents."""
@@ -167,26 +192,7 @@ def baseline_parents(work: Path, n: int) -> float:
         for i in range(n):
             ours, theirs = wire.socket_pair()
             sockets.append(ours)
-            with (work / f"baseline-parent-{i}.log").open("wb") as log:
-                procs.append(
-                    subprocess.Popen(
-                        [
-                            sys.executable,
-                            "-m",
-                            "cattery.backends.forking.parent",
-                            str(BOTS / "stamp"),
-                            "--control-fd",
-                            str(theirs.fileno()),
-                            "--lifeline-fd",
-                            str(lifeline_r),
-                        ],
-                        pass_fds=[theirs.fileno(), lifeline_r],
-                        stdout=log,
-                        stderr=subprocess.STDOUT,
-                        env=env,
-                        cwd=BOTS / "stamp",
-                    )
-                )
+            procs.append(stamp_parent(work / f"baseline-parent-{i}.log", theirs, lifeline_r, env))
             theirs.close()
         for sock in sockets:
             sock.settimeout(120)
@@ -264,24 +270,7 @@ def own_parent_forks(spec: InstanceSpec, logs: Path, n: int) -> list[float]:
     own: list[float] = []
     ours, theirs = wire.socket_pair()
     lifeline_r, lifeline_w = os.pipe()
-    with (logs / "own-parent.log").open("ab") as log:
-        parent = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "cattery.backends.forking.parent",
-                str(BOTS / "stamp"),
-                "--control-fd",
-                str(theirs.fileno()),
-                "--lifeline-fd",
-                str(lifeline_r),
-            ],
-            pass_fds=[theirs.fileno(), lifeline_r],
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            env=instance_env(spec, None),
-            cwd=BOTS / "stamp",
-        )
+    parent = stamp_parent(logs / "own-parent.log", theirs, lifeline_r, instance_env(spec, None))
     theirs.close()
     http = httpx.Client(trust_env=False, verify=False)
     try:
