@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 
 from bench import report
-from bench.platform import ControlPlane, start_session, wait_stamp
+from bench.platform import ControlPlane, stamped_start, start_session, wait_stamp
 from bench.starts import StartRun, client, sequential_starts
 from bench.stats import Results, Row, latency_figures, ms, percentile
 from tests.support.cluster import RayTestCluster
@@ -39,16 +39,14 @@ async def spread_burst(
 
     async def one(i: int) -> float | None:
         stamp = stamps / f"{agent}-burst-{i}.json"
-        t0 = time.time()
         try:
-            status, _ = await start_session(http, cp, agent, {"stamp": str(stamp), "hold": hold})
+            started = await stamped_start(http, cp, agent, stamp, 120, hold=hold)
         except httpx.HTTPError:
             return None
-        record = await wait_stamp(stamp, 120) if status == 200 else None
-        if record is None:
+        if started is None:
             return None
-        nodes[record.get("node") or "?"] += 1
-        return record["entered"] - t0
+        nodes[started.record.get("node") or "?"] += 1
+        return started.latency
 
     async with client() as http:
         results = await asyncio.gather(*(one(i) for i in range(n)))

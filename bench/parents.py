@@ -40,7 +40,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.platform import BOTS, ControlPlane, bench_env, start_session, wait_stamp
+from bench.platform import BOTS, ControlPlane, bench_env, stamped_start
 from bench.starts import STAMP_TIMEOUT, StartRun, client, sequential_starts
 from bench.stats import Results, Row, latency_figures, ms, percentile, ratio
 from cattery.backends.base import InstanceSpec
@@ -362,14 +362,13 @@ async def retired_starts(cp: ControlPlane, agent: str, n: int, stamps: Path) -> 
                 await asyncio.sleep(0.05)
             if agent_processes(cp, folder):
                 raise RuntimeError(f"the parent of {agent} did not retire")
-            stamp = stamps / f"{agent}-{i}.json"
-            t0 = time.time()
-            status, _ = await start_session(http, cp, agent, {"stamp": str(stamp)})
-            record = await wait_stamp(stamp, STAMP_TIMEOUT) if status == 200 else None
-            if record is None:
+            started = await stamped_start(
+                http, cp, agent, stamps / f"{agent}-{i}.json", STAMP_TIMEOUT
+            )
+            if started is None:
                 run.failures += 1
                 continue
-            run.latencies.append(record["entered"] - t0)
+            run.latencies.append(started.latency)
     return run
 
 

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -184,6 +185,35 @@ async def start_session(
     )
     session = resp.json().get("sessionId") if resp.status_code == 200 else None
     return resp.status_code, session
+
+
+@dataclass(frozen=True)
+class Stamped:
+    """A start that reached ``bot()``: when its request left and what the stamp bot wrote."""
+
+    sent: float  # time.time() just before the request
+    record: dict
+
+    @property
+    def latency(self) -> float:
+        """Seconds from the request until ``bot()`` was entered (one machine's clock)."""
+        return self.record["entered"] - self.sent
+
+
+async def stamped_start(
+    client: httpx.AsyncClient,
+    cp: ControlPlane,
+    agent: str,
+    stamp: Path,
+    timeout: float,
+    **body: object,
+) -> Stamped | None:
+    """Start a session of the stamp bot (``body`` beside the stamp's path) and wait for its
+    stamp; None when the start was refused or ``bot()`` was not entered within ``timeout``."""
+    sent = time.time()
+    status, _ = await start_session(client, cp, agent, {"stamp": str(stamp), **body})
+    record = await wait_stamp(stamp, timeout) if status == 200 else None
+    return None if record is None else Stamped(sent, record)
 
 
 async def wait_stamp(path: Path, timeout: float) -> dict | None:

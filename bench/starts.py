@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.platform import BOTS, ControlPlane, start_session, wait_stamp
+from bench.platform import BOTS, ControlPlane, stamped_start, wait_stamp
 from cattery.backends.base import InstanceSpec
 from cattery.backends.local import LocalBackend
 from cattery.pools import Pool, PoolOptions
@@ -64,16 +64,15 @@ async def sequential_starts(
                 on_floor = await floor(http, i)
                 if on_floor is not None:
                     run.floor.append(on_floor)
-            stamp = stamps / f"{agent}-{i}.json"
-            t0 = time.time()
-            status, _ = await start_session(http, cp, agent, {"stamp": str(stamp)})
-            record = await wait_stamp(stamp, STAMP_TIMEOUT) if status == 200 else None
-            if record is None:
+            started = await stamped_start(
+                http, cp, agent, stamps / f"{agent}-{i}.json", STAMP_TIMEOUT
+            )
+            if started is None:
                 run.failures += 1
                 continue
-            run.latencies.append(record["entered"] - t0)
+            run.latencies.append(started.latency)
             if warm:
-                refilled = await refill_time(http, cp, agent, warm, t0)
+                refilled = await refill_time(http, cp, agent, warm, started.sent)
                 if refilled is not None:
                     run.refills.append(refilled)
     return run
@@ -108,13 +107,11 @@ async def burst(
 
     async def one(i: int) -> float | None:
         stamp = stamps / f"{agent}-burst-{i}.json"
-        t0 = time.time()
         try:
-            status, _ = await start_session(http, cp, agent, {"stamp": str(stamp), "hold": hold})
+            started = await stamped_start(http, cp, agent, stamp, timeout, hold=hold)
         except httpx.HTTPError:
             return None
-        record = await wait_stamp(stamp, timeout) if status == 200 else None
-        return None if record is None else record["entered"] - t0
+        return None if started is None else started.latency
 
     async with client() as http:
         results = await asyncio.gather(*(one(i) for i in range(n)))

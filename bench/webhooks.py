@@ -16,7 +16,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from bench.platform import BOTS, ORG, ControlPlane, start_session, wait_stamp
+from bench.platform import BOTS, ORG, ControlPlane, stamped_start
 from bench.starts import STAMP_TIMEOUT, client
 from bench.stats import Results, Row, latency_figures, percentile, ratio
 
@@ -69,11 +69,9 @@ async def run(n: int) -> Results:
                     for agent in order:
                         await cp.wait_pool(agent, idle=1)
                         stamp = Path(tmp) / f"{agent}-{i}.json"
-                        t0 = time.time()
-                        status, _ = await start_session(http, cp, agent, {"stamp": str(stamp)})
-                        record = await wait_stamp(stamp, STAMP_TIMEOUT) if status == 200 else None
-                        if record is not None:
-                            latencies[agent].append(record["entered"] - t0)
+                        started = await stamped_start(http, cp, agent, stamp, STAMP_TIMEOUT)
+                        if started is not None:
+                            latencies[agent].append(started.latency)
             plain, hooked = latencies["plain"], latencies["hooked"]
             results.add(
                 Row("webhooks", "warm start, no webhook", len(plain), latency_figures(plain))
