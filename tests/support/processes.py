@@ -35,6 +35,14 @@ def hand_over(pid: int) -> None:
     HANDED_OVER.add(pid)
 
 
+def gone(pid: int) -> bool:
+    """Whether the process ``pid`` has exited (a zombie not yet reaped counts as gone)."""
+    try:
+        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return True
+
+
 def bind_loopback() -> socket.socket:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)

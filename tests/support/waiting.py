@@ -45,3 +45,12 @@ async def async_wait_for(
             last_exc = exc
         await asyncio.sleep(interval)
     raise AssertionError(f"timed out after {timeout} s waiting for {what or check}: {last_exc!r}")
+
+
+async def until(check: Callable[[], object], what: str, timeout: float = 30) -> None:
+    """Wait until the plain (not awaitable) ``check`` returns something truthy."""
+
+    async def condition() -> bool:
+        return bool(check())
+
+    await async_wait_for(condition, timeout=timeout, what=what)

@@ -44,8 +44,8 @@ from tests.integration.runtime import (
 )
 from tests.integration.runtime.test_webrtc import webrtc_browser  # noqa: F401
 from tests.integration.runtime.test_whatsapp import whatsapp_runtime  # noqa: F401
-from tests.support.processes import REPO, TEST_BOTS, base_env, bind_loopback
-from tests.support.waiting import async_wait_for, wait_for
+from tests.support.processes import REPO, TEST_BOTS, base_env, bind_loopback, gone
+from tests.support.waiting import until, wait_for
 
 PROBE = TEST_BOTS / "probe"
 TOKEN_HEADER = "x-cattery-instance-token"
@@ -275,20 +275,6 @@ def probe_spec(image: Path = PROBE, **env: str) -> InstanceSpec:
     return InstanceSpec(
         agent_key="org/probe", deployment_id="d1", image=str(image), env={**TEST_ENV, **env}
     )
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-async def until(check: Callable[[], object], what: str, timeout: float = 30) -> None:
-    async def condition() -> bool:
-        return bool(check())
-
-    await async_wait_for(condition, timeout=timeout, what=what)
 
 
 async def report(handle, path: Path, **body: object) -> httpx.Response:

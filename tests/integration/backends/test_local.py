@@ -10,7 +10,7 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -27,8 +27,8 @@ from cattery.backends.base import (
 from cattery.backends.local import AdoptRecord, LocalBackend, LocalInstanceHandle
 from cattery.backends.local.process import instance_env
 from cattery.pools import Pool, PoolOptions
-from tests.support.processes import REPO, TEST_BOTS, base_env
-from tests.support.waiting import async_wait_for
+from tests.support.processes import REPO, TEST_BOTS, base_env, gone
+from tests.support.waiting import async_wait_for, until
 
 PROBE = TEST_BOTS / "probe"
 TOKEN_HEADER = "x-cattery-instance-token"
@@ -62,20 +62,6 @@ class Sinks:
             return fragment in self.text(instance_id)
 
         await async_wait_for(seen, timeout=30, what=f"log line {fragment!r}")
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-async def until(check: Callable[[], object], what: str, timeout: float = 30) -> None:
-    async def condition() -> bool:
-        return bool(check())
-
-    await async_wait_for(condition, timeout=timeout, what=what)
 
 
 @pytest.fixture

@@ -14,7 +14,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -26,8 +26,8 @@ from cattery.backends.local import LocalBackend
 from cattery.backends.local.proc import ChildProcess
 from cattery.backends.local.venvs import link_cattery, venv_python
 from cattery.backends.walls.policy import Walls
-from tests.support.processes import TEST_BOTS
-from tests.support.waiting import async_wait_for
+from tests.support.processes import TEST_BOTS, gone
+from tests.support.waiting import until
 
 PROBE = TEST_BOTS / "probe"
 TOKEN_HEADER = "x-cattery-instance-token"
@@ -38,20 +38,6 @@ IDLE_SECONDS = 1.0
 
 def spec(agent: str, image: Path = PROBE) -> InstanceSpec:
     return InstanceSpec(agent_key=agent, deployment_id="d1", image=str(image), env=TEST_ENV)
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
-
-
-async def until(check: Callable[[], object], what: str, timeout: float = 30) -> None:
-    async def condition() -> bool:
-        return bool(check())
-
-    await async_wait_for(condition, timeout=timeout, what=what)
 
 
 async def session(handle, **body: object) -> httpx.Response:

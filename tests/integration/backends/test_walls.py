@@ -17,18 +17,11 @@ from cattery.backends.base import InstanceSpec
 from cattery.backends.local import LocalBackend
 from cattery.backends.walls.policy import Walls
 from tests.support.processes import TEST_BOTS, with_marker
-from tests.support.waiting import async_wait_for
+from tests.support.waiting import until
 
 HOSTILE = TEST_BOTS / "hostile"
 TOKEN_HEADER = "x-cattery-instance-token"
 TEST_ENV = {"CATTERY_ICE_FALLBACK_URLS": "", "PIPECAT_LOG_LEVEL": "DEBUG"}
-
-
-async def until(check, what: str, timeout: float = 30) -> None:
-    async def condition() -> bool:
-        return bool(check())
-
-    await async_wait_for(condition, timeout=timeout, what=what)
 
 
 @pytest.fixture(params=["cgroup2", "subreaper"])

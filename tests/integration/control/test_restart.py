@@ -18,7 +18,7 @@ import psutil
 
 from tests.integration.control.helpers import ON_POSTGRESQL
 from tests.support.control import ORG, ControlPlane, control_plane_process
-from tests.support.processes import EXAMPLES, TEST_BOTS
+from tests.support.processes import EXAMPLES, TEST_BOTS, gone
 from tests.support.waiting import wait_for
 
 #: long enough to outlive a restart of the control plane, which the test waits on anyway
@@ -49,13 +49,6 @@ def instance_processes(root: Path) -> list[psutil.Process]:
         if any(arg.startswith(prefix) for arg in cmdline):
             found.append(proc)
     return found
-
-
-def gone(pid: int) -> bool:
-    try:
-        return psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return True
 
 
 def copy_bot(source: Path, bots: Path, name: str) -> Path:
