@@ -15,19 +15,26 @@ CLIENT_JS = Path(__file__).with_name("webrtc_client.js")
 AUDIO_TIMEOUT = 30.0
 
 
-async def client_page(context: Any, rt: ServerProcess, page: Any = None) -> Any:
-    """A page on ``rt``'s origin (so ``fetch("/api/offer")`` is same-origin) with the client."""
+async def client_page(context: Any, url: str, page: Any = None) -> Any:
+    """A page at ``url`` with the client, so its requests are same-origin with that server
+    (a runtime's ``/livez``, a control plane's ``/healthz``)."""
     page = page or await context.new_page()
-    await page.goto(rt.url + "/livez")
+    await page.goto(url)
     await page.add_script_tag(content=CLIENT_JS.read_text())
     return page
 
 
+def runtime_url(rt: ServerProcess) -> str:
+    """A page on a runtime's origin, for ``client_page`` and ``webrtc_page``."""
+    return rt.url + "/livez"
+
+
 @asynccontextmanager
-async def webrtc_page(rt: ServerProcess) -> AsyncIterator[Any]:
-    """A fresh Chromium with one client page; its peer connection is closed on exit."""
+async def webrtc_page(url: str) -> AsyncIterator[Any]:
+    """A fresh Chromium with one client page at ``url``; its peer connection is closed on
+    exit."""
     async with chromium_context() as context:
-        page = await client_page(context, rt, context.pages[0] if context.pages else None)
+        page = await client_page(context, url, context.pages[0] if context.pages else None)
         try:
             yield page
         finally:
@@ -37,6 +44,20 @@ async def webrtc_page(rt: ServerProcess) -> AsyncIterator[Any]:
 async def connect(page: Any, **options: Any) -> dict[str, Any]:
     """Offer the fake microphone (``headers``, ``requestData``); ``{pcId, candidates}``."""
     return await page.evaluate("(options) => catteryWebRTC.connect(options)", options)
+
+
+async def offer_to_session(page: Any, agent: str, key: str, started: dict) -> dict[str, Any]:
+    """Offer the fake microphone through the Session API to a session that
+    ``POST /v1/public/{agent}/start`` answered with ``started``, with the ICE servers it
+    handed out; the answer, checked to carry a peer connection id and candidates."""
+    answer = await connect(
+        page,
+        url=f"/v1/public/{agent}/sessions/{started['sessionId']}/api/offer",
+        headers={"Authorization": f"Bearer {key}"},
+        iceServers=started["iceConfig"]["iceServers"],
+    )
+    assert answer["pcId"] and answer["candidates"], answer
+    return answer
 
 
 async def inbound_audio(page: Any) -> dict[str, Any]:

@@ -7,11 +7,7 @@ from __future__ import annotations
 import pytest
 
 from tests.integration.control.helpers import start, wait_ended, wait_pool
-from tests.support.browser import (
-    chromium_context,
-    skip_outside_loopback_namespace,
-    skip_without_chromium,
-)
+from tests.support.browser import skip_outside_loopback_namespace, skip_without_chromium
 from tests.support.control import ORG, ControlPlane
 from tests.support.processes import EXAMPLES
 from tests.support.telephony import (
@@ -22,7 +18,7 @@ from tests.support.telephony import (
     missing_speech_tools,
 )
 from tests.support.telephony import speech_audio as make_speech_audio
-from tests.support.webrtc_client import CLIENT_JS, connect, wait_for_echo
+from tests.support.webrtc_client import offer_to_session, wait_for_echo, webrtc_page
 
 ECHO = EXAMPLES / "multi-transport"
 ECHO_WAIT = 15.0
@@ -62,20 +58,8 @@ async def test_a_webrtc_session_on_a_worker_node_hears_its_echo(
     resp = start(control, key, echo_agent, {"caller": "browser"}, transport="webrtc")
     assert resp.status_code == 200, resp.text
     started = resp.json()
-    session_id = started["sessionId"]
-    offer_url = f"/v1/public/{echo_agent}/sessions/{session_id}/api/offer"
-    async with chromium_context() as context:
-        page = context.pages[0] if context.pages else await context.new_page()
-        await page.goto(control.url + "/healthz")  # same origin as the API, for fetch
-        await page.add_script_tag(content=CLIENT_JS.read_text())
-        answer = await connect(
-            page,
-            url=offer_url,
-            headers={"Authorization": f"Bearer {key}"},
-            iceServers=started["iceConfig"]["iceServers"],
-        )
-        assert answer["pcId"] and answer["candidates"], answer
+    async with webrtc_page(control.url + "/healthz") as page:  # same origin as the API
+        await offer_to_session(page, echo_agent, key, started)
         stats = await wait_for_echo(page)
         assert stats["connectionState"] == "connected"
-        await page.evaluate("catteryWebRTC.close()")
-    assert wait_ended(control, echo_agent, session_id)["endState"] == "completed"
+    assert wait_ended(control, echo_agent, started["sessionId"])["endState"] == "completed"

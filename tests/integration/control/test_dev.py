@@ -39,7 +39,7 @@ from tests.support.browser import (
 from tests.support.control import ORG, ControlPlane
 from tests.support.processes import EXAMPLES
 from tests.support.waiting import async_wait_for, wait_for
-from tests.support.webrtc_client import CLIENT_JS, connect, wait_for_echo
+from tests.support.webrtc_client import connect, wait_for_echo, webrtc_page
 
 AGENT = "multi-transport"  # cattery dev names the agent after the bot's folder
 LOOPBACK_STUN = "stun:127.0.0.1:3478"  # nothing answers there; only ever handed out
@@ -371,10 +371,7 @@ async def test_prebuilt_ui_transport_hears_the_echo(start_dev, webrtc_browser) -
 async def test_offer_without_a_session_starts_one(start_dev, webrtc_browser) -> None:
     """``POST /api/offer`` as the runner takes it; candidates follow on ``PATCH`` by pc_id."""
     dev = start_dev()
-    async with chromium_context() as context:
-        page = context.pages[0] if context.pages else await context.new_page()
-        await page.goto(dev.url + "/status")
-        await page.add_script_tag(content=CLIENT_JS.read_text())
+    async with webrtc_page(dev.url + "/status") as page:
         answer = await connect(page, requestData={"from": "api/offer"})
         patched = await page.evaluate("(pcId) => catteryWebRTC.trickle(pcId)", answer["pcId"])
         assert patched == {"status": 200, "body": {"status": "success"}}
@@ -382,7 +379,6 @@ async def test_offer_without_a_session_starts_one(start_dev, webrtc_browser) -> 
         assert stats["connectionState"] == "connected"
         (session,) = list_sessions(dev, AGENT)
         assert session["transport"] == "webrtc" and session["endedAt"] is None
-        await page.evaluate("catteryWebRTC.close()")
     assert wait_ended(dev, AGENT, session["sessionId"])["endState"] == "completed"
     lines = [line["log"] for line in logs(dev, AGENT, session["sessionId"])]
     assert any("Client disconnected" in line for line in lines), lines

@@ -23,14 +23,10 @@ from tests.integration.control.helpers import (
     stop_session,
     wait_ended,
 )
-from tests.support.browser import (
-    chromium_context,
-    skip_outside_loopback_namespace,
-    skip_without_chromium,
-)
+from tests.support.browser import skip_outside_loopback_namespace, skip_without_chromium
 from tests.support.control import ControlPlane
 from tests.support.processes import EXAMPLES
-from tests.support.webrtc_client import CLIENT_JS, connect, wait_for_echo
+from tests.support.webrtc_client import offer_to_session, wait_for_echo, webrtc_page
 
 ECHO = EXAMPLES / "multi-transport"
 
@@ -57,26 +53,15 @@ async def test_public_start_and_session_api_offer_hear_the_echo(
     started = start_webrtc(control, key, "echo")
     session_id = started["sessionId"]
     assert started == {"sessionId": session_id, "iceConfig": {"iceServers": []}}
-    offer_url = f"/v1/public/echo/sessions/{session_id}/api/offer"
 
-    async with chromium_context() as context:
-        page = context.pages[0] if context.pages else await context.new_page()
-        await page.goto(control.url + "/healthz")  # same origin as the API, for fetch
-        await page.add_script_tag(content=CLIENT_JS.read_text())
-        answer = await connect(
-            page,
-            url=offer_url,
-            headers={"Authorization": f"Bearer {key}"},
-            iceServers=started["iceConfig"]["iceServers"],
-        )
-        assert answer["pcId"] and answer["candidates"], answer
+    async with webrtc_page(control.url + "/healthz") as page:  # same origin as the API
+        answer = await offer_to_session(page, "echo", key, started)
         patched = await page.evaluate("(pcId) => catteryWebRTC.trickle(pcId)", answer["pcId"])
         assert patched == {"status": 200, "body": {"status": "success"}}
         stats = await wait_for_echo(page)
         assert stats["connectionState"] == "connected"
         assert stats["playback"] == "playing"
         assert get_session(control, "echo", session_id)["endedAt"] is None
-        await page.evaluate("catteryWebRTC.close()")
     session = wait_ended(control, "echo", session_id)
     assert session["endState"] == "completed"
     assert session["transport"] == "webrtc"

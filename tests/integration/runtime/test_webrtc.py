@@ -24,6 +24,7 @@ from tests.support.webrtc_client import (
     client_page,
     connect,
     inbound_audio,
+    runtime_url,
     wait_for_echo,
     webrtc_page,
 )
@@ -88,7 +89,7 @@ def assert_session_lines_tagged(logs: str, session_id: str) -> None:
 @pytest.mark.browser
 async def test_browser_offer_hears_the_echo_bot(start_runtime, webrtc_browser) -> None:
     rt = start_runtime(ECHO)
-    async with webrtc_page(rt) as page:
+    async with webrtc_page(runtime_url(rt)) as page:
         answer = await connect(page)
         assert answer["pcId"]
         assert answer["candidates"], "Chromium gathered no loopback candidate"
@@ -101,7 +102,7 @@ async def test_browser_offer_hears_the_echo_bot(start_runtime, webrtc_browser) -
         assert stats["playback"] == "playing"
 
         # One peer per instance: a second browser tab may not take over the live session.
-        other = await client_page(page.context, rt)
+        other = await client_page(page.context, runtime_url(rt))
         refused = await other.evaluate(
             "catteryWebRTC.connect().then(() => 'connected', (err) => String(err))"
         )
@@ -124,7 +125,7 @@ async def test_bot_with_webrtc_transport_waits_for_the_offer(start_runtime, webr
     bot = start_webrtc_bot(rt, session_id, {"caller": "browser"})
     await waiting_for_offer(rt)
     assert not bot.done()
-    async with webrtc_page(rt) as page:
+    async with webrtc_page(runtime_url(rt)) as page:
         await connect(page, headers={"x-daily-session-id": session_id})
         await wait_for_echo(page)
         assert not bot.done(), "/bot returned while its session was running"
@@ -145,7 +146,7 @@ async def test_the_offer_gives_the_waiting_bot_its_body(
     body = {"action": "report", "report_to": str(report), "caller": "browser"}
     bot = start_webrtc_bot(rt, session_id, body)
     await waiting_for_offer(rt)
-    async with webrtc_page(rt) as page:
+    async with webrtc_page(runtime_url(rt)) as page:
         await connect(page)  # no session header: the waiting /bot's id applies
         resp = await asyncio.wait_for(bot, AUDIO_TIMEOUT)
     assert resp.headers["x-cattery-end-state"] == "completed"
@@ -162,10 +163,10 @@ async def test_a_session_that_ends_frees_the_instance_for_the_next_peer(
     """bot() returning ends its peer connection, so the single-connection slot is free again."""
     rt = start_runtime(PROBE)
     first, second = tmp_path / "first.json", tmp_path / "second.json"
-    async with webrtc_page(rt) as page:
+    async with webrtc_page(runtime_url(rt)) as page:
         await connect(page, requestData={"action": "report", "report_to": str(first)})
         wait_for(lambda: "Stopping bot session" in rt.logs(), what="the first session to end")
-        other = await client_page(page.context, rt)  # the first page stays open
+        other = await client_page(page.context, runtime_url(rt))  # the first page stays open
         await connect(other, requestData={"action": "report", "report_to": str(second)})
         got = json.loads(wait_for(second.read_text, what="the second session"))
         assert got["body"] == {"action": "report", "report_to": str(second)}
