@@ -17,6 +17,18 @@ ADMIN_TOKEN = "sk_test_admin_token_for_cattery_tests"
 ORG = "default"
 
 
+def refused(resp: httpx.Response, status: int, code: str | None = None) -> dict[str, str]:
+    """A refusal: ``status``, and a body of exactly ``{"code", "error"}`` (both strings)."""
+    assert resp.status_code == status, f"{resp.status_code} {resp.text}"
+    body = resp.json()
+    assert set(body) == {"code", "error"}, body
+    assert isinstance(body["code"], str) and isinstance(body["error"], str), body
+    assert body["error"], body
+    if code is not None:
+        assert body["code"] == code, body
+    return body
+
+
 @dataclass
 class ControlPlane:
     process: ServerProcess

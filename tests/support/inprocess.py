@@ -40,15 +40,22 @@ async def running_app(settings: Settings, **app_options: Any) -> AsyncIterator[F
 
 
 @asynccontextmanager
+async def admin_client(app: FastAPI, **options: Any) -> AsyncIterator[httpx.AsyncClient]:
+    """A client of ``app`` (its lifespan running) on httpx's ASGI transport, sending the
+    admin token; ``options`` go to ``httpx.AsyncClient``."""
+    transport = httpx.ASGITransport(app=app)
+    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+    async with httpx.AsyncClient(
+        transport=transport, base_url=BASE_URL, headers=headers, **options
+    ) as client:
+        yield client
+
+
+@asynccontextmanager
 async def app_client(state_dir: Path, **overrides: Any) -> AsyncIterator[httpx.AsyncClient]:
     """A client of an in-process control plane, sending the admin token."""
-    async with running_app(settings_for(state_dir, **overrides)) as app:
-        transport = httpx.ASGITransport(app=app)
-        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-        async with httpx.AsyncClient(
-            transport=transport, base_url=BASE_URL, headers=headers
-        ) as client:
-            yield client
+    async with running_app(settings_for(state_dir, **overrides)) as app, admin_client(app) as c:
+        yield c
 
 
 # -- the control plane with the fake backend as its local one: deploys without processes ----
@@ -75,13 +82,8 @@ async def fake_control_plane(
     and ``instances`` (a mock transport's client) answers sessions' dispatches for them."""
     settings = settings_for(state_dir, agent_roots=str(roots))
     seams = Seams(backends={"local": backend}, instance_http=instances)
-    async with running_app(settings, seams=seams) as app:
-        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-        transport = httpx.ASGITransport(app=app)
-        yield (
-            httpx.AsyncClient(transport=transport, base_url=BASE_URL, headers=headers),
-            app.state.control,
-        )
+    async with running_app(settings, seams=seams) as app, admin_client(app) as client:
+        yield client, app.state.control
 
 
 async def status_when(

@@ -17,6 +17,7 @@ from cattery.store import repositories as repo
 from cattery.store.db import create_engine, sessionmaker
 from cattery.store.models import ApiKeyKind
 from tests.support.control import ORG, ControlPlane, control_plane_process
+from tests.support.control import refused as refused  # the tests here import it from here
 from tests.support.waiting import wait_for
 
 SESSION_NOT_READY = "Invalid or not-yet-ready session_id"
@@ -54,18 +55,6 @@ def put_secrets(control: ControlPlane, name: str, **values: str) -> None:
                 },
             )
             assert resp.status_code == 200, resp.text
-
-
-def refused(resp: httpx.Response, status: int, code: str | None = None) -> dict[str, str]:
-    """A refusal: ``status``, and a body of exactly ``{"code", "error"}`` (both strings)."""
-    assert resp.status_code == status, f"{resp.status_code} {resp.text}"
-    body = resp.json()
-    assert set(body) == {"code", "error"}, body
-    assert isinstance(body["code"], str) and isinstance(body["error"], str), body
-    assert body["error"], body
-    if code is not None:
-        assert body["code"] == code, body
-    return body
 
 
 def start(

@@ -16,8 +16,8 @@ import pytest
 
 from cattery.control.builds.uploads import UploadTokens
 from cattery.control.state import ControlState
-from tests.support.control import ADMIN_TOKEN, ORG
-from tests.support.inprocess import BASE_URL, running_app, settings_for
+from tests.support.control import ORG, refused
+from tests.support.inprocess import admin_client, running_app, settings_for
 from tests.support.waiting import async_wait_for
 
 DOCKERFILE = b"FROM dailyco/pipecat-base:latest\nCOPY ./bot.py bot.py\n"
@@ -67,13 +67,11 @@ class InProcess:
 
 @pytest.fixture
 async def cp(tmp_path: Path) -> AsyncIterator[InProcess]:
-    async with running_app(settings_for(tmp_path / "state")) as app:
-        transport = httpx.ASGITransport(app=app)
-        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-        async with httpx.AsyncClient(
-            transport=transport, base_url=BASE_URL, headers=headers, timeout=30
-        ) as client:
-            yield InProcess(app.state.control, client)
+    async with (
+        running_app(settings_for(tmp_path / "state")) as app,
+        admin_client(app, timeout=30) as client,
+    ):
+        yield InProcess(app.state.control, client)
 
 
 async def grant(cp: InProcess, **body: str) -> dict:
@@ -90,15 +88,6 @@ async def upload(cp: InProcess, granted: dict, data: bytes, **fields: str):
         files={"file": ("context.tar.gz", data, "application/gzip")},
         headers={"Authorization": ""},
     )
-
-
-def refused(resp, status: int, code: str | None = None) -> dict:
-    assert resp.status_code == status, resp.text
-    body = resp.json()
-    assert set(body) == {"code", "error"} and body["error"], body
-    if code:
-        assert body["code"] == code, body
-    return body
 
 
 async def test_an_upload_builds_once_and_its_hash_is_the_cache_key(cp: InProcess) -> None:

@@ -9,8 +9,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.control import ADMIN_TOKEN, ORG
-from tests.support.inprocess import BASE_URL, running_app, settings_for
+from tests.support.control import ORG, refused
+from tests.support.inprocess import app_client
 
 PROFILES = f"/v1/organizations/{ORG}/agent-profiles"
 SERVICES = f"/v1/organizations/{ORG}/services"
@@ -18,20 +18,8 @@ SERVICES = f"/v1/organizations/{ORG}/services"
 
 @pytest.fixture
 async def client(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    async with running_app(settings_for(tmp_path / "state", architectures=["amd64"])) as app:
-        transport = httpx.ASGITransport(app=app)
-        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-        async with httpx.AsyncClient(transport=transport, base_url=BASE_URL, headers=headers) as c:
-            yield c
-
-
-def refused(resp: httpx.Response, status: int, code: str | None = None) -> dict:
-    assert resp.status_code == status, resp.text
-    body = resp.json()
-    assert set(body) == {"code", "error"} and body["error"], body
-    if code:
-        assert body["code"] == code, body
-    return body
+    async with app_client(tmp_path / "state", architectures=["amd64"]) as c:
+        yield c
 
 
 async def profile_names(client: httpx.AsyncClient) -> dict[str, dict]:

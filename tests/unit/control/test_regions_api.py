@@ -16,8 +16,8 @@ from cattery.contract import CLUSTER_JOIN_PATH as JOIN_PATH
 from cattery.store import hash_key
 from cattery.store import repositories as repo
 from cattery.store.types import utcnow
-from tests.support.control import ADMIN_TOKEN, ORG
-from tests.support.inprocess import BASE_URL, running_app, settings_for
+from tests.support.control import ORG, refused
+from tests.support.inprocess import admin_client, running_app, settings_for
 
 REGIONS = f"/v1/organizations/{ORG}/regions"
 SERVICES = f"/v1/organizations/{ORG}/services"
@@ -38,19 +38,8 @@ async def app(tmp_path: Path) -> AsyncIterator[FastAPI]:
 
 @pytest.fixture
 async def client(app: FastAPI) -> AsyncIterator[httpx.AsyncClient]:
-    transport = httpx.ASGITransport(app=app)
-    headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-    async with httpx.AsyncClient(transport=transport, base_url=BASE_URL, headers=headers) as c:
+    async with admin_client(app) as c:
         yield c
-
-
-def refused(resp: httpx.Response, status: int, code: str | None = None) -> dict:
-    assert resp.status_code == status, resp.text
-    body = resp.json()
-    assert set(body) == {"code", "error"} and body["error"], body
-    if code:
-        assert body["code"] == code, body
-    return body
 
 
 async def test_settings_seed_the_list(client: httpx.AsyncClient) -> None:
@@ -194,13 +183,8 @@ async def test_an_expired_enroll_token_is_refused(app: FastAPI, client: httpx.As
 
 
 async def test_without_a_cluster_a_token_is_not_spent(tmp_path: Path) -> None:
-    async with running_app(settings_for(tmp_path / "state")) as app:
-        transport = httpx.ASGITransport(app=app)
-        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
-        async with httpx.AsyncClient(
-            transport=transport, base_url=BASE_URL, headers=headers
-        ) as client:
-            token = (await client.post(f"{REGIONS}/local/enrollment-tokens")).json()["token"]
-            refused(await client.post(JOIN_PATH, json={"token": token}), 409, "NO_CLUSTER")
-            async with app.state.control.sessionmaker() as db:
-                assert await repo.use_enroll_token(db, hash_key(token)) == "local"
+    async with running_app(settings_for(tmp_path / "state")) as app, admin_client(app) as client:
+        token = (await client.post(f"{REGIONS}/local/enrollment-tokens")).json()["token"]
+        refused(await client.post(JOIN_PATH, json={"token": token}), 409, "NO_CLUSTER")
+        async with app.state.control.sessionmaker() as db:
+            assert await repo.use_enroll_token(db, hash_key(token)) == "local"
