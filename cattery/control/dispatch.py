@@ -84,8 +84,9 @@ class StreamDispatcher:
             kept.close()
 
     def kept(self, handle: InstanceHandle) -> bool:
-        """Whether a connection to ``handle`` is kept (open or being opened)."""
-        return handle.id in self._kept
+        """Whether an open connection to ``handle`` is kept for its session."""
+        kept = self._kept.get(handle.id)
+        return kept is not None and kept.stream is not None
 
     async def post_bot(
         self, handle: InstanceHandle, headers: dict[str, str], body: Any

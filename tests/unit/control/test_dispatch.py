@@ -9,6 +9,7 @@ that it can close a connection while the test's event loop has not yet looked at
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import socket
 import threading
@@ -44,6 +45,9 @@ class StandInInstance:
     def __init__(self) -> None:
         self.status = 200
         self.hang_up = False
+        #: while clear, a request is read but not answered (a session in progress)
+        self.answering = threading.Event()
+        self.answering.set()
         self.connections: list[_Connection] = []
         self._listener = socket.create_server(("127.0.0.1", 0))
         self.port = self._listener.getsockname()[1]
@@ -103,6 +107,10 @@ class StandInInstance:
             conn.ended.set()
 
     def _answer(self, conn: _Connection, http: h11.Connection) -> None:
+        while not self.answering.wait(0.05):
+            if conn.sock.recv(1, socket.MSG_PEEK) == b"":  # the client left meanwhile
+                conn.ended.set()
+                return
         if self.hang_up:
             conn.sock.close()
             return
@@ -152,7 +160,7 @@ async def test_the_session_uses_the_connection_opened_while_idle(
     handle = Instance(instance.address)
     try:
         dispatcher.instance_idle(handle)
-        await until(lambda: len(instance.connections) == 1, "the connection opened ahead")
+        await until(lambda: dispatcher.kept(handle), "the connection opened ahead")
         answer = await dispatcher.post_bot(handle, HEADERS, {"hello": "world"})
     finally:
         await dispatcher.aclose()
@@ -197,6 +205,28 @@ async def test_a_request_that_reached_the_instance_is_not_sent_again(
         await dispatcher.aclose()
     assert len(instance.requests()) == 1
     assert len(instance.connections) == 1
+
+
+async def test_a_dispatch_cancelled_mid_session_closes_its_connection(
+    instance: StandInInstance,
+) -> None:
+    """The control plane shutting down cancels the request: the instance sees it go."""
+    instance.answering.clear()
+    dispatcher = StreamDispatcher()
+    handle = Instance(instance.address)
+    try:
+        dispatcher.instance_idle(handle)
+        await until(lambda: dispatcher.kept(handle), "kept")
+        posting = asyncio.create_task(dispatcher.post_bot(handle, HEADERS, {}))
+        await until(lambda: len(instance.requests()) == 1, "the request reached the instance")
+        posting.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await posting
+        await until(lambda: instance.connections[0].ended.is_set(), "the connection closed")
+    finally:
+        instance.answering.set()
+        await dispatcher.aclose()
+    assert len(instance.requests()) == 1
 
 
 async def test_an_instance_that_cannot_be_reached_fails_the_dispatch() -> None:
@@ -249,7 +279,7 @@ async def test_the_pool_tells_of_instances_waiting_and_gone(instance: StandInIns
         await until(lambda: pool.stats().idle == 1, "a warm instance")
         await until(lambda: len(instance.connections) == 1, "its connection opened ahead")
         lease = await pool.acquire()
-        assert dispatcher.kept(lease.handle)
+        await until(lambda: dispatcher.kept(lease.handle), "its connection kept")
         await pool.release(lease.handle)
         assert not dispatcher.kept(lease.handle)
         await until(lambda: instance.connections[0].ended.is_set(), "the connection closed")
