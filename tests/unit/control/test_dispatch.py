@@ -24,7 +24,7 @@ from cattery.contract import END_STATE_HEADER, SESSION_ID_HEADER
 from cattery.control.dispatch import DispatchFailed, StreamDispatcher
 from cattery.pools import Pool, PoolOptions
 from tests.support.fake_backend import FakeBackend, FakeHandle
-from tests.support.waiting import async_wait_for
+from tests.support.waiting import until
 
 SPEC = InstanceSpec(agent_key="org/agent", deployment_id="d1", image="/bots/agent")
 
@@ -141,13 +141,6 @@ def instance() -> Iterator[StandInInstance]:
     server = StandInInstance()
     yield server
     server.close()
-
-
-async def until(check: object, what: str) -> None:
-    async def condition() -> bool:
-        return bool(check())  # type: ignore[operator]
-
-    await async_wait_for(condition, timeout=10, interval=0.01, what=what)
 
 
 HEADERS = {SESSION_ID_HEADER: "s1"}

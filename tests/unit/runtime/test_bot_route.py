@@ -35,7 +35,7 @@ from cattery.runtime.options import INSTANCE_TOKEN_HEADER, RuntimeOptions
 from cattery.runtime.server import make_config
 from cattery.runtime.system import get_app
 from tests.support.fake_backend import FakeHandle
-from tests.support.waiting import async_wait_for
+from tests.support.waiting import until
 
 TOKEN = "instance-token"
 AUTH = {INSTANCE_TOKEN_HEADER: TOKEN}
@@ -195,19 +195,11 @@ async def test_a_connection_opened_ahead_outlives_the_keep_alive(calls: list[Any
     serving = asyncio.create_task(server.serve())
     dispatcher = StreamDispatcher()
     try:
-
-        async def started() -> bool:
-            return server.started
-
-        await async_wait_for(started, timeout=10, interval=0.01, what="uvicorn started")
+        await until(lambda: server.started, "uvicorn started")
         port = server.servers[0].sockets[0].getsockname()[1]
         handle = _At(f"http://127.0.0.1:{port}")
         dispatcher.instance_idle(handle)
-
-        async def opened() -> bool:
-            return len(server.server_state.connections) == 1
-
-        await async_wait_for(opened, timeout=10, interval=0.01, what="the connection opened")
+        await until(lambda: len(server.server_state.connections) == 1, "the connection opened")
         await asyncio.sleep(config.timeout_keep_alive * 6)  # idle, longer than the keep-alive
         assert len(server.server_state.connections) == 1
         answer = await dispatcher.post_bot(handle, {**AUTH, SESSION_ID_HEADER: "s1"}, {"a": 1})
