@@ -114,6 +114,8 @@ def create_app(settings: Settings, *, seams: Seams | None = None) -> FastAPI:
         app.include_router(dev.build_router())  # first: its /ws/{token} before /ws/{carrier}
     app.include_router(media_websockets())  # carriers' and generic clients' WebSockets
 
+    app.add_middleware(start.StartShortcut)  # every start's short way in
+
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
         return {"status": "ok"}

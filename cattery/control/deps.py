@@ -39,8 +39,12 @@ DB = Annotated[AsyncSession, Depends(db_session, scope="function")]
 
 
 def bearer_token(request: Request) -> str:
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
+    return bearer_key(request.headers.get("authorization"))
+
+
+def bearer_key(header: str | None) -> str:
+    """The key of an ``Authorization: Bearer <key>`` header; else a 401."""
+    scheme, _, token = (header or "").partition(" ")
     if scheme.lower() != "bearer" or not token.strip():
         raise Unauthorized("Missing API key: send Authorization: Bearer <key>")
     return token.strip()

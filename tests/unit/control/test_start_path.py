@@ -140,3 +140,33 @@ async def test_a_full_agent_refuses_records_and_serves_again_once_free(platform)
 
 async def _async(value: object) -> object:
     return value
+
+
+async def test_refused_starts_get_the_platforms_shape_and_start_nothing(platform) -> None:
+    client = platform.client
+    auth = {"Authorization": f"Bearer {platform.key}"}
+
+    no_key = await client.post("/v1/public/agent/start", json={}, headers={"Authorization": ""})
+    wrong_key = await client.post(
+        "/v1/public/agent/start", json={}, headers={"Authorization": "Bearer pk_nope"}
+    )
+    unknown = await client.post("/v1/public/nobody/start", json={}, headers=auth)
+    not_json = await client.post("/v1/public/agent/start", content=b"{", headers=auth)
+    too_large = await client.post("/v1/public/agent/start", content=b" " * 1_000_001, headers=auth)
+    bad_wait = await client.post(
+        "/v1/public/agent/start", json={}, headers={**auth, "X-Cattery-Start-Wait": "soon"}
+    )
+    nested = await client.post("/v1/public/agent/x/start", json={}, headers=auth)
+
+    assert [r.status_code for r in (no_key, wrong_key, unknown, not_json, too_large)] == [
+        401,
+        401,
+        404,
+        400,
+        413,
+    ]
+    assert (bad_wait.status_code, nested.status_code) == (400, 404)
+    for resp in (no_key, wrong_key, unknown, not_json, too_large, bad_wait, nested):
+        assert set(resp.json()) == {"code", "error"}, resp.text
+    assert platform.runtimes.requests == []
+    assert await platform.end_states() == {}
