@@ -307,6 +307,7 @@ async def _recover(state: ControlState) -> None:
 async def _close(state: ControlState) -> None:
     """Graceful shutdown: sessions end as terminated, every instance is closed and forgotten."""
     await state.supervisor.aclose()
+    await state.lookups.aclose()
     await state.recorder.aclose()
     await state.builds.aclose()
     await state.deployer.aclose()

@@ -6,6 +6,9 @@ and its active deployment. Entries are dropped at once by the private API handle
 change them (``forget_keys``, ``forget_agent`` after their commit), and in any case after
 ``ttl`` seconds: the bound for a change this process did not make (another control plane
 sharing the database). Only hits are kept: a new key or agent is found on its first use.
+An entry used in the second half of its life is read again in the background, so one in
+steady use is never missed (a miss is a database read on the start's path) and is still
+never served past its ``ttl``.
 Secrets are never kept here: a deployment reads its secret set when it is deployed.
 
 A lookup that raced with a change can't put the old row back: ``forget_*`` bumps a
@@ -16,9 +19,9 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -26,6 +29,7 @@ from cattery.errors import AgentNotFound
 from cattery.store import repositories as repo
 from cattery.store.crypto import hash_key
 from cattery.store.models import Organization
+from cattery.tasks import OwnedTasks
 
 #: how long an entry may be served without asking the database again
 DEFAULT_TTL_SECONDS = 5.0
@@ -80,6 +84,14 @@ class _Entries(Generic[K, V]):
             return None
         return found[1]
 
+    def due(self, key: K) -> bool:
+        """Whether ``key``'s entry is in the second half of its life (time to read it again)."""
+        found = self._data.get(key)
+        return found is not None and found[0] - self._clock() < self._ttl / 2
+
+    def drop(self, key: K) -> None:
+        self._data.pop(key, None)
+
     def put(self, key: K, value: V, generation: int) -> None:
         if generation != self.generation or self._ttl <= 0:
             return  # something changed while the value was read: it may be stale
@@ -108,6 +120,24 @@ class Lookups:
     ) -> None:
         self._keys: _Entries[str, Principal] = _Entries(ttl, max_entries, clock)
         self._agents: _Entries[tuple[str, str], AgentTarget] = _Entries(ttl, max_entries, clock)
+        self._refreshing: set[object] = set()
+        self._tasks = OwnedTasks("lookups")
+
+    def _refresh(self, key: object, read: Callable[[], Coroutine[Any, Any, object]]) -> None:
+        """Read an entry again in the background, once at a time per entry."""
+        if key in self._refreshing or self._tasks.closed:
+            return
+        self._refreshing.add(key)
+
+        async def reading() -> None:
+            try:
+                await read()
+            except AgentNotFound:
+                pass  # gone: the read dropped it
+            finally:
+                self._refreshing.discard(key)
+
+        self._tasks.spawn(reading(), "refresh_task")
 
     async def principal(
         self, sessionmaker: async_sessionmaker[AsyncSession], raw_key: str
@@ -119,11 +149,20 @@ class Lookups:
         hashed = hash_key(raw_key)
         cached = self._keys.get(hashed)
         if cached is not None:
+            if self._keys.due(hashed):
+                self._refresh(("key", hashed), lambda: self._read_key(sessionmaker, raw_key))
             return cached
+        return await self._read_key(sessionmaker, raw_key)
+
+    async def _read_key(
+        self, sessionmaker: async_sessionmaker[AsyncSession], raw_key: str
+    ) -> Principal | None:
+        hashed = hash_key(raw_key)
         generation = self._keys.generation
         async with sessionmaker() as db:
             found = await repo.find_active_api_key(db, raw_key)
         if found is None:
+            self._keys.drop(hashed)
             return None
         key, org = found
         principal = Principal(
@@ -141,11 +180,21 @@ class Lookups:
         """
         cached = self._agents.get((org.id, name))
         if cached is not None:
+            if self._agents.due((org.id, name)):
+                self._refresh(
+                    ("agent", org.id, name), lambda: self._read_agent(sessionmaker, org, name)
+                )
             return cached
+        return await self._read_agent(sessionmaker, org, name)
+
+    async def _read_agent(
+        self, sessionmaker: async_sessionmaker[AsyncSession], org: Organization, name: str
+    ) -> AgentTarget:
         generation = self._agents.generation
         async with sessionmaker() as db:
             agent = await repo.get_agent(db, org.id, name)
             if agent is None:
+                self._agents.drop((org.id, name))
                 raise AgentNotFound(f"Agent {name!r} not found")
             dep = (
                 await repo.get_deployment(db, agent.active_deployment_id)
@@ -178,6 +227,10 @@ class Lookups:
     def clear(self) -> None:
         self._keys.forget(lambda *_: True)
         self._agents.forget(lambda *_: True)
+
+    async def aclose(self) -> None:
+        """Stop reading entries again."""
+        await self._tasks.aclose()
 
     def sizes(self) -> tuple[int, int]:
         """``(keys, agents)`` held now."""

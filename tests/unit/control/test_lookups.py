@@ -120,3 +120,51 @@ def test_a_value_read_before_a_change_is_not_kept() -> None:
     entries.put("b", 2, entries.generation)
     entries.put("c", 3, entries.generation)  # bounded: the oldest goes
     assert (entries.get("a"), entries.get("b"), entries.get("c")) == (None, 2, 3)
+
+
+async def test_an_entry_in_use_is_read_again_before_it_expires(
+    maker: async_sessionmaker[AsyncSession], org: Organization
+) -> None:
+    """A start never waits for the database for a key or agent in steady use; a change
+    made behind the cache's back is still seen within the ttl."""
+    from tests.support.waiting import async_wait_for
+
+    clock = Clock()
+    lookups = Lookups(ttl=10.0, clock=clock)
+    async with maker.begin() as db:
+        key, raw = await repo.create_api_key(db, org.id, ApiKeyKind.PUBLIC, "app")
+        agent = await repo.create_agent(db, org.id, "bot", "local")
+        dep = await repo.create_deployment(
+            db, agent.id, image="/x", region="local", min_agents=0, max_agents=1
+        )
+        await repo.set_active_deployment(db, agent, dep.id)
+    assert (await lookups.agent(maker, org, "bot")).deployment_id == dep.id
+    assert await lookups.principal(maker, raw) is not None
+    async with maker.begin() as db:
+        agent = await repo.get_agent(db, org.id, "bot")
+        assert agent is not None
+        newer = await repo.create_deployment(
+            db, agent.id, image="/x", region="local", min_agents=0, max_agents=1
+        )
+        await repo.set_active_deployment(db, agent, newer.id)
+        await repo.revoke_api_key(db, org.id, key.id)
+
+    clock.now += 6.0  # the second half of the entries' life: served, and read again
+    assert (await lookups.agent(maker, org, "bot")).deployment_id == dep.id
+    assert await lookups.principal(maker, raw) is not None
+
+    async def renewed() -> bool:
+        return (await lookups.agent(maker, org, "bot")).deployment_id == newer.id
+
+    await async_wait_for(renewed, timeout=10, what="the agent read again")
+    await async_wait_for(
+        lambda: _is_none(lookups.principal(maker, raw)), timeout=10, what="the key dropped"
+    )
+    clock.now += 6.0  # past the first read's expiry: the renewed entry is still served
+    assert lookups.sizes() == (0, 1)
+    assert (await lookups.agent(maker, org, "bot")).deployment_id == newer.id
+    await lookups.aclose()
+
+
+async def _is_none(value) -> bool:
+    return (await value) is None
