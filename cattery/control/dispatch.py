@@ -25,6 +25,7 @@ from loguru import logger
 
 from cattery.backends.base import InstanceHandle
 from cattery.contract import END_STATE_HEADER
+from cattery.pools.options import InstanceEvents, NoEvents
 from cattery.tasks import OwnedTasks
 
 #: how long reaching an instance may take; the request itself lasts the session
@@ -50,16 +51,12 @@ class DispatchFailed(Exception):
     """The instance could not be reached, or the connection broke before its answer."""
 
 
-class BotDispatcher(Protocol):
+class BotDispatcher(InstanceEvents, Protocol):
+    """Sends sessions' ``POST /bot``; told by the pools of instances waiting and gone."""
+
     async def post_bot(
         self, handle: InstanceHandle, headers: dict[str, str], body: Any
     ) -> BotAnswer: ...
-
-    def instance_idle(self, handle: InstanceHandle) -> None:
-        """``handle`` is ready and waits in its pool for a session."""
-
-    def instance_gone(self, handle: InstanceHandle) -> None:
-        """The pool let ``handle`` go: nothing will be dispatched to it any more."""
 
     async def aclose(self) -> None: ...
 
@@ -230,17 +227,11 @@ class _Stream:
         self._writer.close()
 
 
-class HttpxDispatcher:
+class HttpxDispatcher(NoEvents):
     """Dispatches through an httpx client (owned: closed by ``aclose``); keeps nothing."""
 
     def __init__(self, http: httpx.AsyncClient) -> None:
         self._http = http
-
-    def instance_idle(self, handle: InstanceHandle) -> None:
-        pass
-
-    def instance_gone(self, handle: InstanceHandle) -> None:
-        pass
 
     async def post_bot(
         self, handle: InstanceHandle, headers: dict[str, str], body: Any

@@ -75,6 +75,8 @@ class InstanceEvents(Protocol):
 
 
 class NoEvents:
+    """Events nobody listens to: a pool without a dispatcher, a dispatcher keeping nothing."""
+
     def instance_idle(self, handle: InstanceHandle) -> None:
         pass
 
