@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import resource
 import socket
 import sys
 from pathlib import Path
@@ -54,6 +55,28 @@ def freeze_long_lived() -> None:
     gc.freeze()
 
 
+#: the soft limit asked for when the hard one is unlimited
+MAX_OPEN_FILES = 1 << 20
+
+
+def raise_open_files_limit() -> int:
+    """Raise this process's soft limit on open files to its hard one; the new soft limit.
+
+    Every instance holds descriptors here (its log, the connection kept for its session,
+    its pidfd), so the usual soft limit of 1024 would cap how many instances one control
+    plane can run well before its machine does.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = MAX_OPEN_FILES if hard == resource.RLIM_INFINITY else hard
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+        except (ValueError, OSError):
+            return soft  # a hard limit above the kernel's nr_open: keep what we have
+        return wanted
+    return soft
+
+
 def serve(settings: Settings, *, fd: int | None, sock: socket.socket | None = None) -> None:
     """uvicorn on the control plane's app, until interrupted. The port is bound first
     (unless ``sock`` is): a taken one ends this before anything is created or printed."""
@@ -65,6 +88,7 @@ def serve(settings: Settings, *, fd: int | None, sock: socket.socket | None = No
         sock = bind(settings.host, settings.port, "cattery serve")
     logger.remove()
     logger.add(sys.stderr, level="INFO")
+    raise_open_files_limit()
     from cattery.control.app import create_app
     from cattery.control.http import CoalescingHttpProtocol
 
