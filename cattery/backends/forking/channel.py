@@ -72,8 +72,9 @@ class Channel:
     async def send(self, message: dict) -> None:
         await _send_fds(self._sock, wire.encode(message), [])
 
-    async def request(self, message: dict, fds: list[int]) -> dict:
-        """Send ``message`` (given an id) with ``fds``; the answer, with its ``pid``."""
+    async def request(self, message: dict, fds: list[int], *, counted: bool = True) -> dict:
+        """Send ``message`` (given an id) with ``fds``; the answer, with its ``pid``.
+        ``counted``: the child is a live one from now on (a spare is, once handed out)."""
         if not self.alive:
             raise ForkFailed("the parent is gone")
         loop = asyncio.get_running_loop()
@@ -93,7 +94,8 @@ class Channel:
             raise
         pid = reply["pid"]
         self._exits.pop(pid, None)  # a reused pid: an older child's code is not this one's
-        self._forked.add(pid)
+        if counted:
+            self._forked.add(pid)
         return reply
 
     async def aclose(self) -> None:

@@ -19,12 +19,14 @@ from __future__ import annotations
 import gc
 import os
 import random
+import socket
 import sys
 import traceback
 from collections.abc import Mapping
 from typing import NoReturn
 
-from cattery.backends.forking.detach import detach
+from cattery.backends.forking import wire
+from cattery.backends.forking.detach import detach, leave_parent, write_to
 
 
 def instance_environ(
@@ -64,33 +66,75 @@ def run_child(
     code = 1
     try:
         become_instance(log_fd=log_fd, started_fd=started_fd, env=env, parent_fds=parent_fds)
-        from cattery.runtime.main import serve_forked
-
-        serve_forked(
-            loaded,  # type: ignore[arg-type]
-            fd=listen_fd,
-            one_session=one_session,
-            owner_fd=owner_fd,
-            ready_fd=ready_fd,
-        )
-        code = 0
+        code = _serve(loaded, listen_fd, one_session, owner_fd, ready_fd)
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
     except BaseException:
         traceback.print_exc()
     finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:
-                pass
-        os._exit(code)
+        _flush_and_exit(code)
+
+
+def run_spare(
+    loaded: object, *, sock_fd: int, started_fd: int, owner_fd: int, parent_fds: list[int]
+) -> NoReturn:
+    """Wait, as a spare child, for the instance it is to become: its environment and
+    descriptors (listening socket, log, readiness pipe) come on ``sock_fd`` from the
+    parent, then it serves as ``run_child``'s child would. End of file there (the parent
+    dropped it, or is gone): exit 0, having served nothing. Never returns."""
+    code = 1
+    try:
+        leave_parent(started_fd=started_fd, parent_fds=parent_fds)
+        with socket.socket(fileno=sock_fd) as sock:
+            data, fds, _, _ = socket.recv_fds(sock, wire.MAX_PACKET, wire.MAX_FDS)
+        if not data:
+            _flush_and_exit(0)
+        request = wire.decode(data)
+        ready_fd = fds[2] if request.get("ready") else None
+        write_to(fds[1])
+        become_instance_env(request.get("env") or {})
+        code = _serve(loaded, fds[0], bool(request.get("one_session", True)), owner_fd, ready_fd)
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        _flush_and_exit(code)
+
+
+def _serve(
+    loaded: object, listen_fd: int, one_session: bool, owner_fd: int, ready_fd: int | None
+) -> int:
+    from cattery.runtime.main import serve_forked
+
+    serve_forked(
+        loaded,  # type: ignore[arg-type]
+        fd=listen_fd,
+        one_session=one_session,
+        owner_fd=owner_fd,
+        ready_fd=ready_fd,
+    )
+    return 0
+
+
+def _flush_and_exit(code: int) -> NoReturn:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(code)
 
 
 def become_instance(
     *, log_fd: int, started_fd: int, env: Mapping[str, str], parent_fds: list[int]
 ) -> None:
     detach(log_fd=log_fd, started_fd=started_fd, parent_fds=parent_fds)
+    become_instance_env(env)
+
+
+def become_instance_env(env: Mapping[str, str]) -> None:
+    """The instance's environment, fresh random state and a collector that runs."""
     os.environ.clear()
     os.environ.update(env)
     reseed()

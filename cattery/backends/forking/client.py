@@ -208,6 +208,14 @@ class SharedParent:
         await _exited(lambda: popen.poll() is not None, STOP_GRACE_SECONDS)
 
 
+@dataclass
+class Spare:
+    """A child the parent forked ahead, waiting for its instance, in its own cgroup."""
+
+    pid: int
+    cgroup: Cgroup | None
+
+
 class ForkServer:
     """One agent's forking parent. Owned by ``ForkServers``; owns the parent's process and
     its cgroup (not its children nor their groups: each belongs to the instance handle that
@@ -220,6 +228,9 @@ class ForkServer:
         self._pidfd: int | None = None
         self._channel: Channel | None = None
         self._group: ParentGroup | None = None
+        self._spare: Spare | None = None
+        #: the task forking the next spare child, if one is (its owner's)
+        self.spare_task: asyncio.Task[None] | None = None
         self._formed_by: SharedParent | None = None
         self._last_fork = time.monotonic()
 
@@ -278,6 +289,52 @@ class ForkServer:
             raise ParentUnavailable(f"exited with code {code} while loading its bot") from exc
         self._last_fork = time.monotonic()
 
+    @property
+    def has_spare(self) -> bool:
+        return self._spare is not None
+
+    @property
+    def sparing(self) -> bool:
+        """A spare child is being forked."""
+        return self.spare_task is not None and not self.spare_task.done()
+
+    def take_spare(self) -> Spare | None:
+        """The spare child, for the next fork request (which must say so)."""
+        spare, self._spare = self._spare, None
+        return spare
+
+    async def make_spare(self, cgroup: Cgroup | None) -> None:
+        """Have the parent fork a spare child now, in ``cgroup`` (born there where it can
+        be, else moved in now: the move's wait is on no start's path)."""
+        if self._channel is None or not self._channel.alive or self._spare is not None:
+            if cgroup is not None:
+                await asyncio.to_thread(cgroup.kill_and_remove)
+            return
+        group = self._group
+        into = cgroup if group is not None and group.forks_into else None
+        message: dict[str, object] = {"op": wire.SPARE_OP}
+        fd = into.open_dir() if into is not None else None
+        if fd is not None:
+            message["cgroup"] = True
+        try:
+            reply = await self._channel.request(message, [] if fd is None else [fd], counted=False)
+        except BaseException:
+            if cgroup is not None:
+                await asyncio.to_thread(cgroup.kill_and_remove)
+            raise
+        finally:
+            if fd is not None:
+                os.close(fd)
+        if into is not None:
+            into.seal()
+        if cgroup is not None and not reply.get("cgroup"):
+            with contextlib.suppress(OSError):
+                await asyncio.to_thread(cgroup.add, reply["pid"])
+        if self.alive:
+            self._spare = Spare(reply["pid"], cgroup)
+        elif cgroup is not None:  # closed meanwhile
+            await asyncio.to_thread(cgroup.kill_and_remove)
+
     async def fork(
         self,
         env: Mapping[str, str],
@@ -286,13 +343,19 @@ class ForkServer:
         *,
         ready_fd: int | None = None,
         cgroup: Cgroup | None = None,
+        spare: Spare | None = None,
     ) -> tuple[int, bool]:
         """A new child serving on ``sock``, logging to ``log_fd``, saying on ``ready_fd``
-        when it serves, born in ``cgroup`` if it can be: ``(its pid, whether it was)``."""
+        when it serves, born in ``cgroup`` if it can be: ``(its pid, whether it was)``.
+        With ``spare`` (taken from ``take_spare``), that child becomes the instance: it is
+        in its group already (``(its pid, True)``), unless it died meanwhile and a child
+        was forked instead (``(that pid, False)``: it belongs in the spare's group)."""
         if self._channel is None or not self._channel.alive:
             raise ForkFailed("the forking parent is gone")
         self._last_fork = time.monotonic()
         message: dict[str, object] = {"op": "fork", "env": dict(env), "one_session": True}
+        if spare is not None:
+            message["spare"] = True
         fds = [sock.fileno(), log_fd]
         if ready_fd is not None:
             message["ready"] = True
@@ -306,6 +369,8 @@ class ForkServer:
         finally:
             if cgroup_fd is not None:
                 os.close(cgroup_fd)
+        if spare is not None:
+            return reply["pid"], reply["pid"] == spare.pid
         return reply["pid"], bool(reply.get("cgroup"))
 
     def exit_code(self, pid: int) -> int | None:
@@ -313,10 +378,13 @@ class ForkServer:
 
     async def aclose(self) -> None:
         """Close the control socket (the parent exits on end of file), wait, then kill.
-        Children are not touched. Idempotent."""
+        Children are not touched (a spare child is: it never became one). Idempotent."""
         try:
             if self._channel is not None:
                 await self._channel.aclose()
+            if self.sparing:  # it fails with the channel; its group goes with it
+                assert self.spare_task is not None
+                await asyncio.wait([self.spare_task], timeout=STOP_GRACE_SECONDS)
             if self._pidfd is not None and not await _exited(self._exited, STOP_GRACE_SECONDS):
                 logger.warning(f"Forking parent {self._pid} ignored its closed socket; killing it")
                 with contextlib.suppress(ProcessLookupError):
@@ -341,6 +409,9 @@ class ForkServer:
         return await shared.wait_exit_code(self._pid, EXIT_CODE_WAIT_SECONDS)
 
     async def _remove_cgroup(self) -> None:
+        spare = self.take_spare()
+        if spare is not None and spare.cgroup is not None:
+            await asyncio.to_thread(spare.cgroup.kill_and_remove)
         if self._group is not None:  # what its bot started at import goes with it
             leaf, self._group = self._group.leaf, None
             await asyncio.to_thread(leaf.kill_and_remove)

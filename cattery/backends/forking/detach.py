@@ -30,6 +30,12 @@ def detach(*, log_fd: int, started_fd: int, parent_fds: Iterable[int]) -> None:
     us; our group is ours to signal) and say so on ``started_fd`` (the parent answers
     with our pid only then), take default signal handling back, close the parent's
     descriptors, read nothing and write to ``log_fd``."""
+    leave_parent(started_fd=started_fd, parent_fds=parent_fds)
+    write_to(log_fd)
+
+
+def leave_parent(*, started_fd: int, parent_fds: Iterable[int]) -> None:
+    """``detach`` up to its output: what a spare child does before it has a log."""
     os.setsid()
     os.write(started_fd, b".")
     os.close(started_fd)
@@ -41,6 +47,10 @@ def detach(*, log_fd: int, started_fd: int, parent_fds: Iterable[int]) -> None:
             os.close(fd)
         except OSError:
             pass
+
+
+def write_to(log_fd: int) -> None:
+    """Read nothing; write to ``log_fd``."""
     null = os.open(os.devnull, os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)

@@ -21,7 +21,9 @@ the bot's folder, with the agent's environment. Either way it
    reaping children on ``SIGCHLD`` and reporting each exit code. A request that carries
    the instance's cgroup has its child born there (``clone.py``), where the kernel allows
    it and this process has a single native thread; else it is an ordinary fork, and the
-   reply says the backend must move the child itself.
+   reply says the backend must move the child itself. On request it forks a *spare*
+   child ahead (in a group of its own), which waits for the next fork request that asks
+   for it and then becomes that instance at once: no fork is on that start's path.
 
 It has no threads and no event loop. Its children live in their own sessions: killing the
 parent never touches them (``child.py``).
@@ -39,6 +41,7 @@ import signal
 import socket
 import sys
 import threading
+from collections.abc import Callable
 
 from cattery.backends.forking import wire
 from cattery.backends.forking.child import instance_environ
@@ -102,6 +105,9 @@ class ForkingParent:
         os.set_blocking(self._wake_w, False)
         #: why children are not cloned into their cgroups (None: they are, when asked)
         self.no_clone: str | None = None
+        #: a child forked ahead, waiting for its instance: (pid, our end of its socket,
+        #: whether it was born in the cgroup it was asked for)
+        self.spare: tuple[int, socket.socket, bool] | None = None
 
     def run(self) -> None:
         signal.signal(signal.SIGCHLD, _ignore)
@@ -135,12 +141,13 @@ class ForkingParent:
             self._send({"error": f"bad request: {exc}"})
             return True
         reply: dict[str, object] = {"id": request.get("id")}
-        if request.get("op") != self.OP or len(fds) != wire.expected_fds(request):
+        serve = self.fork if request.get("op") == self.OP else self.spares.get(request.get("op"))
+        if serve is None or len(fds) != wire.expected_fds(request):
             reply["error"] = f"expected a {self.OP} request with the descriptors it names"
             _close_all(fds)
         else:
             try:
-                reply.update(self.fork(request, fds))
+                reply.update(serve(request, fds))
             except OSError as exc:
                 reply["error"] = f"fork failed: {exc}"
             finally:
@@ -148,13 +155,23 @@ class ForkingParent:
         self._send(reply)
         return True
 
+    @property
+    def spares(self) -> dict[object, Callable[[dict, list[int]], dict[str, object]]]:
+        """Requests besides ``OP`` this parent serves."""
+        return {wire.SPARE_OP: self.make_spare}
+
     def fork(self, request: dict, fds: list[int]) -> dict[str, object]:
         """Fork the child ``request`` asks for: ``{"pid": P, "cgroup": born there}``,
-        once it leads its own session (``detach``)."""
+        once it leads its own session (``detach``). A request for the spare child is
+        served by handing it the request, when there is one still waiting."""
         sys.stdout.flush()
         sys.stderr.flush()
         gc.freeze()  # whatever this loop allocated since the last fork joins the shared set
         env = instance_environ(self.launched_env, os.environ, request.get("env") or {})
+        if request.get("spare"):
+            handed = self._hand_to_spare(request, env, fds)
+            if handed is not None:
+                return handed
         named = [name for name in wire.OPTIONAL_FDS if request.get(name)]
         extra = dict(zip(named, fds[wire.FORK_FDS :], strict=True))
         cgroup_fd = extra.get("cgroup")
@@ -182,6 +199,65 @@ class ForkingParent:
         self.children.add(pid)
         wait_started(started_r, started_w)
         return {"pid": pid, "cgroup": inside}
+
+    def make_spare(self, request: dict, fds: list[int]) -> dict[str, object]:
+        """Fork a spare child (born in the cgroup ``fds`` names, if any) that waits for
+        the next request for it; an older spare is dropped (it exits)."""
+        self._drop_spare()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        gc.freeze()
+        cgroup_fd = fds[0] if request.get("cgroup") else None
+        ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        started_r, started_w = os.pipe()
+        try:
+            pid, inside = self._fork_into(cgroup_fd)
+        except OSError:
+            _close_all([started_r, started_w])
+            ours.close()
+            theirs.close()
+            raise
+        if pid == 0:
+            from cattery.backends.forking.child import run_spare
+
+            own = [self.control.fileno(), self._wake_r, self._wake_w, started_r, ours.fileno()]
+            run_spare(
+                self.loaded,
+                sock_fd=theirs.fileno(),
+                started_fd=started_w,
+                owner_fd=self.lifeline_fd,
+                parent_fds=own if cgroup_fd is None else [*own, cgroup_fd],
+            )
+        theirs.close()
+        self.children.add(pid)
+        wait_started(started_r, started_w)
+        self.spare = (pid, ours, inside)
+        return {"pid": pid, "cgroup": inside}
+
+    def _hand_to_spare(
+        self, request: dict, env: dict[str, str], fds: list[int]
+    ) -> dict[str, object] | None:
+        """Give the spare its instance: the answer, or None when there is no spare (or
+        it died) and a child must be forked now."""
+        spare, self.spare = self.spare, None
+        if spare is None:
+            return None
+        pid, sock, inside = spare
+        message = {"env": env, "one_session": request.get("one_session", True)}
+        if request.get("ready"):
+            message["ready"] = True
+        try:
+            socket.send_fds(sock, [wire.encode(message)], fds[: wire.expected_fds(request)])
+        except OSError:
+            return None  # it is gone: reaped as any child
+        finally:
+            sock.close()
+        return {"pid": pid, "cgroup": inside}
+
+    def _drop_spare(self) -> None:
+        if self.spare is not None:
+            self.spare[1].close()  # end of file: it exits
+            self.spare = None
 
     def _fork_into(self, cgroup_fd: int | None) -> tuple[int, bool]:
         """Fork, into the cgroup ``cgroup_fd`` names when that is possible here;

@@ -8,6 +8,11 @@ idle forked instance then exits (``--parent-pid``'s promise, for children whose 
 not the backend). A parent dying closes nothing of it, so idle instances outlive their
 parent too.
 
+Each agent parent keeps one spare child, forked ahead (at deploy, then each time one of
+its instances is ready, so the fork never slows a starting child down): the next spawn
+gets it at once. A spare is a sleeping copy of its parent, in a cgroup of its own, that
+exits with its parent.
+
 A spawn for a new spec replaces the agent's parent. A parent that died is formed again on
 the next spawn; one that could not load its bot (or started threads while importing)
 marks its spec as not forkable, and that spec's instances are plain processes from then
@@ -20,11 +25,13 @@ for ``idle_seconds``; cattery's own interpreter keeps its shared parent.
 from __future__ import annotations
 
 import asyncio
+import functools
 import hashlib
 import os
 import socket
 import sys
 import time
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,8 +54,8 @@ from cattery.tasks import OwnedTasks
 
 #: told, once per spec, that its instances are plain processes and why
 PlainProcessesSink = Callable[[InstanceSpec, str], None]
-#: makes a child's cgroup, in its parent's subtree (None: the parent has none)
-CgroupMaker = Callable[[ParentGroup | None], Cgroup | None]
+#: makes a child's cgroup by name, in its parent's subtree (None: no walls)
+CgroupMaker = Callable[[ParentGroup | None, str], Cgroup | None]
 DEFAULT_PARENT_IDLE_SECONDS = 600.0
 #: the longest wait between two looks for idle parents
 MAX_SWEEP_SECONDS = 30.0
@@ -63,6 +70,9 @@ class Forked:
     server: ForkServer
     cgroup: Cgroup | None
     born_inside: bool
+    #: have the parent fork its next spare child: call once this one serves (a fork
+    #: beside a starting child would slow it down, on two cores by half)
+    replenish: Callable[[], None] | None = None
 
 
 class ForkServers:
@@ -93,6 +103,7 @@ class ForkServers:
         self._unforkable: dict[str, str] = {}
         self._lifeline_r, self._lifeline_w = os.pipe()
         self._retiring = OwnedTasks("forking parents")
+        self._spares = OwnedTasks("spare children")
         self._sweeper = OwnedTasks("idle forking parents")
         self._closed = False
 
@@ -120,11 +131,14 @@ class ForkServers:
         *,
         ready_fd: int | None = None,
         make_cgroup: CgroupMaker | None = None,
+        name: str = "",
     ) -> Forked | None:
-        """A child of the agent's parent serving on ``sock``, in the cgroup
-        ``make_cgroup`` makes in its parent's subtree. None when ``spec`` can't be forked
-        (its bot does not load in a parent, or the fork failed), so the caller starts a
-        plain process (and no cgroup made for the fork is left)."""
+        """A child of the agent's parent serving on ``sock``: the parent's spare child if
+        it has one (forked ahead, in its own cgroup), else one forked now into the cgroup
+        ``make_cgroup`` makes as ``name`` in its parent's subtree; a new spare is forked
+        next. None when ``spec`` can't be forked (its bot does not load in a parent, or
+        the fork failed), so the caller starts a plain process (and no cgroup made for the
+        fork is left)."""
         if self._closed:
             raise RuntimeError("the forking parents are closed")
         key = spec_key(spec)
@@ -136,10 +150,16 @@ class ForkServers:
             except ParentUnavailable:
                 return None
             group = server.group
-            cgroup = make_cgroup(group) if make_cgroup is not None else None
-            into = cgroup if group is not None and group.forks_into else None
+            spare = server.take_spare()
+            if spare is not None:
+                cgroup, into = spare.cgroup, None
+            else:
+                cgroup = make_cgroup(group, name) if make_cgroup is not None else None
+                into = cgroup if group is not None and group.forks_into else None
             try:
-                pid, inside = await server.fork(env, sock, log_fd, ready_fd=ready_fd, cgroup=into)
+                pid, inside = await server.fork(
+                    env, sock, log_fd, ready_fd=ready_fd, cgroup=into, spare=spare
+                )
             except BaseException as exc:
                 if cgroup is not None:  # its child (if any) was killed: gone in a moment
                     self._retiring.spawn(asyncio.to_thread(cgroup.kill_and_remove), "rm_task")
@@ -153,21 +173,41 @@ class ForkServers:
                 continue  # the parent died under us: the next round forms a new one
             if into is not None:
                 into.seal()  # born: nothing else may be moved in by its user
-            return Forked(pid, server, cgroup, inside)
+            replenish = functools.partial(self._replenish, server, make_cgroup)
+            return Forked(pid, server, cgroup, inside, replenish)
         return None
 
-    async def prepare(self, spec: InstanceSpec, launch: ParentLaunch) -> None:
-        """Form the parent of ``spec`` now (a deploy), so its first instance is a fork.
-        A bot that can't load in a parent is marked as such, as on a spawn."""
+    def _replenish(self, server: ForkServer, make_cgroup: CgroupMaker | None) -> None:
+        """Have ``server`` fork its next spare child, unless it has one (or one comes)."""
+        if self._closed or server.has_spare or server.sparing or not server.alive:
+            return
+
+        async def fork_spare() -> None:
+            try:
+                name = f"spare_{uuid.uuid4().hex}"
+                cgroup = make_cgroup(server.group, name) if make_cgroup is not None else None
+                await server.make_spare(cgroup)
+            except (ForkFailed, OSError) as exc:
+                logger.debug(f"Forking parent {server.pid}: no spare child ({exc})")
+
+        server.spare_task = self._spares.spawn(fork_spare(), "spare_task")
+
+    async def prepare(
+        self, spec: InstanceSpec, launch: ParentLaunch, make_cgroup: CgroupMaker | None = None
+    ) -> None:
+        """Form the parent of ``spec`` now (a deploy), with its spare child, so its first
+        instance is a fork at once. A bot that can't load in a parent is marked as such,
+        as on a spawn."""
         if self._closed:
             return
         key = spec_key(spec)
         if key in self._unforkable:
             return
         try:
-            await self._server(spec, key, launch)
+            server = await self._server(spec, key, launch)
         except ParentUnavailable:
-            pass  # logged by _server; its instances will be plain processes
+            return  # logged by _server; its instances will be plain processes
+        self._replenish(server, make_cgroup)
 
     async def _server(self, spec: InstanceSpec, key: str, launch: ParentLaunch) -> ForkServer:
         agent_key = spec.agent_key
@@ -321,6 +361,7 @@ class ForkServers:
             return
         self._closed = True
         await self._sweeper.aclose()
+        await self._spares.aclose()
         servers = list(self._servers.values())
         self._servers.clear()
         await asyncio.gather(*(server.aclose() for server in servers), return_exceptions=True)

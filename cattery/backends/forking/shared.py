@@ -136,6 +136,10 @@ class SharedParent(ForkingParent):
     def __init__(self, control: socket.socket, lifeline_fd: int) -> None:
         super().__init__(None, control, lifeline_fd)
 
+    @property
+    def spares(self) -> dict:
+        return {}  # agent parents are formed on demand only
+
     def fork(self, request: dict, fds: list[int]) -> dict[str, object]:
         sys.stdout.flush()
         sys.stderr.flush()

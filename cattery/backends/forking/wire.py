@@ -7,6 +7,10 @@ its cgroup's directory to be born in (``"cgroup": true``).
 
 backend -> parent  ``{"op": "fork", "id": N, "env": {...}, "one_session": true,
                    "ready": true, "cgroup": true}`` + [sock, log, ready, cgroup]
+                   ``{"op": "spare", "id": N, "cgroup": true}`` + [cgroup]: fork a child
+                   that waits, born in that cgroup, for the next fork request that says
+                   ``"spare": true`` (it then carries no cgroup): that request is served by
+                   the spare at once, so no fork is on its path
 parent -> backend  ``{"event": "ready", "pid": P, "native_threads": T}`` once, after loading
                    ``{"id": N, "pid": CHILD, "cgroup": true}`` (born in the cgroup sent,
                    else false) or ``{"id": N, "error": "..."}`` per request
@@ -31,9 +35,14 @@ MAX_FDS = 4
 OPTIONAL_FDS = ("ready", "cgroup")
 
 
+#: the request that makes a spare child
+SPARE_OP = "spare"
+
+
 def expected_fds(request: dict[str, Any]) -> int:
     """How many descriptors ``request`` says it carries."""
-    return FORK_FDS + sum(1 for name in OPTIONAL_FDS if request.get(name))
+    base = 0 if request.get("op") == SPARE_OP else FORK_FDS
+    return base + sum(1 for name in OPTIONAL_FDS if request.get(name))
 
 
 def socket_pair() -> tuple[socket.socket, socket.socket]:

@@ -62,6 +62,7 @@ class LocalInstanceHandle(HandleBase):
         memory_bytes: int | None = None,
         joining: Awaitable[None] | None = None,
         ready_fd: int | None = None,
+        on_ready: Callable[[], None] | None = None,
         host: str = "127.0.0.1",
     ) -> None:
         self.id = instance_id
@@ -83,6 +84,8 @@ class LocalInstanceHandle(HandleBase):
         self._joining = joining
         #: the read end of the pipe a forked child says it serves on (None: probe /livez)
         self._ready_fd = ready_fd
+        #: called once when it is ready (its parent forks its next spare child then)
+        self._on_ready = on_ready
         self._memory_bytes = memory_bytes
         self._oom_noted = False
         self._tail = LogTail(instance_id, log_path, line_sink, offset=log_offset)
@@ -155,6 +158,9 @@ class LocalInstanceHandle(HandleBase):
             self._set_status(InstanceStatus.READY)
         if self._status != InstanceStatus.READY:
             raise InstanceFailed(f"instance {self.id} is {self._status}")
+        on_ready, self._on_ready = self._on_ready, None
+        if on_ready is not None:
+            on_ready()
 
     async def _told_ready(self, timeout: float) -> Probe:
         """The child's word on its readiness pipe: a byte once it serves (ANSWERED); end

@@ -25,7 +25,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 from loguru import logger
@@ -43,6 +43,7 @@ from cattery.backends.base import (
 from cattery.backends.forking.client import ParentLaunch, WallsPlan, fork_supported, spec_key
 from cattery.backends.forking.servers import (
     DEFAULT_PARENT_IDLE_SECONDS,
+    CgroupMaker,
     Forked,
     ForkServers,
     PlainProcessesSink,
@@ -309,6 +310,7 @@ class LocalBackend:
         cgroup: Cgroup | None = None
         joining: asyncio.Future[None] | None = None
         ready_fd: int | None = None
+        on_ready: Callable[[], None] | None = None
         try:
             port = sock.getsockname()[1]
             with open_private_append(log_path) as log:
@@ -323,7 +325,7 @@ class LocalBackend:
                         os.close(ready_w)  # the child's copy is the only one left
                     if forked is not None:
                         process = ForkedProcess(forked.pid, forked.server)
-                        cgroup = forked.cgroup
+                        cgroup, on_ready = forked.cgroup, forked.replenish
                         if cgroup is not None and not forked.born_inside:
                             joining = _join_soon(cgroup, process.pid)
                     else:
@@ -360,6 +362,7 @@ class LocalBackend:
             memory_bytes=limits_of(spec).memory_bytes,
             joining=joining,
             ready_fd=ready_fd,
+            on_ready=on_ready,
         )
         logger.bind(**handle.log_context()).info(f"Started instance on port {port}")
         return handle
@@ -410,7 +413,8 @@ class LocalBackend:
         if self._forks is None or self._closed:
             return
         await self.start()
-        await self._forks.prepare(spec, self._parent_launch(spec, self._tenant(spec)))
+        launch = self._parent_launch(spec, self._tenant(spec))
+        await self._forks.prepare(spec, launch, self._cgroup_maker(spec))
 
     async def retire(self, agent_key: str) -> None:
         """The agent is gone: its forking parent stops now, not when it would retire."""
@@ -438,8 +442,14 @@ class LocalBackend:
             sock,
             log_fd,
             ready_fd=ready_fd,
-            make_cgroup=lambda group: self._cgroup(instance_id, spec, group),
+            make_cgroup=self._cgroup_maker(spec),
+            name=instance_id,
         )
+
+    def _cgroup_maker(self, spec: InstanceSpec) -> CgroupMaker:
+        """Makes the cgroup of one of ``spec``'s forked instances (or of its parent's
+        spare child), by name, in the parent's subtree."""
+        return lambda group, name: self._cgroup(name, spec, group)
 
     def _parent_launch(self, spec: InstanceSpec, tenant: Tenant | None = None) -> ParentLaunch:
         """The agent's forking parent: walled in as its instances are (the parent imports

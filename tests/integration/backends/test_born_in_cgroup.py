@@ -29,6 +29,7 @@ from cattery.backends.walls.cgroups import PARENT_GROUP_PREFIX, CgroupTree, v2_m
 from cattery.backends.walls.policy import Walls
 from tests.integration.backends.test_forking import ForkingParentProcess
 from tests.support.processes import TEST_BOTS, bind_loopback
+from tests.support.waiting import async_wait_for
 
 HOSTILE = TEST_BOTS / "hostile"
 DIES_AT_START = TEST_BOTS / "dies-at-start"
@@ -94,6 +95,39 @@ async def test_a_forked_instance_is_born_in_its_group_with_its_limits(
 
     await walled.retire("org/hostile")
     assert not subtree.exists()  # the subtree went with the last of its groups
+
+
+async def test_the_next_instance_is_the_spare_child_forked_ahead_in_its_own_group(
+    walled: LocalBackend, tmp_path: Path
+) -> None:
+    first = await walled.spawn(spec(HOSTILE, "hostile"))
+    await first.ready(timeout=60)  # the parent forks its spare child now
+    parent = walled.fork_servers.parent("org/hostile")
+    assert parent is not None
+    await until(lambda: parent.has_spare, "the spare child")
+    spare = parent.take_spare()
+    assert spare is not None and spare.cgroup is not None
+    parent._spare = spare  # looked at, left in place
+    assert spare.pid in spare.cgroup.pids()  # waiting in its group
+
+    handle = await walled.spawn(spec(HOSTILE, "hostile"))
+    assert handle.pid == spare.pid and handle.cgroup is not None
+    assert handle.cgroup.path == spare.cgroup.path
+    await handle.ready(timeout=60)
+    path = tmp_path / "report.json"
+    async with httpx.AsyncClient(base_url=handle.address, timeout=60) as client:
+        resp = await client.post(
+            "/bot", json={"report_to": str(path)}, headers={TOKEN_HEADER: handle.token}
+        )
+    assert resp.status_code == 200, resp.text
+    got = json.loads(path.read_text())
+    assert got["born_in"] == got["cgroup"]["value"] == unified(spare.cgroup.path)
+    assert got["env"].get("CATTERY_INSTANCE_TOKEN") == handle.token  # its own, at hand-over
+    await first.aclose()
+    await handle.aclose()
+    subtree = spare.cgroup.path.parent
+    await walled.retire("org/hostile")  # its next spare goes with it
+    assert not subtree.exists()
 
 
 async def test_a_forked_instance_that_dies_before_serving_fails_its_start_with_its_lines(
@@ -175,3 +209,10 @@ def test_a_parent_forks_the_ordinary_way_where_it_cannot_clone_into_the_group(
     finally:
         parent.stop()
         group.kill_and_remove()
+
+
+async def until(check, what: str, timeout: float = 30) -> None:
+    async def condition() -> bool:
+        return bool(check())
+
+    await async_wait_for(condition, timeout=timeout, what=what)
