@@ -29,7 +29,7 @@ from cattery.backends.walls.cgroups import PARENT_GROUP_PREFIX, CgroupTree, v2_m
 from cattery.backends.walls.policy import Walls
 from tests.integration.backends.test_forking import ForkingParentProcess
 from tests.support.processes import TEST_BOTS, bind_loopback
-from tests.support.waiting import async_wait_for
+from tests.support.waiting import until
 
 HOSTILE = TEST_BOTS / "hostile"
 DIES_AT_START = TEST_BOTS / "dies-at-start"
@@ -209,10 +209,3 @@ def test_a_parent_forks_the_ordinary_way_where_it_cannot_clone_into_the_group(
     finally:
         parent.stop()
         group.kill_and_remove()
-
-
-async def until(check, what: str, timeout: float = 30) -> None:
-    async def condition() -> bool:
-        return bool(check())
-
-    await async_wait_for(condition, timeout=timeout, what=what)
