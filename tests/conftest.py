@@ -18,6 +18,7 @@ import docker
 import psutil
 import pytest
 
+from tests.support.browser import skip_outside_loopback_namespace, skip_without_chromium
 from tests.support.containers import user_image
 from tests.support.podman import (
     DEFAULT_INIT_PATH,
@@ -183,6 +184,13 @@ def start_runtime(tmp_path: Path) -> Iterator[Callable[..., ServerProcess]]:
     yield start
     for proc in started:
         proc.stop()
+
+
+@pytest.fixture
+def webrtc_browser() -> None:
+    """Skip unless Chromium is here and ICE can only ever use loopback."""
+    skip_without_chromium()
+    skip_outside_loopback_namespace()
 
 
 def _prepared_podman(*, init: bool = True) -> PodmanHome:

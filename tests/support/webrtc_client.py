@@ -13,6 +13,12 @@ from tests.support.waiting import async_wait_for
 
 CLIENT_JS = Path(__file__).with_name("webrtc_client.js")
 AUDIO_TIMEOUT = 30.0
+# An offer aiortc parses but refuses: a media section without ICE credentials.
+NO_ICE_CREDENTIALS = (
+    "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
+    "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=rtcp-mux\r\n"
+    "a=rtpmap:111 opus/48000/2\r\n"
+)
 
 
 async def client_page(context: Any, url: str, page: Any = None) -> Any:

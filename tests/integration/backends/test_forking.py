@@ -42,7 +42,6 @@ from tests.integration.runtime import (
     test_webrtc,
     test_whatsapp,
 )
-from tests.integration.runtime.test_webrtc import webrtc_browser  # noqa: F401
 from tests.integration.runtime.test_whatsapp import whatsapp_runtime  # noqa: F401
 from tests.support.processes import REPO, TEST_BOTS, base_env, bind_loopback, gone
 from tests.support.waiting import until, wait_for

@@ -7,7 +7,6 @@ from __future__ import annotations
 import pytest
 
 from tests.integration.control.helpers import start, wait_ended, wait_pool
-from tests.support.browser import skip_outside_loopback_namespace, skip_without_chromium
 from tests.support.control import ORG, ControlPlane
 from tests.support.processes import EXAMPLES
 from tests.support.telephony import (
@@ -49,10 +48,8 @@ async def test_a_twilio_call_to_a_worker_node_hears_its_echo(
 
 @pytest.mark.browser
 async def test_a_webrtc_session_on_a_worker_node_hears_its_echo(
-    cluster_control: ControlPlane, echo_agent: str
+    webrtc_browser, cluster_control: ControlPlane, echo_agent: str
 ) -> None:
-    skip_without_chromium()
-    skip_outside_loopback_namespace()
     control = cluster_control
     key = control.public_key()
     resp = start(control, key, echo_agent, {"caller": "browser"}, transport="webrtc")

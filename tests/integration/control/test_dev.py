@@ -31,15 +31,13 @@ from tests.support.browser import (
     LoopbackOnly,
     chromium_context,
     fake_microphone,
-    skip_outside_loopback_namespace,
-    skip_without_chromium,
     speech_wav,
     wait_for_talk_echo,
 )
 from tests.support.control import ORG, ControlPlane
 from tests.support.processes import EXAMPLES
 from tests.support.waiting import async_wait_for, wait_for
-from tests.support.webrtc_client import connect, wait_for_echo, webrtc_page
+from tests.support.webrtc_client import NO_ICE_CREDENTIALS, connect, wait_for_echo, webrtc_page
 
 AGENT = "multi-transport"  # cattery dev names the agent after the bot's folder
 LOOPBACK_STUN = "stun:127.0.0.1:3478"  # nothing answers there; only ever handed out
@@ -49,19 +47,6 @@ UI_START_REQUEST = {
     "enableDefaultIceServers": True,
     "transport": "webrtc",
 }
-# An offer aiortc parses but refuses: a media section without ICE credentials.
-NO_ICE_CREDENTIALS = (
-    "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
-    "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=rtcp-mux\r\n"
-    "a=rtpmap:111 opus/48000/2\r\n"
-)
-
-
-@pytest.fixture
-def webrtc_browser() -> None:
-    """Skip unless Chromium is here and ICE can only ever use loopback."""
-    skip_without_chromium()
-    skip_outside_loopback_namespace()
 
 
 PREBUILT = "/client/prebuilt/"

@@ -23,19 +23,11 @@ from tests.integration.control.helpers import (
     stop_session,
     wait_ended,
 )
-from tests.support.browser import skip_outside_loopback_namespace, skip_without_chromium
 from tests.support.control import ControlPlane
 from tests.support.processes import EXAMPLES
 from tests.support.webrtc_client import offer_to_session, wait_for_echo, webrtc_page
 
 ECHO = EXAMPLES / "multi-transport"
-
-
-@pytest.fixture
-def webrtc_browser() -> None:
-    """Skip unless Chromium is here and ICE can only ever use loopback."""
-    skip_without_chromium()
-    skip_outside_loopback_namespace()
 
 
 def start_webrtc(control: ControlPlane, key: str, agent: str, **request: object) -> dict:

@@ -16,11 +16,11 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.support.browser import skip_outside_loopback_namespace, skip_without_chromium
 from tests.support.processes import EXAMPLES, TEST_BOTS, ServerProcess
 from tests.support.waiting import async_wait_for, wait_for
 from tests.support.webrtc_client import (
     AUDIO_TIMEOUT,
+    NO_ICE_CREDENTIALS,
     client_page,
     connect,
     inbound_audio,
@@ -33,19 +33,6 @@ ECHO = EXAMPLES / "multi-transport"
 PROBE = TEST_BOTS / "probe"
 WAIT_FOR_OFFER_BUDGET = 180.0  # /bot waits up to 120 s for the offer, then for the bot
 UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-# An offer aiortc parses but refuses: a media section without ICE credentials.
-NO_ICE_CREDENTIALS = (
-    "v=0\r\no=- 1 1 IN IP4 0.0.0.0\r\ns=-\r\nt=0 0\r\n"
-    "m=audio 9 UDP/TLS/RTP/SAVPF 111\r\nc=IN IP4 0.0.0.0\r\na=rtcp-mux\r\n"
-    "a=rtpmap:111 opus/48000/2\r\n"
-)
-
-
-@pytest.fixture
-def webrtc_browser() -> None:
-    """Skip unless Chromium is here and ICE can only ever use loopback."""
-    skip_without_chromium()
-    skip_outside_loopback_namespace()
 
 
 def start_webrtc_bot(rt: ServerProcess, session_id: str, body: dict) -> asyncio.Task:
