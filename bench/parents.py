@@ -362,13 +362,8 @@ async def retired_starts(cp: ControlPlane, agent: str, n: int, stamps: Path) -> 
                 await asyncio.sleep(0.05)
             if agent_processes(cp, folder):
                 raise RuntimeError(f"the parent of {agent} did not retire")
-            started = await stamped_start(
-                http, cp, agent, stamps / f"{agent}-{i}.json", STAMP_TIMEOUT
-            )
-            if started is None:
-                run.failures += 1
-                continue
-            run.latencies.append(started.latency)
+            stamp = stamps / f"{agent}-{i}.json"
+            run.note(await stamped_start(http, cp, agent, stamp, STAMP_TIMEOUT))
     return run
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.platform import BOTS, ControlPlane, stamped_start, wait_stamp
+from bench.platform import BOTS, ControlPlane, Stamped, stamped_start, wait_stamp
 from cattery.backends.base import InstanceSpec
 from cattery.backends.local import LocalBackend
 from cattery.pools import Pool, PoolOptions
@@ -30,6 +30,13 @@ class StartRun:
     failures: int = 0
     #: the floor measured alongside: one dev-runner start just before each of these
     floor: list[float] = field(default_factory=list)
+
+    def note(self, started: Stamped | None) -> None:
+        """Count one start: its latency if it entered ``bot()``, else a failure."""
+        if started is None:
+            self.failures += 1
+        else:
+            self.latencies.append(started.latency)
 
 
 #: one start on the floor (the dev runner): its latency, None when it failed
@@ -64,14 +71,10 @@ async def sequential_starts(
                 on_floor = await floor(http, i)
                 if on_floor is not None:
                     run.floor.append(on_floor)
-            started = await stamped_start(
-                http, cp, agent, stamps / f"{agent}-{i}.json", STAMP_TIMEOUT
-            )
-            if started is None:
-                run.failures += 1
-                continue
-            run.latencies.append(started.latency)
-            if warm:
+            stamp = stamps / f"{agent}-{i}.json"
+            started = await stamped_start(http, cp, agent, stamp, STAMP_TIMEOUT)
+            run.note(started)
+            if started is not None and warm:
                 refilled = await refill_time(http, cp, agent, warm, started.sent)
                 if refilled is not None:
                     run.refills.append(refilled)
