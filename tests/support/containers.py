@@ -17,6 +17,7 @@ import httpx
 from docker.models.containers import Container
 
 from tests.support.podman import CATTERY_BASE_IMAGE
+from tests.support.processes import OnLoopback
 from tests.support.waiting import wait_for
 
 #: the Dockerfile a user writes on cattery-base, as on pipecat-base
@@ -51,7 +52,7 @@ def user_image(client: docker.DockerClient, bot_folder: Path, tag: str) -> str:
 
 
 @dataclass
-class RuntimeContainer:
+class RuntimeContainer(OnLoopback):
     """A container serving the runtime contract on a loopback port; ``mounts`` are shared
     at the same path inside (bots write their reports there)."""
 
@@ -61,14 +62,6 @@ class RuntimeContainer:
     env: dict[str, str] = field(default_factory=dict)
     container: Container | None = None
     port: int = 0
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
 
     def start(self) -> RuntimeContainer:
         self.container = self.client.containers.run(

@@ -71,8 +71,22 @@ def base_env(**extra: str) -> dict[str, str]:
     return env
 
 
+class OnLoopback:
+    """``url`` and ``ws_url`` of a server listening on 127.0.0.1 at ``port``."""
+
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def ws_url(self) -> str:
+        return f"ws://127.0.0.1:{self.port}"
+
+
 @dataclass
-class ServerProcess:
+class ServerProcess(OnLoopback):
     """A cattery process serving on a socket this test bound."""
 
     args: list[str]
@@ -82,14 +96,6 @@ class ServerProcess:
     port: int = 0
     #: the working directory (the repository unless a test names another)
     cwd: Path = REPO
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
 
     def start(self) -> ServerProcess:
         sock = bind_loopback()

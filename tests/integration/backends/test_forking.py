@@ -43,7 +43,7 @@ from tests.integration.runtime import (
     test_whatsapp,
 )
 from tests.integration.runtime.test_whatsapp import whatsapp_runtime  # noqa: F401
-from tests.support.processes import REPO, TEST_BOTS, base_env, bind_loopback, gone
+from tests.support.processes import REPO, TEST_BOTS, OnLoopback, base_env, bind_loopback, gone
 from tests.support.waiting import until, wait_for
 
 PROBE = TEST_BOTS / "probe"
@@ -151,7 +151,7 @@ class ForkingParentProcess:
         os.close(self._lifeline_w)
 
 
-class ForkedRuntime:
+class ForkedRuntime(OnLoopback):
     """A forked child, with the interface the runtime tests use on a ``ServerProcess``."""
 
     def __init__(self, parent: ForkingParentProcess, pid: int, port: int, log_path: Path):
@@ -160,14 +160,6 @@ class ForkedRuntime:
         self.port = port
         self.log_path = log_path
         self.proc = self  # the tests call ``rt.proc.poll()``
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    @property
-    def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}"
 
     def logs(self) -> str:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
