@@ -1,16 +1,24 @@
 """What every backend's instance handle shares: its status machine, the readiness probe, and
-closing many handles at once without one failure stopping the rest."""
+closing many handles at once without one failure stopping the rest; and, for a handle that
+learns of its instance's exit as an event, the properties and checks around it."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterable
 from enum import Enum
+from typing import Any
 
 import aiohttp
 from loguru import logger
 
-from cattery.backends.base import ALLOWED_TRANSITIONS, InstanceHandle, InstanceStatus
+from cattery.backends.base import (
+    ALLOWED_TRANSITIONS,
+    InstanceFailed,
+    InstanceHandle,
+    InstanceSpec,
+    InstanceStatus,
+)
 
 READY_POLL_SECONDS = 0.05
 LIVEZ_TIMEOUT_SECONDS = 2.0
@@ -63,6 +71,82 @@ class HandleBase(StatusMachine):
         except TimeoutError:
             return False
         return True
+
+
+class ExitEventHandle(HandleBase):
+    """A handle told of its instance's exit (``_exited``, ``_exit_code``) by its backend,
+    rather than waiting on a process of its own; the owner's ``on_closed`` is called once
+    closed. ``ready`` keeps the status checks and leaves the waiting to ``_until_ready``."""
+
+    def __init__(
+        self,
+        *,
+        instance_id: str,
+        spec: InstanceSpec,
+        token: str,
+        status: InstanceStatus = InstanceStatus.STARTING,
+        on_closed: Callable[[Any], None] | None = None,
+    ) -> None:
+        self.id = instance_id
+        self.spec = spec
+        self._token = token
+        self._status = status
+        self._on_closed = on_closed
+        self._exit_code: int | None = None
+        self._exited = asyncio.Event()
+        self._stop_requested = False
+
+    @property
+    def token(self) -> str:
+        return self._token
+
+    @property
+    def exit_code(self) -> int | None:
+        return self._exit_code
+
+    def log_context(self) -> dict[str, str]:
+        return {
+            "instance_id": self.id,
+            "agent": self.spec.agent_key,
+            "deployment_id": self.spec.deployment_id,
+            **self._placement(),
+        }
+
+    def _placement(self) -> dict[str, str]:
+        """Where the instance runs, for the log context."""
+        return {}
+
+    async def ready(self, timeout: float) -> None:
+        if self._status == InstanceStatus.READY:
+            return
+        if self._status != InstanceStatus.STARTING:
+            raise InstanceFailed(f"instance {self.id} is {self._status}, not starting")
+        await self._until_ready(timeout)
+        if self._status == InstanceStatus.STARTING:
+            self._set_status(InstanceStatus.READY)
+        if self._status != InstanceStatus.READY:
+            raise InstanceFailed(f"instance {self.id} is {self._status}")
+
+    async def _until_ready(self, timeout: float) -> None:
+        """Until the instance serves; raises ``InstanceFailed`` (or its timeout) if not."""
+        raise NotImplementedError
+
+    async def wait(self) -> int | None:
+        await self._exited.wait()
+        return self._exit_code
+
+    def _settle_exit(self, clean: bool) -> None:
+        """The instance has exited: stopped if asked to or ``clean``, else failed."""
+        if self._status not in TERMINAL:
+            stopped = self._stop_requested or clean
+            self._set_status(InstanceStatus.STOPPED if stopped else InstanceStatus.FAILED)
+
+    def _closed(self) -> None:
+        """The end of ``_close``, however it went: stopped, and the owner told."""
+        if self._status not in TERMINAL:
+            self._set_status(InstanceStatus.STOPPED)
+        if self._on_closed is not None:
+            self._on_closed(self)
 
 
 class Probe(Enum):

@@ -25,13 +25,13 @@ from cattery.backends.base import (
     MetricsSink,
 )
 from cattery.backends.container.engine import Engine
-from cattery.backends.handles import TERMINAL, HandleBase, Probe, probe_livez
+from cattery.backends.handles import TERMINAL, ExitEventHandle, Probe, probe_livez
 from cattery.tasks import OwnedTasks
 
 LAST_LINES = 20
 
 
-class ContainerInstanceHandle(HandleBase):
+class ContainerInstanceHandle(ExitEventHandle):
     """A container on the engine. Owned by one pool (or the backend)."""
 
     def __init__(
@@ -49,20 +49,13 @@ class ContainerInstanceHandle(HandleBase):
         sample_interval: float,
         on_closed: Any = None,
     ) -> None:
-        self.id = instance_id
-        self.spec = spec
+        super().__init__(instance_id=instance_id, spec=spec, token=token, on_closed=on_closed)
         self.container = container
         self._engine = engine
         self._port = port
         self._host = host
-        self._token = token
         self._line_sink = line_sink
-        self._status = InstanceStatus.STARTING
-        self._exit_code: int | None = None
-        self._exited = asyncio.Event()
-        self._stop_requested = False
         self._last_lines: deque[str] = deque(maxlen=LAST_LINES)
-        self._on_closed = on_closed
         self._loop = asyncio.get_running_loop()
         self._tasks = OwnedTasks(f"instance {instance_id}")
         self._tasks.spawn(self._sample(metrics_sink, sample_interval), "metrics_task")
@@ -78,35 +71,18 @@ class ContainerInstanceHandle(HandleBase):
         return f"http://{self._host}:{self._port}"
 
     @property
-    def token(self) -> str:
-        return self._token
-
-    @property
     def pid(self) -> int | None:
         return None  # in the container's own pid namespace; the engine owns the process
 
-    @property
-    def exit_code(self) -> int | None:
-        return self._exit_code
+    def _placement(self) -> dict[str, str]:
+        return {"container": self.container.id[:12]}
 
-    def log_context(self) -> dict[str, str]:
-        return {
-            "instance_id": self.id,
-            "agent": self.spec.agent_key,
-            "deployment_id": self.spec.deployment_id,
-            "container": self.container.id[:12],
-        }
-
-    async def ready(self, timeout: float) -> None:
+    async def _until_ready(self, timeout: float) -> None:
         """Poll ``/livez`` until it answers; the container exiting or ``timeout`` fails it.
 
         A pipecat-base image has no ``/livez``: any HTTP answer from its server below 500
         means it is up, as Pipecat Cloud's own probe of the port does.
         """
-        if self._status == InstanceStatus.READY:
-            return
-        if self._status != InstanceStatus.STARTING:
-            raise InstanceFailed(f"instance {self.id} is {self._status}, not starting")
         probe = await probe_livez(
             self.address, timeout, exited=self._exited.is_set, accept=lambda code: code < 500
         )
@@ -115,10 +91,6 @@ class ContainerInstanceHandle(HandleBase):
         if probe is Probe.TIMED_OUT:
             self.kill()
             self._fail_start(f"did not answer /livez within {timeout:g} s", InstanceStartTimeout)
-        if self._status == InstanceStatus.STARTING:
-            self._set_status(InstanceStatus.READY)
-        if self._status != InstanceStatus.READY:
-            raise InstanceFailed(f"instance {self.id} is {self._status}")
 
     async def drain(self, timeout: float) -> None:
         """SIGTERM to the container; wait up to ``timeout`` s for it to finish its session."""
@@ -134,10 +106,6 @@ class ContainerInstanceHandle(HandleBase):
         self._stop_requested = True
         if not self._exited.is_set() and not self._tasks.closed:
             self._tasks.spawn(self._signal("SIGKILL"), "kill_task")
-
-    async def wait(self) -> int | None:
-        await self._exited.wait()
-        return self._exit_code
 
     # -- internals -------------------------------------------------------------------
 
@@ -157,10 +125,7 @@ class ContainerInstanceHandle(HandleBase):
                 await asyncio.to_thread(self._follower.join, 10.0)
             finally:
                 await self._tasks.aclose()
-                if self._status not in TERMINAL:
-                    self._set_status(InstanceStatus.STOPPED)
-                if self._on_closed is not None:
-                    self._on_closed(self)
+                self._closed()
 
     async def _remove(self) -> None:
         try:
@@ -210,9 +175,7 @@ class ContainerInstanceHandle(HandleBase):
     def _on_exit(self, code: int | None) -> None:
         self._exit_code = code
         self._exited.set()
-        if self._status not in TERMINAL:
-            clean = self._stop_requested or code in (None, 0)
-            self._set_status(InstanceStatus.STOPPED if clean else InstanceStatus.FAILED)
+        self._settle_exit(clean=code in (None, 0))
         logger.bind(**self.log_context()).debug(f"Container exited with code {code}")
 
     async def _sample(self, sink: MetricsSink, interval: float) -> None:

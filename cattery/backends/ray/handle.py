@@ -20,13 +20,13 @@ from cattery.backends.base import (
     InstanceStartTimeout,
     InstanceStatus,
 )
-from cattery.backends.handles import TERMINAL, HandleBase
+from cattery.backends.handles import TERMINAL, ExitEventHandle
 
 #: beyond the grace a node host is given to close an instance, before we stop waiting
 CLOSE_MARGIN_SECONDS = 15.0
 
 
-class RayInstanceHandle(HandleBase):
+class RayInstanceHandle(ExitEventHandle):
     """Owned by one pool (or the Ray backend); ``aclose`` is idempotent."""
 
     def __init__(
@@ -44,30 +44,21 @@ class RayInstanceHandle(HandleBase):
         status: InstanceStatus = InstanceStatus.STARTING,
         on_closed: Callable[[RayInstanceHandle], None] | None = None,
     ) -> None:
-        self.id = instance_id
-        self.spec = spec
+        super().__init__(
+            instance_id=instance_id, spec=spec, token=token, status=status, on_closed=on_closed
+        )
         self.node_id = node_id
         self.node_ip = node_ip
         self.forked = forked
         self._actor = actor
         self._address = address
-        self._token = token
         self._pid = pid
-        self._status = status
-        self._on_closed = on_closed
-        self._exit_code: int | None = None
-        self._exited = asyncio.Event()
-        self._stop_requested = False
         self._fenced: str | None = None
         self._lost_reason: str | None = None
 
     @property
     def address(self) -> str:
         return self._address
-
-    @property
-    def token(self) -> str:
-        return self._token
 
     @property
     def pid(self) -> int | None:
@@ -87,24 +78,10 @@ class RayInstanceHandle(HandleBase):
     def fence(self, reason: str | None) -> None:
         self._fenced = reason
 
-    @property
-    def exit_code(self) -> int | None:
-        return self._exit_code
+    def _placement(self) -> dict[str, str]:
+        return {"node": self.node_ip, "pid": str(self._pid)}
 
-    def log_context(self) -> dict[str, str]:
-        return {
-            "instance_id": self.id,
-            "agent": self.spec.agent_key,
-            "deployment_id": self.spec.deployment_id,
-            "node": self.node_ip,
-            "pid": str(self._pid),
-        }
-
-    async def ready(self, timeout: float) -> None:
-        if self._status == InstanceStatus.READY:
-            return
-        if self._status != InstanceStatus.STARTING:
-            raise InstanceFailed(f"instance {self.id} is {self._status}, not starting")
+    async def _until_ready(self, timeout: float) -> None:
         try:
             answer = await asyncio.wait_for(
                 self._actor.ready.remote(self.id, timeout), timeout + CLOSE_MARGIN_SECONDS
@@ -116,10 +93,6 @@ class RayInstanceHandle(HandleBase):
                 self._set_status(InstanceStatus.FAILED)
             error = InstanceStartTimeout if answer.get("timeout") else InstanceFailed
             raise error(answer["error"], instance_id=self.id, output=answer.get("output", ""))
-        if self._status == InstanceStatus.STARTING:
-            self._set_status(InstanceStatus.READY)
-        if self._status != InstanceStatus.READY:
-            raise InstanceFailed(f"instance {self.id} is {self._status}")
 
     async def drain(self, timeout: float) -> None:
         if self._exited.is_set():
@@ -140,19 +113,13 @@ class RayInstanceHandle(HandleBase):
         except RayError as exc:
             logger.bind(**self.log_context()).warning(f"Killing failed: {exc!r}")
 
-    async def wait(self) -> int | None:
-        await self._exited.wait()
-        return self._exit_code
-
     def exited(self, code: int | None, status: str) -> None:
         """The node host saw the process exit."""
         if self._exited.is_set():
             return
         self._exit_code = code
         self._exited.set()
-        if self._status not in TERMINAL:
-            clean = self._stop_requested or status == InstanceStatus.STOPPED.value
-            self._set_status(InstanceStatus.STOPPED if clean else InstanceStatus.FAILED)
+        self._settle_exit(clean=status == InstanceStatus.STOPPED.value)
 
     def lost(self, reason: str) -> None:
         """Its node is gone: the instance with it."""
@@ -172,10 +139,7 @@ class RayInstanceHandle(HandleBase):
             logger.bind(**self.log_context()).warning(f"Closing on its node failed: {exc!r}")
         finally:
             self._exited.set()
-            if self._status not in TERMINAL:
-                self._set_status(InstanceStatus.STOPPED)
-            if self._on_closed is not None:
-                self._on_closed(self)
+            self._closed()
 
     def __repr__(self) -> str:
         return f"<RayInstanceHandle {self.id} {self._status} on {self.node_ip}>"
