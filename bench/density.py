@@ -149,6 +149,15 @@ class DensityRun:
     pss_mb: float = math.nan  # per session
     uss_mb: float = math.nan  # per session
 
+    def tally(self, results: list[CallResult]) -> None:
+        """Add the calls' round trips and frames; a call that failed or echoed wrong counts."""
+        for result in results:
+            if result.error or result.mismatched:
+                self.failed_calls += 1
+            self.rtts.extend(result.rtts)
+            self.sent_frames += result.sent_frames
+            self.lost_frames += result.lost_frames
+
 
 def _memory(pids: list[int], parent: int | None) -> tuple[float, float]:
     pss = uss = 0
@@ -208,13 +217,7 @@ async def density(
         run.pss_mb, run.uss_mb = await asyncio.to_thread(
             _memory, pids, parent.pid if parent else None
         )
-        results = await asyncio.gather(*tasks)
-        for result in results:
-            if result.error or result.mismatched:
-                run.failed_calls += 1
-            run.rtts.extend(result.rtts)
-            run.sent_frames += result.sent_frames
-            run.lost_frames += result.lost_frames
+        run.tally(await asyncio.gather(*tasks))
     finally:
         await asyncio.gather(*(h.aclose(grace=5) for h in handles), return_exceptions=True)
         await backend.aclose()

@@ -152,12 +152,7 @@ async def dev_density(
         cpu1, t1 = _cpu_seconds(proc), time.monotonic()
         run.cpu_cores = (cpu1 - cpu0) / (t1 - t0)
         run.pss_mb, run.uss_mb = await asyncio.to_thread(_memory_per_session, proc, calls)
-        for result in await asyncio.gather(*tasks):
-            if result.error or result.mismatched:
-                run.failed_calls += 1
-            run.rtts.extend(result.rtts)
-            run.sent_frames += result.sent_frames
-            run.lost_frames += result.lost_frames
+        run.tally(await asyncio.gather(*tasks))
     finally:
         runner.stop()
     return run
