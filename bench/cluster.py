@@ -19,7 +19,7 @@ from pathlib import Path
 import httpx
 
 from bench import report
-from bench.platform import ControlPlane, stamped_start, start_session, wait_stamp
+from bench.platform import ControlPlane, held_session, stamped_start
 from bench.starts import StartRun, client, sequential_starts
 from bench.stats import Results, Row, latency_figures, ms, percentile
 from tests.support.cluster import RayTestCluster
@@ -59,10 +59,8 @@ async def remote_proxy(cp: ControlPlane, agent: str, n: int, stamps: Path) -> tu
     """``GET /ping`` through the control plane and straight to the remote instance."""
     stamp = stamps / f"{agent}-proxy.json"
     async with httpx.AsyncClient(timeout=60, trust_env=False) as http:
-        status, session = await start_session(http, cp, agent, {"stamp": str(stamp), "hold": 300})
-        record = await wait_stamp(stamp, 60) if status == 200 else None
-        if record is None or session is None:
-            raise RuntimeError("the proxy benchmark's session did not start")
+        held = await held_session(http, cp, agent, stamp)
+        record, session = held.record, held.session
         address = await instance_address(record)
         proxied = f"{cp.url}/v1/public/{agent}/sessions/{session}/ping"
         public = {"Authorization": f"Bearer {cp.public_key}"}

@@ -193,6 +193,7 @@ class Stamped:
 
     sent: float  # time.time() just before the request
     record: dict
+    session: str
 
     @property
     def latency(self) -> float:
@@ -211,9 +212,20 @@ async def stamped_start(
     """Start a session of the stamp bot (``body`` beside the stamp's path) and wait for its
     stamp; None when the start was refused or ``bot()`` was not entered within ``timeout``."""
     sent = time.time()
-    status, _ = await start_session(client, cp, agent, {"stamp": str(stamp), **body})
+    status, session = await start_session(client, cp, agent, {"stamp": str(stamp), **body})
     record = await wait_stamp(stamp, timeout) if status == 200 else None
-    return None if record is None else Stamped(sent, record)
+    return None if record is None or session is None else Stamped(sent, record, session)
+
+
+async def held_session(
+    client: httpx.AsyncClient, cp: ControlPlane, agent: str, stamp: Path
+) -> Stamped:
+    """A session of the stamp bot held open (five minutes at most) for measuring requests to
+    it; raises if it did not start."""
+    started = await stamped_start(client, cp, agent, stamp, 60, hold=300)
+    if started is None:
+        raise RuntimeError(f"the held session of {agent} did not start")
+    return started
 
 
 async def wait_stamp(path: Path, timeout: float) -> dict | None:

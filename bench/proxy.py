@@ -15,7 +15,7 @@ import httpx
 import psutil
 
 from bench.density import echo_call, twilio_call, ulaw_tone
-from bench.platform import BOTS, ORG, ControlPlane, start_session, wait_stamp
+from bench.platform import BOTS, ORG, ControlPlane, held_session
 from cattery.backends.base import InstanceSpec
 from cattery.backends.local import LocalBackend
 
@@ -48,10 +48,8 @@ async def proxy_overhead(cp: ControlPlane, agent: str, n: int, stamps: Path) -> 
     run = ProxyRun()
     stamp = stamps / f"{agent}-proxy.json"
     async with httpx.AsyncClient(timeout=60, trust_env=False) as http:
-        status, session = await start_session(http, cp, agent, {"stamp": str(stamp), "hold": 300})
-        record = await wait_stamp(stamp, 60) if status == 200 else None
-        if record is None or session is None:
-            raise RuntimeError("the proxy benchmark's session did not start")
+        held = await held_session(http, cp, agent, stamp)
+        record, session = held.record, held.session
         port = listening_port(record["pid"])
         proxied = f"{cp.url}/v1/public/{agent}/sessions/{session}/ping"
         public = {"Authorization": f"Bearer {cp.public_key}"}
