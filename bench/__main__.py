@@ -316,27 +316,8 @@ def build_table(results: dict[str, object]) -> Results:
     targets(out, results)
     px = results["proxy"]
     via, direct = px.via_control, px.direct  # type: ignore[attr-defined]
-    overhead = percentile(via, 50) - percentile(direct, 50)
-    out.add(
-        Row(
-            "proxy",
-            "Session API GET via the control plane",
-            len(via),
-            latency_figures(via),
-            f"+{ms(overhead)} at p50",
-            "overhead vs straight",
-        )
-    )
-    out.add(
-        Row(
-            "proxy",
-            "same GET straight to the instance",
-            len(direct),
-            latency_figures(direct),
-            "",
-            "baseline",
-        )
-    )
+    names = ("Session API GET via the control plane", "same GET straight to the instance")
+    out.add_overhead("proxy", via, direct, names)
     frames = results["frames"]
     assert isinstance(frames, FrameRun)
     bridge = percentile(frames.via_control, 50) - percentile(frames.direct, 50)

@@ -142,27 +142,11 @@ async def measure(work: Path, starts: int, burst_n: int, proxy_n: int) -> Result
     spread = ", ".join(f"{node}: {count}" for node, count in sorted(nodes.items()))
     figures = f"{len(burst.latencies)}/{burst_n} started; {latency_figures(burst.latencies)}"
     out.add(Row("cluster", f"burst of {burst_n} over three nodes", burst_n, figures, "", spread))
-    overhead = percentile(via, 50) - percentile(direct, 50)
-    out.add(
-        Row(
-            "cluster",
-            "Session API GET via the control plane to a remote node",
-            len(via),
-            latency_figures(via),
-            f"+{ms(overhead)} at p50",
-            "overhead vs straight",
-        )
+    names = (
+        "Session API GET via the control plane to a remote node",
+        "same GET straight to the remote instance",
     )
-    out.add(
-        Row(
-            "cluster",
-            "same GET straight to the remote instance",
-            len(direct),
-            latency_figures(direct),
-            "",
-            "baseline",
-        )
-    )
+    out.add_overhead("cluster", via, direct, names)
     out.notes += [
         f"target empty-pool start on a remote node p50 <= 60 ms: {verdict} ({ms(cold_p50)})",
         f"cluster of 4 nodes up in {cluster_seconds:.1f} s; control plane connected and "

@@ -52,6 +52,25 @@ class Results:
         self.rows.append(row)
         print(f"  {row.name}: {row.figures} {row.versus}".rstrip(), flush=True)
 
+    def add_overhead(
+        self, section: str, via: Sequence[float], direct: Sequence[float], names: tuple[str, str]
+    ) -> None:
+        """Two rows: requests through the control plane (``via``), with their p50 overhead,
+        and the same requests straight to the instance (``direct``), the baseline."""
+        overhead = percentile(via, 50) - percentile(direct, 50)
+        via_name, direct_name = names
+        self.add(
+            Row(
+                section,
+                via_name,
+                len(via),
+                latency_figures(via),
+                f"+{ms(overhead)} at p50",
+                "overhead vs straight",
+            )
+        )
+        self.add(Row(section, direct_name, len(direct), latency_figures(direct), "", "baseline"))
+
     def table(self) -> str:
         """The rows as one Markdown table, a section column first."""
         lines = [
