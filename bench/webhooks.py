@@ -14,26 +14,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from aiohttp import web
-
 from bench.platform import BOTS, ORG, ControlPlane, stamped_start
 from bench.starts import STAMP_TIMEOUT, client
 from bench.stats import Results, Row, latency_figures, percentile, ratio
-
-
-async def hanging_receiver() -> tuple[web.AppRunner, str, asyncio.Event]:
-    release = asyncio.Event()
-
-    async def never(request: web.Request) -> web.Response:
-        await release.wait()
-        return web.Response(text="late")
-
-    app = web.Application()
-    app.router.add_post("/hook", never)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    await web.TCPSite(runner, "127.0.0.1", 0).start()
-    return runner, f"http://127.0.0.1:{runner.addresses[0][1]}/hook", release
+from tests.support.webhooks import hanging_endpoint
 
 
 def deploy(cp: ControlPlane, name: str, webhook_url: str | None) -> None:
@@ -56,41 +40,43 @@ def deploy(cp: ControlPlane, name: str, webhook_url: str | None) -> None:
 
 async def run(n: int) -> Results:
     results = Results()
-    runner, url, release = await hanging_receiver()
-    with tempfile.TemporaryDirectory(prefix="cattery-bench-webhooks-") as tmp:
-        cp = ControlPlane(Path(tmp) / "state", fork=True).start()
-        try:
-            deploy(cp, "plain", None)
-            deploy(cp, "hooked", url)
-            latencies: dict[str, list[float]] = {"plain": [], "hooked": []}
-            async with client() as http:
-                for i in range(n):
-                    order = ("plain", "hooked") if i % 2 == 0 else ("hooked", "plain")
-                    for agent in order:
-                        await cp.wait_pool(agent, idle=1)
-                        stamp = Path(tmp) / f"{agent}-{i}.json"
-                        started = await stamped_start(http, cp, agent, stamp, STAMP_TIMEOUT)
-                        if started is not None:
-                            latencies[agent].append(started.latency)
-            plain, hooked = latencies["plain"], latencies["hooked"]
-            results.add(
-                Row("webhooks", "warm start, no webhook", len(plain), latency_figures(plain))
-            )
-            results.add(
-                Row(
-                    "webhooks",
-                    "warm start, webhook receiver hangs",
-                    len(hooked),
-                    latency_figures(hooked),
-                    ratio(percentile(hooked, 50), percentile(plain, 50)),
-                    "ratio vs no webhook (p50); ~1.0x: the webhook holds up nothing",
-                )
-            )
-        finally:
-            cp.stop()
-            release.set()
-            await runner.cleanup()
+    async with hanging_endpoint() as url:
+        with tempfile.TemporaryDirectory(prefix="cattery-bench-webhooks-") as tmp:
+            cp = ControlPlane(Path(tmp) / "state", fork=True).start()
+            try:
+                deploy(cp, "plain", None)
+                deploy(cp, "hooked", url)
+                latencies = await alternate_starts(cp, n, Path(tmp))
+            finally:
+                cp.stop()
+    plain, hooked = latencies["plain"], latencies["hooked"]
+    results.add(Row("webhooks", "warm start, no webhook", len(plain), latency_figures(plain)))
+    results.add(
+        Row(
+            "webhooks",
+            "warm start, webhook receiver hangs",
+            len(hooked),
+            latency_figures(hooked),
+            ratio(percentile(hooked, 50), percentile(plain, 50)),
+            "ratio vs no webhook (p50); ~1.0x: the webhook holds up nothing",
+        )
+    )
     return results
+
+
+async def alternate_starts(cp: ControlPlane, n: int, stamps: Path) -> dict[str, list[float]]:
+    """``n`` warm starts of each agent, alternating which goes first; their latencies."""
+    latencies: dict[str, list[float]] = {"plain": [], "hooked": []}
+    async with client() as http:
+        for i in range(n):
+            order = ("plain", "hooked") if i % 2 == 0 else ("hooked", "plain")
+            for agent in order:
+                await cp.wait_pool(agent, idle=1)
+                stamp = stamps / f"{agent}-{i}.json"
+                started = await stamped_start(http, cp, agent, stamp, STAMP_TIMEOUT)
+                if started is not None:
+                    latencies[agent].append(started.latency)
+    return latencies
 
 
 def main() -> None:

@@ -6,7 +6,6 @@ backend; the receiver is a stand-in HTTP server on loopback that answers as told
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from collections.abc import AsyncIterator
@@ -29,6 +28,7 @@ from tests.support.control import ORG
 from tests.support.inprocess import app_client
 from tests.support.processes import TEST_BOTS
 from tests.support.waiting import async_wait_for
+from tests.support.webhooks import hanging_endpoint, webhook_endpoint
 
 PROBE = TEST_BOTS / "probe"
 SECRET = "the receiver's shared secret"
@@ -56,18 +56,9 @@ class Receiver:
 
 @asynccontextmanager
 async def receiving(receiver: Receiver) -> AsyncIterator[Receiver]:
-    app = web.Application()
-    app.router.add_post("/hook", receiver.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    receiver.url = f"http://127.0.0.1:{port}/hook"
-    try:
+    async with webhook_endpoint(receiver.handle) as url:
+        receiver.url = url
         yield receiver
-    finally:
-        await runner.cleanup()
 
 
 async def deploy(client: httpx.AsyncClient, webhook_url: str) -> None:
@@ -170,34 +161,20 @@ async def test_after_three_500s_the_fourth_try_lands(tmp_path: Path) -> None:
 
 async def test_a_hanging_receiver_holds_up_nothing(tmp_path: Path) -> None:
     """A receiver that never answers: starts are answered as ever, and the tries time out."""
-    hang = asyncio.Event()
-
-    async def never(request: web.Request) -> web.Response:
-        await hang.wait()
-        return web.Response(text="late")
-
-    app = web.Application()
-    app.router.add_post("/hook", never)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    url = f"http://127.0.0.1:{runner.addresses[0][1]}/hook"
     settings = {"timeout_seconds": 0.5, "retry_schedule": "60"}
-    try:
-        async with app_client(tmp_path / "state", webhooks=settings) as client:
-            await deploy(client, url)
-            session_id = await run_session(client)
+    async with (
+        hanging_endpoint() as url,
+        app_client(tmp_path / "state", webhooks=settings) as client,
+    ):
+        await deploy(client, url)
+        session_id = await run_session(client)
 
-            async def timed_out() -> list | None:
-                found = await deliveries(client, session_id)
-                return found if any(d["lastError"] for d in found) else None
+        async def timed_out() -> list | None:
+            found = await deliveries(client, session_id)
+            return found if any(d["lastError"] for d in found) else None
 
-            listed = await async_wait_for(timed_out, timeout=30, what="a try to time out")
-            assert all(d["status"] == "pending" for d in listed)
-    finally:
-        hang.set()
-        await runner.cleanup()
+        listed = await async_wait_for(timed_out, timeout=30, what="a try to time out")
+        assert all(d["status"] == "pending" for d in listed)
 
 
 async def test_a_restart_resumes_pending_deliveries(tmp_path: Path) -> None:
