@@ -8,9 +8,9 @@ idle forked instance then exits (``--parent-pid``'s promise, for children whose 
 not the backend). A parent dying closes nothing of it, so idle instances outlive their
 parent too.
 
-Each agent parent keeps one spare child, forked ahead (at deploy, then each time one of
-its instances is ready, so the fork never slows a starting child down): the next spawn
-gets it at once. A spare is a sleeping copy of its parent, in a cgroup of its own, that
+Each agent parent keeps one spare child, forked ahead (at deploy, then shortly after one
+of its instances is ready, so the fork slows no start down): the next spawn gets it at
+once. A spare is a sleeping copy of its parent, in a cgroup of its own, that
 exits with its parent.
 
 A spawn for a new spec replaces the agent's parent. A parent that died is formed again on
@@ -59,6 +59,10 @@ CgroupMaker = Callable[[ParentGroup | None, str], Cgroup | None]
 DEFAULT_PARENT_IDLE_SECONDS = 600.0
 #: the longest wait between two looks for idle parents
 MAX_SWEEP_SECONDS = 30.0
+#: how long after one of its instances is ready a parent forks its next spare: by then
+#: that instance's first session is under way, and the fork (some 5 ms of a core) is
+#: beside neither its start nor its dispatch (on two cores, either would wait for it)
+SPARE_DELAY_SECONDS = 0.02
 
 
 @dataclass(frozen=True)
@@ -70,8 +74,8 @@ class Forked:
     server: ForkServer
     cgroup: Cgroup | None
     born_inside: bool
-    #: have the parent fork its next spare child: call once this one serves (a fork
-    #: beside a starting child would slow it down, on two cores by half)
+    #: have the parent fork its next spare child: call once this one is ready (soon after
+    #: a fork, one beside a starting child would slow it down, on two cores by half)
     replenish: Callable[[], None] | None = None
 
 
@@ -173,17 +177,21 @@ class ForkServers:
                 continue  # the parent died under us: the next round forms a new one
             if into is not None:
                 into.seal()  # born: nothing else may be moved in by its user
-            replenish = functools.partial(self._replenish, server, make_cgroup)
+            replenish = functools.partial(self._replenish, server, make_cgroup, SPARE_DELAY_SECONDS)
             return Forked(pid, server, cgroup, inside, replenish)
         return None
 
-    def _replenish(self, server: ForkServer, make_cgroup: CgroupMaker | None) -> None:
-        """Have ``server`` fork its next spare child, unless it has one (or one comes)."""
+    def _replenish(
+        self, server: ForkServer, make_cgroup: CgroupMaker | None, delay: float = 0.0
+    ) -> None:
+        """Have ``server`` fork its next spare child in ``delay`` seconds, unless it has
+        one (or one comes)."""
         if self._closed or server.has_spare or server.sparing or not server.alive:
             return
 
         async def fork_spare() -> None:
             try:
+                await asyncio.sleep(delay)
                 name = f"spare_{uuid.uuid4().hex}"
                 cgroup = make_cgroup(server.group, name) if make_cgroup is not None else None
                 await server.make_spare(cgroup)
