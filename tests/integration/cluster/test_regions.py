@@ -12,13 +12,11 @@ from __future__ import annotations
 import json
 import signal
 import subprocess
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-from tests.integration.control.helpers import start, wait_ended
+from tests.integration.control.helpers import held_probe_sessions
 from tests.support.cluster import NODE_CPUS, NODE_MEMORY, NODE_UP, RayNode, RayTestCluster
 from tests.support.control import ORG, ControlPlane
 from tests.support.processes import CATTERY, TEST_BOTS, base_env, hand_over
@@ -130,32 +128,11 @@ def test_a_joined_region_takes_its_deploys_only(
         interval=1.0,
         what="a deploy to the joined region",
     )
-    key = control.public_key()
-    folder = Path(tempfile.mkdtemp(prefix="cattery-region-", dir=ray_cluster.root))
-    folder.chmod(0o1777)
-    release = folder / "release"
-    sessions, reports = [], []
-    try:
-        for n in range(3):
-            report = folder / f"report-{n}.json"
-            resp = start(
-                control,
-                key,
-                "lab-bot",
-                {"action": "until", "path": str(release), "report_to": str(report)},
-            )
-            assert resp.status_code == 200, resp.text
-            sessions.append(resp.json()["sessionId"])
-            reports.append(report)
-        wait_for(lambda: all(r.exists() for r in reports), timeout=60, what="the reports")
-        assert {json.loads(r.read_text())["node"] for r in reports} == {JOINED_IP}
+    with held_probe_sessions(control, "lab-bot", 3, ray_cluster.root) as reports:
+        assert {report["node"] for report in reports} == {JOINED_IP}
         with control.client() as c:
             kept = c.delete(f"{REGIONS}/{REGION}")
         assert kept.status_code == 409 and kept.json()["code"] == "REGION_IN_USE"
-    finally:
-        release.touch()
-    for session_id in sessions:
-        wait_ended(control, "lab-bot", session_id)
     with control.client() as c:
         assert c.delete(f"/v1/organizations/{ORG}/services/lab-bot").status_code == 200
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -94,6 +96,34 @@ def wait_ended(control: ControlPlane, agent: str, session_id: str, timeout: floa
         return session if session["endedAt"] is not None and session["endState"] else None
 
     return wait_for(ended, timeout=timeout, what=f"session {session_id} to end")
+
+
+@contextmanager
+def held_probe_sessions(
+    control: ControlPlane, agent: str, n: int, root: Path
+) -> Iterator[list[dict[str, Any]]]:
+    """``n`` sessions of the probe bot ``agent``, each held until the block ends and then
+    waited for until it ended; yields the report each wrote once running (its ``node``).
+    ``root``: a folder the instances can write in (a cluster's own)."""
+    folder = Path(tempfile.mkdtemp(prefix="cattery-held-", dir=root))
+    folder.chmod(0o1777)
+    release = folder / "release"
+    key = control.public_key()
+    sessions, reports = [], []
+    try:
+        for i in range(n):
+            report = folder / f"report-{i}.json"
+            body = {"action": "until", "path": str(release), "report_to": str(report)}
+            resp = start(control, key, agent, body)
+            assert resp.status_code == 200, resp.text
+            sessions.append(resp.json()["sessionId"])
+            reports.append(report)
+        wait_for(lambda: all(r.exists() for r in reports), timeout=60, what="the reports")
+        yield [json.loads(r.read_text()) for r in reports]
+    finally:
+        release.touch()
+    for session_id in sessions:
+        wait_ended(control, agent, session_id)
 
 
 def pool_stats(control: ControlPlane, agent: str) -> dict[str, int]:
