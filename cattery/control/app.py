@@ -50,6 +50,7 @@ from cattery.control.tracing import Tracing
 from cattery.error_handlers import install_error_handlers
 from cattery.files import private_dir, private_file
 from cattery.pools import PoolManager
+from cattery.pools.options import EveryListener
 from cattery.settings import Settings
 from cattery.store.crypto import SecretBox, load_or_create_key_file
 from cattery.store.db import create_engine, sessionmaker
@@ -211,7 +212,7 @@ async def _open(settings: Settings, seams: Seams) -> ControlState:
     webhooks = SessionWebhooks(maker, box, settings.webhooks, flush_logs=router.flush)
     webhooks.start()
     supervisor = SessionSupervisor(router, recorder, metrics, webhooks, seams.instance_http)
-    pools = PoolManager(backend_router, events=supervisor.instance_events)
+    pools = PoolManager(backend_router, events=EveryListener(supervisor.instance_events, instances))
     metrics.watch(pools, supervisor.active_agent_keys)
     build_service = BuildService(settings, maker, settings.container.engine_url)
     await build_service.start()

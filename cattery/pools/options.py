@@ -74,6 +74,21 @@ class InstanceEvents(Protocol):
     def instance_gone(self, handle: InstanceHandle) -> None: ...
 
 
+class EveryListener:
+    """Tells each of ``listeners``, in order, what the pools tell."""
+
+    def __init__(self, *listeners: InstanceEvents) -> None:
+        self._listeners = listeners
+
+    def instance_idle(self, handle: InstanceHandle) -> None:
+        for listener in self._listeners:
+            listener.instance_idle(handle)
+
+    def instance_gone(self, handle: InstanceHandle) -> None:
+        for listener in self._listeners:
+            listener.instance_gone(handle)
+
+
 class NoEvents:
     """Events nobody listens to: a pool without a dispatcher, a dispatcher keeping nothing."""
 

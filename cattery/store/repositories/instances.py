@@ -39,11 +39,12 @@ class InstanceFacts:
     process_started_at: float | None = None
     session_id: str | None = None
 
-    def stored(self, box: SecretBox) -> dict[str, Any]:
-        """The record's columns as stored (the token encrypted), plain JSON values: what
-        the start journal keeps until the database has them."""
+    def stored(self, box: SecretBox, sealed: str | None = None) -> dict[str, Any]:
+        """The record's columns as stored (the token encrypted, or ``sealed`` when that is
+        its ciphertext already), plain JSON values: what the start journal keeps until the
+        database has them."""
         values = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "token"}
-        values["token_encrypted"] = box.encrypt(self.token)
+        values["token_encrypted"] = sealed if sealed is not None else box.encrypt(self.token)
         return values
 
     def columns(self, box: SecretBox) -> dict[str, Any]:

@@ -109,6 +109,24 @@ async def test_a_start_is_durable_in_the_journal_before_its_commit(on_either_sto
     assert crashed.state.journal.pending() == []  # forgotten
 
 
+async def test_an_idle_instances_token_is_encrypted_before_its_session(crashed) -> None:
+    live = await _live(crashed, synced=False)
+    instances = crashed.state.instances
+    instances.instance_idle(live.handle)  # what its pool tells once it waits
+    sealed = instances._sealed[live.handle.id]
+
+    await crashed.state.recorder.created(live)
+
+    assert crashed.state.box.decrypt(sealed) == live.handle.token
+    assert live.handle.id not in instances._sealed  # used once
+    async with crashed.state.sessionmaker() as db:
+        instance = await repo.get_instance(db, live.handle.id)
+    assert instance is not None and instance.token_encrypted == sealed
+    instances.instance_idle(live.handle)
+    instances.instance_gone(live.handle)  # let go without a session: nothing kept
+    assert live.handle.id not in instances._sealed
+
+
 async def test_the_bot_start_and_the_end_land_after_the_creation(on_either_store) -> None:
     crashed = on_either_store
     live = await _live(crashed, synced=False)
