@@ -256,7 +256,7 @@ async def fork_to_serving(work: Path, n: int) -> tuple[list[float], list[float]]
                 assert forked is not None, "the stamp bot was not forked"
                 await _serving(http, port)
                 formed.append(time.perf_counter() - t0)
-            _end(forked[0])
+            _end(forked.pid)
     finally:
         await http.aclose()
         await servers.aclose()

@@ -229,6 +229,8 @@ class ForkServer:
         self._channel: Channel | None = None
         self._group: ParentGroup | None = None
         self._spare: Spare | None = None
+        #: children it has forked (or handed a spare): its agent is in use from the second
+        self.children = 0
         #: the task forking the next spare child, if one is (its owner's)
         self.spare_task: asyncio.Task[None] | None = None
         self._formed_by: SharedParent | None = None

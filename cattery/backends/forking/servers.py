@@ -8,10 +8,11 @@ idle forked instance then exits (``--parent-pid``'s promise, for children whose 
 not the backend). A parent dying closes nothing of it, so idle instances outlive their
 parent too.
 
-Each agent parent keeps one spare child, forked ahead (at deploy, then shortly after one
-of its instances is ready, so the fork slows no start down): the next spawn gets it at
-once. A spare is a sleeping copy of its parent, in a cgroup of its own, that
-exits with its parent.
+Each agent parent that has forked more than one instance (its first is usually a
+deploy's) keeps one spare child, forked ahead (shortly after one of its instances is
+ready, so the fork slows no start down): the next spawn gets it at once. A spare is a
+sleeping copy of its parent, in a cgroup of its own, that exits with its parent. An agent
+deployed and never started has none: idle agents cost only their parents.
 
 A spawn for a new spec replaces the agent's parent. A parent that died is formed again on
 the next spawn; one that could not load its bot (or started threads while importing)
@@ -177,7 +178,12 @@ class ForkServers:
                 continue  # the parent died under us: the next round forms a new one
             if into is not None:
                 into.seal()  # born: nothing else may be moved in by its user
-            replenish = functools.partial(self._replenish, server, make_cgroup, SPARE_DELAY_SECONDS)
+            server.children += 1
+            replenish = None
+            if server.children > 1:  # the first is a deploy's: its agent may never start
+                replenish = functools.partial(
+                    self._replenish, server, make_cgroup, SPARE_DELAY_SECONDS
+                )
             return Forked(pid, server, cgroup, inside, replenish)
         return None
 
@@ -200,22 +206,19 @@ class ForkServers:
 
         server.spare_task = self._spares.spawn(fork_spare(), "spare_task")
 
-    async def prepare(
-        self, spec: InstanceSpec, launch: ParentLaunch, make_cgroup: CgroupMaker | None = None
-    ) -> None:
-        """Form the parent of ``spec`` now (a deploy), with its spare child, so its first
-        instance is a fork at once. A bot that can't load in a parent is marked as such,
-        as on a spawn."""
+    async def prepare(self, spec: InstanceSpec, launch: ParentLaunch) -> None:
+        """Form the parent of ``spec`` now (a deploy), so its first instance is a fork at
+        once (its spare child comes once an instance of it is ready). A bot that can't
+        load in a parent is marked as such, as on a spawn."""
         if self._closed:
             return
         key = spec_key(spec)
         if key in self._unforkable:
             return
         try:
-            server = await self._server(spec, key, launch)
+            await self._server(spec, key, launch)
         except ParentUnavailable:
-            return  # logged by _server; its instances will be plain processes
-        self._replenish(server, make_cgroup)
+            pass  # logged by _server; its instances will be plain processes
 
     async def _server(self, spec: InstanceSpec, key: str, launch: ParentLaunch) -> ForkServer:
         agent_key = spec.agent_key

@@ -414,7 +414,7 @@ class LocalBackend:
             return
         await self.start()
         launch = self._parent_launch(spec, self._tenant(spec))
-        await self._forks.prepare(spec, launch, self._cgroup_maker(spec))
+        await self._forks.prepare(spec, launch)
 
     async def retire(self, agent_key: str) -> None:
         """The agent is gone: its forking parent stops now, not when it would retire."""

@@ -100,10 +100,12 @@ async def test_a_forked_instance_is_born_in_its_group_with_its_limits(
 async def test_the_next_instance_is_the_spare_child_forked_ahead_in_its_own_group(
     walled: LocalBackend, tmp_path: Path
 ) -> None:
-    first = await walled.spawn(spec(HOSTILE, "hostile"))
-    await first.ready(timeout=60)  # the parent forks its spare child now
+    first = await walled.spawn(spec(HOSTILE, "hostile"))  # a deploy's, say: no spare yet
+    await first.ready(timeout=60)
     parent = walled.fork_servers.parent("org/hostile")
-    assert parent is not None
+    assert parent is not None and not parent.has_spare and not parent.sparing
+    second = await walled.spawn(spec(HOSTILE, "hostile"))
+    await second.ready(timeout=60)  # the agent is in use: the parent forks its spare now
     await until(lambda: parent.has_spare, "the spare child")
     spare = parent.take_spare()
     assert spare is not None and spare.cgroup is not None
@@ -124,6 +126,7 @@ async def test_the_next_instance_is_the_spare_child_forked_ahead_in_its_own_grou
     assert got["born_in"] == got["cgroup"]["value"] == unified(spare.cgroup.path)
     assert got["env"].get("CATTERY_INSTANCE_TOKEN") == handle.token  # its own, at hand-over
     await first.aclose()
+    await second.aclose()
     await handle.aclose()
     subtree = spare.cgroup.path.parent
     await walled.retire("org/hostile")  # its next spare goes with it
