@@ -353,18 +353,8 @@ class StoreRecorder:
         async with self._instances.assigning(start.handle, record.instance, again=again) as db:
             if again and await repo.get_session_by_id(db, record.session_id) is not None:
                 return  # an earlier attempt was committed after all
-            await repo.create_session(
-                db,
-                organization_id=record.organization_id,
-                agent_id=record.agent_id,
-                deployment_id=record.deployment_id,
-                session_id=record.session_id,
-                instance_id=record.instance_id,
-                transport=record.transport,
-                cold_start=record.cold_start,
-                created_at=record.created_at,
-                flush=False,  # written with the commit, with its instance's record
-            )
+            # written with the commit, with its instance's record
+            await repo.create_session(db, **record.session_columns(), flush=False)
 
     async def _pending_after_commit(self, session_id: str) -> _Start | None:
         """Wait for the commit of ``session_id``'s start; its pending start when that

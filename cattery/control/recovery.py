@@ -106,17 +106,7 @@ async def _replay(db: AsyncSession, record: StartRecord) -> int:
         log.error("A journaled start's deployment is gone; its session is not recorded")
         return 0
     log.warning("Session's start was journaled but not committed before the restart")
-    await repo.create_session(
-        db,
-        organization_id=record.organization_id,
-        agent_id=record.agent_id,
-        deployment_id=record.deployment_id,
-        session_id=record.session_id,
-        instance_id=record.instance_id,
-        transport=record.transport,
-        cold_start=record.cold_start,
-        created_at=record.created_at,
-    )
+    await repo.create_session(db, **record.session_columns())
     if record.instance is not None and record.instance_id is not None:
         if not await repo.update_instance(db, record.instance_id, session_id=record.session_id):
             repo.add_instance_record(db, record.instance_id, record.instance)

@@ -40,6 +40,19 @@ TRUNCATE_BYTES = 64 << 10
 COMPACT_BYTES = 1 << 20
 
 
+#: the fields of a ``StartRecord`` that are the session's row
+_SESSION_COLUMNS = (
+    "session_id",
+    "organization_id",
+    "agent_id",
+    "deployment_id",
+    "instance_id",
+    "transport",
+    "cold_start",
+    "created_at",
+)
+
+
 @dataclass(frozen=True)
 class StartRecord:
     """What a start writes: the session's row and, for an instance a restarted control
@@ -55,6 +68,10 @@ class StartRecord:
     created_at: datetime
     #: the instance's record as stored (``InstanceFacts.stored``), or None
     instance: dict[str, Any] | None = None
+
+    def session_columns(self) -> dict[str, Any]:
+        """The session's row, as ``repositories.create_session`` takes it."""
+        return {name: getattr(self, name) for name in _SESSION_COLUMNS}
 
     def line(self) -> bytes:
         values = {f.name: getattr(self, f.name) for f in _FIELDS}  # asdict copies deeply: slow

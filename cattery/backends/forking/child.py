@@ -21,12 +21,17 @@ import os
 import random
 import socket
 import sys
-import traceback
 from collections.abc import Mapping
 from typing import NoReturn
 
 from cattery.backends.forking import wire
-from cattery.backends.forking.detach import detach, leave_parent, write_to
+from cattery.backends.forking.detach import (
+    detach,
+    flush_and_exit,
+    leave_parent,
+    run_then_exit,
+    write_to,
+)
 
 
 def instance_environ(
@@ -63,16 +68,12 @@ def run_child(
     parent_fds: list[int],
 ) -> NoReturn:
     """Serve one instance in this freshly forked process; never returns."""
-    code = 1
-    try:
+
+    def work() -> None:
         become_instance(log_fd=log_fd, started_fd=started_fd, env=env, parent_fds=parent_fds)
-        code = _serve(loaded, listen_fd, one_session, owner_fd, ready_fd)
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except BaseException:
-        traceback.print_exc()
-    finally:
-        _flush_and_exit(code)
+        _serve(loaded, listen_fd, one_session, owner_fd, ready_fd)
+
+    run_then_exit(work)
 
 
 def run_spare(
@@ -82,29 +83,25 @@ def run_spare(
     descriptors (listening socket, log, readiness pipe) come on ``sock_fd`` from the
     parent, then it serves as ``run_child``'s child would. End of file there (the parent
     dropped it, or is gone): exit 0, having served nothing. Never returns."""
-    code = 1
-    try:
+
+    def work() -> None:
         leave_parent(started_fd=started_fd, parent_fds=parent_fds)
         with socket.socket(fileno=sock_fd) as sock:
             data, fds, _, _ = socket.recv_fds(sock, wire.MAX_PACKET, wire.MAX_FDS)
         if not data:
-            _flush_and_exit(0)
+            flush_and_exit(0)
         request = wire.decode(data)
         ready_fd = fds[2] if request.get("ready") else None
         write_to(fds[1])
         become_instance_env(request.get("env") or {})
-        code = _serve(loaded, fds[0], bool(request.get("one_session", True)), owner_fd, ready_fd)
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except BaseException:
-        traceback.print_exc()
-    finally:
-        _flush_and_exit(code)
+        _serve(loaded, fds[0], bool(request.get("one_session", True)), owner_fd, ready_fd)
+
+    run_then_exit(work)
 
 
 def _serve(
     loaded: object, listen_fd: int, one_session: bool, owner_fd: int, ready_fd: int | None
-) -> int:
+) -> None:
     from cattery.runtime.main import serve_forked
 
     serve_forked(
@@ -114,16 +111,6 @@ def _serve(
         owner_fd=owner_fd,
         ready_fd=ready_fd,
     )
-    return 0
-
-
-def _flush_and_exit(code: int) -> NoReturn:
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except Exception:
-            pass
-    os._exit(code)
 
 
 def become_instance(

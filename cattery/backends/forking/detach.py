@@ -13,7 +13,10 @@ from __future__ import annotations
 
 import os
 import signal
-from collections.abc import Iterable
+import sys
+import traceback
+from collections.abc import Callable, Iterable
+from typing import NoReturn
 
 #: signals the parent (or a library it imported) may have claimed, as a fresh Python has
 #: them; SIGPIPE stays ignored, as Python sets it at start-up
@@ -57,3 +60,28 @@ def write_to(log_fd: int) -> None:
     os.dup2(log_fd, 1)
     os.dup2(log_fd, 2)
     os.close(log_fd)
+
+
+def run_then_exit(work: Callable[[], object]) -> NoReturn:
+    """Run what a forked process is for, then end it with ``os._exit`` (nothing of the
+    parent's loop or exit handlers runs): 0 once ``work`` returns, ``SystemExit``'s code,
+    or 1 after printing the traceback of anything else."""
+    code = 1
+    try:
+        work()
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+    except BaseException:
+        traceback.print_exc()
+    finally:
+        flush_and_exit(code)
+
+
+def flush_and_exit(code: int) -> NoReturn:
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(code)

@@ -36,10 +36,9 @@ import os
 import socket
 import sys
 import threading
-import traceback
 from typing import NoReturn
 
-from cattery.backends.forking.detach import detach
+from cattery.backends.forking.detach import detach, run_then_exit
 from cattery.backends.forking.parent import (
     EXIT_THREADS,
     ForkingParent,
@@ -171,8 +170,8 @@ def form_agent_parent(
 ) -> NoReturn:
     """In the freshly forked agent parent: leave the shared parent, enter the walls, then
     load the bot the backend names and serve its forks; never returns."""
-    code = 1
-    try:
+
+    def work() -> None:
         detach(log_fd=log_fd, started_fd=started_fd, parent_fds=parent_fds)
         from cattery.backends.walls.enter import enter_walls
 
@@ -184,18 +183,8 @@ def form_agent_parent(
         from cattery.backends.forking.parent import serve_formed
 
         serve_formed(socket.socket(fileno=control_fd), lifeline_fd)
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-    except BaseException:
-        traceback.print_exc()
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except Exception:
-                pass
-        os._exit(code)
+
+    run_then_exit(work)
 
 
 def main(argv: list[str] | None = None) -> None:
