@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import httpx
@@ -16,13 +17,18 @@ from tests.support.waiting import wait_for
 
 def ray_processes(node: RayNode) -> list[psutil.Process]:
     """The node's Ray processes: its ``ray start`` group's, and Ray's workers (the node
-    host among them), which leave that group; not the instances, which are their own."""
+    host among them), which leave that group but are the direct children of a process in
+    it (the raylet); not the agent parents and instances, which the node host starts.
+
+    Told apart by the process tree, not by their titles: a Ray worker rewrites its title
+    at every call, and a title read at that moment may come back empty."""
+    group = node.proc.pid
     found = []
-    for proc in psutil.Process(node.proc.pid).children(recursive=True):
+    for proc in psutil.Process(group).children(recursive=True):
         try:
-            if proc.cmdline()[:1] and proc.cmdline()[0].startswith("ray::"):
+            if os.getpgid(proc.pid) == group or os.getpgid(proc.ppid()) == group:
                 found.append(proc)
-        except psutil.Error:
+        except (psutil.Error, ProcessLookupError):
             continue
     return found
 
