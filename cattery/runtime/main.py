@@ -104,6 +104,8 @@ def _serve_built(
             owner_fd=owner_fd,
             ready_fd=ready_fd,
             lease=(options.lease_file, options.lease_seconds) if options.lease_file else None,
+            # a pooled instance whose requests need its token can rehearse with a wrong one
+            rehearses=one_session and served.token.value is not None,
         )
     finally:
         left = reap_descendants()

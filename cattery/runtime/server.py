@@ -18,6 +18,7 @@ import uvicorn
 from loguru import logger
 from starlette.types import ASGIApp
 
+from cattery.runtime.rehearsal import rehearse
 from cattery.runtime.sessions import EndState, SessionRunner
 
 GRACEFUL_CLOSE_SECONDS = 10
@@ -35,6 +36,9 @@ class DrainingServer(uvicorn.Server):
         self.lease: tuple[str, float] | None = None
         #: a pipe's write end: one byte once serving (a forked instance tells its owner)
         self.ready_fd: int | None = None
+        #: a pooled instance rehearses its session's request once it serves (rehearsal.py)
+        self.rehearses = False
+        self.rehearsal: asyncio.Task[None] | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -46,6 +50,10 @@ class DrainingServer(uvicorn.Server):
                 pass  # the owner is gone; the owner pipe or the lease ends us
             finally:
                 os.close(fd)
+        if self.rehearses and self.started and self.servers and self.servers[0].sockets:
+            self.rehearsal = asyncio.ensure_future(
+                rehearse(self.servers[0].sockets[0], self._runner)  # type: ignore[arg-type]
+            )
 
     async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
@@ -61,6 +69,8 @@ class DrainingServer(uvicorn.Server):
         finally:
             for watcher in watchers:
                 watcher.cancel()
+            if self.rehearsal is not None:
+                self.rehearsal.cancel()
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if self._loop is None or self._drain_task is not None or self.should_exit:
@@ -133,7 +143,7 @@ class DrainingServer(uvicorn.Server):
                 return
 
 
-def make_config(app: ASGIApp, *, host: str, port: int) -> uvicorn.Config:
+def make_config(app: ASGIApp, *, host: str, port: int, lifespan: str = "on") -> uvicorn.Config:
     """uvicorn's settings for ``app``, loaded (the app wrapped, its protocols picked): a
     forking parent loads them once for all its children.
 
@@ -146,7 +156,7 @@ def make_config(app: ASGIApp, *, host: str, port: int) -> uvicorn.Config:
         port=port,
         log_config=None,
         access_log=True,
-        lifespan="on",
+        lifespan=lifespan,
         ws="websockets-sansio",
         timeout_graceful_shutdown=GRACEFUL_CLOSE_SECONDS,
     )
@@ -165,6 +175,7 @@ def serve(
     owner_fd: int | None = None,
     ready_fd: int | None = None,
     lease: tuple[str, float] | None = None,
+    rehearses: bool = False,
 ) -> None:
     # An inherited socket is opened here rather than by uvicorn, which labels it AF_UNIX:
     # asyncio then leaves Nagle's algorithm on for every connection (TCP_NODELAY is only
@@ -178,4 +189,5 @@ def serve(
     server.owner_fd = owner_fd
     server.ready_fd = ready_fd
     server.lease = lease
+    server.rehearses = rehearses
     server.run(sockets=sockets)

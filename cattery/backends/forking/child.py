@@ -81,11 +81,13 @@ def run_spare(
 ) -> NoReturn:
     """Wait, as a spare child, for the instance it is to become: its environment and
     descriptors (listening socket, log, readiness pipe) come on ``sock_fd`` from the
-    parent, then it serves as ``run_child``'s child would. End of file there (the parent
+    parent, then it serves as ``run_child``'s child would. Meanwhile it rehearses its
+    start (``runtime/rehearsal.py``). End of file there (the parent
     dropped it, or is gone): exit 0, having served nothing. Never returns."""
 
     def work() -> None:
         leave_parent(started_fd=started_fd, parent_fds=parent_fds)
+        _rehearse(loaded, sock_fd)
         with socket.socket(fileno=sock_fd) as sock:
             data, fds, _, _ = socket.recv_fds(sock, wire.MAX_PACKET, wire.MAX_FDS)
         if not data:
@@ -97,6 +99,15 @@ def run_spare(
         _serve(loaded, fds[0], bool(request.get("one_session", True)), owner_fd, ready_fd)
 
     run_then_exit(work)
+
+
+def _rehearse(loaded: object, handover_fd: int) -> None:
+    from cattery.runtime.main import Prebuilt
+    from cattery.runtime.rehearsal import dress_rehearsal
+
+    if isinstance(loaded, Prebuilt):
+        dress_rehearsal(loaded.served, handover_fd)
+        os.set_blocking(handover_fd, True)  # as it was: the hand-over is awaited blocking
 
 
 def _serve(
