@@ -6,8 +6,11 @@ connection to a warm instance is opened while it waits in its pool (``instance_i
 and kept until its session's request uses it, or until the pool lets the instance go
 (``instance_gone``). A kept connection the instance closed meanwhile is noticed before
 use and replaced by a new one; a request that may have reached the instance is never
-sent again (its session may have begun). HTTP/1.1 is spoken with h11 over asyncio
-streams. Tests dispatch through httpx's mock transport instead (``HttpxDispatcher``).
+sent again (its session may have begun). On a kept connection the request's head
+leaves as soon as the session has its instance, and the body once the session is durable:
+the instance reads and checks the head meanwhile, and can't run the bot before the body is
+in. HTTP/1.1 is spoken with h11 over asyncio streams. Tests dispatch through httpx's
+mock transport instead (``HttpxDispatcher``).
 """
 
 from __future__ import annotations
@@ -51,12 +54,28 @@ class DispatchFailed(Exception):
     """The instance could not be reached, or the connection broke before its answer."""
 
 
+class BotRequest(Protocol):
+    """One session's ``POST /bot``, begun before its session is durable: the instance may
+    read what it can meanwhile, but its bot can't run before ``send_rest``."""
+
+    def send_rest(self) -> None:
+        """The session is durable: send what was held back (the body)."""
+
+    def abort(self) -> None:
+        """The session will not be: close what was sent, so the instance runs nothing."""
+
+    async def answer(self) -> BotAnswer:
+        """Once ``send_rest`` was called: the instance's answer, at the session's end."""
+        ...
+
+
 class BotDispatcher(InstanceEvents, Protocol):
     """Sends sessions' ``POST /bot``; told by the pools of instances waiting and gone."""
 
-    async def post_bot(
-        self, handle: InstanceHandle, headers: dict[str, str], body: Any
-    ) -> BotAnswer: ...
+    def begin(self, handle: InstanceHandle, headers: dict[str, str], body: Any) -> BotRequest:
+        """Start ``POST /bot`` to ``handle``: as much of it leaves now as may before the
+        session is durable."""
+        ...
 
     async def aclose(self) -> None: ...
 
@@ -85,25 +104,75 @@ class StreamDispatcher:
         kept = self._kept.get(handle.id)
         return kept is not None and kept.stream is not None
 
+    def begin(self, handle: InstanceHandle, headers: dict[str, str], body: Any) -> _StreamRequest:
+        kept = self._kept.pop(handle.id, None)
+        stream = kept.take() if kept is not None else None
+        return _StreamRequest(handle.address, stream, headers, json.dumps(body).encode())
+
     async def post_bot(
         self, handle: InstanceHandle, headers: dict[str, str], body: Any
     ) -> BotAnswer:
-        data = json.dumps(body).encode()
-        kept = self._kept.pop(handle.id, None)
-        stream = kept.take() if kept is not None else None
-        if stream is None:
-            stream = await _Stream.connect(handle.address)
-        try:
-            stream.send_request(headers, data)
-            return await stream.read_answer()
-        finally:
-            stream.close()
+        """The whole request at once, and its answer."""
+        request = self.begin(handle, headers, body)
+        request.send_rest()
+        return await request.answer()
 
     async def aclose(self) -> None:
         await self._tasks.aclose()
         for kept in self._kept.values():
             kept.close()
         self._kept.clear()
+
+
+class _StreamRequest:
+    """On a kept connection the request's head leaves at once (the instance, woken, reads
+    it and checks its token while the control plane records the session) and its body on
+    ``send_rest``: the bot runs only once the body is in. Without one, the whole request
+    leaves once a connection is made, in ``answer``."""
+
+    def __init__(
+        self, address: str, stream: _Stream | None, headers: dict[str, str], data: bytes
+    ) -> None:
+        self._address = address
+        self._headers = headers
+        self._data = data
+        self._stream = stream
+        self._failed: DispatchFailed | None = None
+        self._rest_sent = False
+        if stream is not None:
+            try:
+                stream.send_head(headers, len(data))
+            except DispatchFailed as exc:
+                self._fail(exc)
+
+    def _fail(self, exc: DispatchFailed) -> None:
+        self._failed = exc
+        if self._stream is not None:
+            self._stream.close()
+            self._stream = None
+
+    def send_rest(self) -> None:
+        self._rest_sent = True
+        if self._stream is not None:
+            self._stream.send_body(self._data)
+
+    def abort(self) -> None:
+        self._fail(DispatchFailed("the session was not recorded; its request was withdrawn"))
+
+    async def answer(self) -> BotAnswer:
+        if self._failed is not None:
+            raise self._failed
+        if not self._rest_sent:
+            raise DispatchFailed("the request's body was never sent")
+        stream = self._stream
+        if stream is None:
+            stream = self._stream = await _Stream.connect(self._address)
+            stream.send_head(self._headers, len(self._data))
+            stream.send_body(self._data)
+        try:
+            return await stream.read_answer()
+        finally:
+            stream.close()
 
 
 class _Kept:
@@ -181,20 +250,24 @@ class _Stream:
         poller.register(sock.fileno(), select.POLLIN)
         return not poller.poll(0)
 
-    def send_request(self, headers: dict[str, str], data: bytes) -> None:
-        """Write the whole request at once (no await: the bytes leave with this call)."""
+    def send_head(self, headers: dict[str, str], length: int) -> None:
+        """Write the request's head (no await: the bytes leave with this call)."""
         fields = [
             ("Host", self._host),
             ("Content-Type", "application/json"),
-            ("Content-Length", str(len(data))),
+            ("Content-Length", str(length)),
             *headers.items(),
         ]
         try:
             out = self._http.send(h11.Request(method="POST", target="/bot", headers=fields))
-            out += self._http.send(h11.Data(data=data))  # type: ignore[operator]
-            out += self._http.send(h11.EndOfMessage())  # type: ignore[operator]
         except (h11.LocalProtocolError, UnicodeError) as exc:  # nothing was sent
             raise DispatchFailed(f"cannot send this request: {exc!r}") from exc
+        self._writer.write(out)  # type: ignore[arg-type]
+
+    def send_body(self, data: bytes) -> None:
+        """Write the body the head announced, and end the request."""
+        out = self._http.send(h11.Data(data=data))
+        out += self._http.send(h11.EndOfMessage())  # type: ignore[operator]
         self._writer.write(out)  # type: ignore[arg-type]
 
     async def read_answer(self) -> BotAnswer:
@@ -233,15 +306,36 @@ class HttpxDispatcher(NoEvents):
     def __init__(self, http: httpx.AsyncClient) -> None:
         self._http = http
 
-    async def post_bot(
-        self, handle: InstanceHandle, headers: dict[str, str], body: Any
-    ) -> BotAnswer:
+    def begin(self, handle: InstanceHandle, headers: dict[str, str], body: Any) -> _HttpxRequest:
+        return _HttpxRequest(self._http, f"{handle.address}/bot", headers, body)
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+
+@dataclass
+class _HttpxRequest:
+    """Sent whole in ``answer``: nothing leaves before the session is durable."""
+
+    http: httpx.AsyncClient
+    url: str
+    headers: dict[str, str]
+    body: Any
+    sendable: bool = False
+    aborted: bool = False
+
+    def send_rest(self) -> None:
+        self.sendable = True
+
+    def abort(self) -> None:
+        self.aborted = True
+
+    async def answer(self) -> BotAnswer:
+        if self.aborted or not self.sendable:
+            raise DispatchFailed("the request was withdrawn before it was sent")
         try:
-            resp = await self._http.post(f"{handle.address}/bot", json=body, headers=headers)
+            resp = await self.http.post(self.url, json=self.body, headers=self.headers)
         except httpx.HTTPError as exc:
             raise DispatchFailed(repr(exc)) from exc
         text = resp.text if resp.status_code >= 400 else ""
         return BotAnswer(resp.status_code, resp.headers.get(END_STATE_HEADER), text)
-
-    async def aclose(self) -> None:
-        await self._http.aclose()

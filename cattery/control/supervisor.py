@@ -36,6 +36,7 @@ from cattery.contract import (
 )
 from cattery.control.dispatch import (
     BotDispatcher,
+    BotRequest,
     DispatchFailed,
     HttpxDispatcher,
     StreamDispatcher,
@@ -195,11 +196,13 @@ class SessionSupervisor:
     def active_count(self, agent_id: str) -> int:
         return sum(1 for live in self._live.values() if live.agent_id == agent_id)
 
-    def _record_live(self, new: NewSession) -> tuple[LiveSession, Awaitable[object]]:
+    def _record_live(
+        self, new: NewSession, session_id: str
+    ) -> tuple[LiveSession, Awaitable[object]]:
         """Bind the instance's log lines to the session, record it (durable at once), and
         track it as live; with the database's commit of the record, still under way."""
         live = LiveSession(
-            id=new.session_id or str(uuid.uuid4()),
+            id=session_id,
             organization_id=new.organization_id,
             agent_id=new.agent_id,
             agent_key=new.agent_key,
@@ -237,12 +240,16 @@ class SessionSupervisor:
     async def dispatch(
         self, new: NewSession, *, body: Any, daily: DailyRoom | None = None
     ) -> LiveSession:
-        """Record the session, then run ``POST /bot`` on the instance in an owned task;
-        return once the record is committed (the request is on its way meanwhile)."""
-        live, recorded = self._record_live(new)
+        """Record the session and run ``POST /bot`` on the instance in an owned task; return
+        once the record is committed (the request is on its way meanwhile).
+
+        The request's head leaves before the record (the instance wakes and reads it while
+        the session is journaled), its body after: the bot can't run before the session is
+        durable."""
+        session_id = new.session_id or str(uuid.uuid4())
         headers = {
             INSTANCE_TOKEN_HEADER: new.handle.token,
-            SESSION_ID_HEADER: live.id,
+            SESSION_ID_HEADER: session_id,
             MAX_SESSION_HEADER: str(new.max_session_seconds),
         }
         if new.transport:
@@ -252,18 +259,23 @@ class SessionSupervisor:
         if daily is not None:
             headers[ROOM_URL_HEADER] = daily.room_url
             headers[ROOM_TOKEN_HEADER] = daily.bot_token
-        live.task = self._tasks.spawn(
-            self._run(live, headers, body, new.max_session_seconds, new.release),
-            "dispatch_task",
-        )
+        request = self._dispatcher.begin(new.handle, headers, body)
+        try:
+            live, recorded = self._record_live(new, session_id)
+            live.task = self._tasks.spawn(
+                self._run(live, request, new.max_session_seconds, new.release), "dispatch_task"
+            )
+        except BaseException:
+            request.abort()
+            raise
+        request.send_rest()
         await self._stored(live, recorded)
         return live
 
     async def _run(
         self,
         live: LiveSession,
-        headers: dict[str, str],
-        body: Any,
+        request: BotRequest,
         max_session_seconds: int,
         release: Release,
     ) -> None:
@@ -271,7 +283,7 @@ class SessionSupervisor:
         with logger.contextualize(session_id=live.id):
             try:
                 async with asyncio.timeout(max_session_seconds + BACKSTOP_GRACE_SECONDS):
-                    answer = await self._dispatcher.post_bot(live.handle, headers, body)
+                    answer = await request.answer()
                 if answer.status >= 400:
                     logger.error(f"Instance refused the session: {answer.status} {answer.text}")
                     end_state = EndState.ENDED_BEFORE_AGENT_START.value
@@ -312,7 +324,7 @@ class SessionSupervisor:
         one-session instance exits), with the end state the runtime logged; or with the one
         ``connect`` returns when the bot never got the connection or lost it.
         """
-        live, recorded = self._record_live(new)
+        live, recorded = self._record_live(new, new.session_id or str(uuid.uuid4()))
         budget = new.max_session_seconds + BACKSTOP_GRACE_SECONDS
         live.task = self._tasks.spawn(
             self._bridged(live, connect, budget, new.release), "bridge_task"

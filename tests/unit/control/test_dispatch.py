@@ -294,3 +294,59 @@ class BackendAt(FakeBackend):
         handle.gate.set()
         self.made.append(handle)
         return handle
+
+
+async def test_a_kept_connections_head_leaves_at_once_and_its_body_once_sent_rest(
+    instance: StandInInstance,
+) -> None:
+    """The instance reads the head while the session is recorded; the bot needs the body,
+    which leaves only once the session is durable."""
+    dispatcher = StreamDispatcher()
+    handle = Instance(instance.address)
+    try:
+        dispatcher.instance_idle(handle)
+        await until(lambda: dispatcher.kept(handle), "kept")
+        request = dispatcher.begin(handle, HEADERS, {"hello": "world"})
+        await until(lambda: len(instance.requests()) == 1, "the head reached the instance")
+        await asyncio.sleep(0.05)
+        assert instance.connections[0].bodies == []
+        request.send_rest()
+        answer = await request.answer()
+    finally:
+        await dispatcher.aclose()
+    assert (answer.status, answer.end_state) == (200, "completed")
+    assert b"".join(instance.connections[0].bodies) == b'{"hello": "world"}'
+
+
+async def test_an_aborted_request_leaves_the_instance_nothing_to_run(
+    instance: StandInInstance,
+) -> None:
+    dispatcher = StreamDispatcher()
+    handle = Instance(instance.address)
+    try:
+        dispatcher.instance_idle(handle)
+        await until(lambda: dispatcher.kept(handle), "kept")
+        request = dispatcher.begin(handle, HEADERS, {"hello": "world"})
+        request.abort()  # the session could not be recorded
+        await until(lambda: instance.connections[0].ended.is_set(), "the connection closed")
+        with pytest.raises(DispatchFailed):
+            await request.answer()
+    finally:
+        await dispatcher.aclose()
+    assert instance.connections[0].bodies == []
+
+
+async def test_without_a_kept_connection_nothing_leaves_before_the_rest_may(
+    instance: StandInInstance,
+) -> None:
+    dispatcher = StreamDispatcher()
+    try:
+        request = dispatcher.begin(Instance(instance.address), HEADERS, {})
+        await asyncio.sleep(0.05)
+        assert instance.connections == []
+        request.send_rest()
+        answer = await request.answer()
+    finally:
+        await dispatcher.aclose()
+    assert answer.status == 200
+    assert len(instance.requests()) == 1
