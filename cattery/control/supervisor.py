@@ -12,6 +12,7 @@ state from the runtime's last line ("Session ended with end state X").
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -269,6 +270,9 @@ class SessionSupervisor:
             request.abort()
             raise
         request.send_rest()
+        # The instance just woken often waits for a core behind this process, which has the
+        # record's commit to run next: let it go first (its bot is what the caller awaits).
+        os.sched_yield()
         await self._stored(live, recorded)
         return live
 
