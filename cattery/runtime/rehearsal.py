@@ -9,7 +9,9 @@ So an instance that waits in a pool sends itself one request, shaped as the cont
 plane's and refused by the instance token (a 401 nobody logs), and takes those faults then.
 
 An instance a start is already waiting for skips it: its session has begun by the time the
-rehearsal would run, and the faults are the session's either way.
+rehearsal would run, and the faults are the session's either way. So does an instance that
+was a spare child: a spare rehearses its whole start while it waits (``dress_rehearsal``),
+this request included.
 """
 
 from __future__ import annotations
@@ -35,6 +37,8 @@ if TYPE_CHECKING:
 #: instance has reached it by then (and the rehearsal is skipped)
 REHEARSE_AFTER_SECONDS = 0.003
 REHEARSAL_TIMEOUT_SECONDS = 5.0
+#: whether this process rehearsed already (a spare child, before it was handed out)
+_rehearsed = False
 _BODY = b'{"rehearsal": true}'
 _REQUEST = (
     b"POST /bot HTTP/1.1\r\n"
@@ -70,7 +74,7 @@ def loopback_address(sock: socket.socket) -> tuple[int, object]:
 async def rehearse(listening: socket.socket, runner: SessionRunner) -> None:
     """Send ``POST /bot`` to ourselves once, unless a session or a drain came first."""
     await asyncio.sleep(REHEARSE_AFTER_SECONDS)
-    if runner.active or runner.draining:
+    if runner.active or runner.draining or _rehearsed:
         return
     family, address = loopback_address(listening)
     try:
@@ -122,11 +126,13 @@ def dress_rehearsal(served: ServedApp, handover_fd: int) -> None:
 
 
 async def _serve_once(server: DrainingServer) -> None:
+    global _rehearsed
     server.lifespan = server.config.lifespan_class(server.config)
     try:
         await server.startup()
         if server.rehearsal is not None:
             await server.rehearsal
+            _rehearsed = True
         await server.shutdown()
     finally:  # cut short too: nothing stays listening or connected
         for listening in server.servers:

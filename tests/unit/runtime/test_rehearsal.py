@@ -24,6 +24,12 @@ from tests.unit.runtime.test_bot_route import AUTH, calls, fresh_app, recording,
 __all__ = ["calls", "fresh_app"]  # fixtures
 
 
+@pytest.fixture(autouse=True)
+def not_rehearsed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """This process as a fresh instance, whatever a test before rehearsed in it."""
+    monkeypatch.setattr(rehearsal, "_rehearsed", False)
+
+
 @pytest.fixture
 def lines() -> AsyncIterator[list[str]]:
     seen: list[str] = []
@@ -66,8 +72,13 @@ async def test_a_pooled_instance_rehearses_once_and_then_serves_its_session(
     assert not [line for line in lines if "rehearsal" in line or "401" in line], lines
 
 
-async def test_an_instance_not_in_a_pool_does_not_rehearse(calls: list[Any]) -> None:
-    server, task = await _serving(calls, rehearses=False)
+@pytest.mark.parametrize("why", ["not in a pool", "was a spare that rehearsed"])
+async def test_an_instance_that_need_not_rehearse_does_not(
+    calls: list[Any], monkeypatch: pytest.MonkeyPatch, why: str
+) -> None:
+    if why != "not in a pool":
+        monkeypatch.setattr(rehearsal, "_rehearsed", True)
+    server, task = await _serving(calls, rehearses=why != "not in a pool")
     try:
         await asyncio.sleep(rehearsal.REHEARSE_AFTER_SECONDS * 5)
         assert server.server_state.total_requests == 0
@@ -116,6 +127,7 @@ def test_a_spares_dress_rehearsal_serves_no_session_and_leaves_the_app_as_it_was
     with waiting, handover:
         rehearsal.dress_rehearsal(served, waiting.fileno())
     assert refused == [401]  # its request, refused by the token it had meanwhile
+    assert rehearsal._rehearsed  # once serving, the instance it becomes won't again
     assert calls == []
     assert served.token.value == AUTH[INSTANCE_TOKEN_HEADER].encode()
     assert not lines, lines
