@@ -40,23 +40,22 @@ REHEARSAL_TIMEOUT_SECONDS = 5.0
 #: whether this process rehearsed already (a spare child, before it was handed out)
 _rehearsed = False
 _BODY = b'{"rehearsal": true}'
-_REQUEST = (
-    b"POST /bot HTTP/1.1\r\n"
-    b"Host: rehearsal\r\n"
-    b"Connection: close\r\n"
-    b"Content-Type: application/json\r\n"
-    b"Content-Length: "
-    + str(len(_BODY)).encode()
-    + b"\r\n"
-    # a token no instance has (the real ones are longer): refused before the body is read
-    + INSTANCE_TOKEN_HEADER.encode()
-    + b": rehearsal\r\n"
-    + SESSION_ID_HEADER.encode()
-    + b": rehearsal\r\n"
-    + MAX_SESSION_HEADER.encode()
-    + b": 60\r\n"
-    b"\r\n" + _BODY
-)
+
+
+def _request() -> bytes:
+    """``POST /bot`` as the control plane sends it, with a token that is surely not the
+    instance's (a fresh random one): refused before its body is read."""
+    head = {
+        "Host": "rehearsal",
+        "Connection": "close",
+        "Content-Type": "application/json",
+        "Content-Length": str(len(_BODY)),
+        INSTANCE_TOKEN_HEADER: secrets.token_urlsafe(32),
+        SESSION_ID_HEADER: "rehearsal",
+        MAX_SESSION_HEADER: "60",
+    }
+    lines = "".join(f"{name}: {value}\r\n" for name, value in head.items())
+    return f"POST /bot HTTP/1.1\r\n{lines}\r\n".encode() + _BODY
 
 
 def loopback_address(sock: socket.socket) -> tuple[int, object]:
@@ -85,7 +84,7 @@ async def rehearse(listening: socket.socket, runner: SessionRunner) -> None:
                 host, port = address  # type: ignore[misc]
                 reader, writer = await asyncio.open_connection(host, port, family=family)
             try:
-                writer.write(_REQUEST)
+                writer.write(_request())
                 await reader.read()  # the refusal, then the server closes
             finally:
                 writer.close()
