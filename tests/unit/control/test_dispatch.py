@@ -1,7 +1,8 @@
 """The dispatcher's connections to instances, in this process: a connection opened while an
 instance waits is the one its session's ``POST /bot`` uses; one the instance closed is
 replaced; a request that may have reached the instance is never sent twice; the kept
-connection closes with the instance.
+connection closes with the instance; a request's head leaves at once and its body only once
+the session is recorded (withdrawn when it could not be).
 
 The instance is a stand-in on loopback speaking HTTP/1.1 (h11) in a thread of its own, so
 that it can close a connection while the test's event loop has not yet looked at it.
@@ -22,6 +23,8 @@ import pytest
 from cattery.backends.base import InstanceSpec
 from cattery.contract import END_STATE_HEADER, SESSION_ID_HEADER
 from cattery.control.dispatch import DispatchFailed, StreamDispatcher
+from cattery.control.logrouter import LogRouter
+from cattery.control.supervisor import NewSession, SessionSupervisor
 from cattery.pools import Pool, PoolOptions
 from tests.support.fake_backend import FakeBackend, FakeHandle
 from tests.support.waiting import until
@@ -350,3 +353,70 @@ async def test_without_a_kept_connection_nothing_leaves_before_the_rest_may(
         await dispatcher.aclose()
     assert answer.status == 200
     assert len(instance.requests()) == 1
+
+
+class _Recorder:
+    """The supervisor's recorder: notes what the instance had received at the record."""
+
+    def __init__(self, instance: StandInInstance, *, fail: bool = False) -> None:
+        self.instance = instance
+        self.fail = fail
+        self.bodies_at_record: list[bytes] | None = None
+
+    def created(self, live: object) -> asyncio.Future[bool]:
+        self.bodies_at_record = [b for c in self.instance.connections for b in c.bodies]
+        if self.fail:
+            raise OSError("the start journal took 0 of 200 bytes")
+        done: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        done.set_result(True)
+        return done
+
+    async def bot_started(self, session_id: str, bot_start_seconds: float) -> None:
+        pass
+
+    async def ended(self, *args: object, **kwargs: object) -> None:
+        pass
+
+
+async def _new_session(handle: FakeHandle) -> NewSession:
+    async def release(_: object) -> None:
+        pass
+
+    return NewSession(
+        organization_id="org1",
+        agent_id="agent1",
+        agent_key=SPEC.agent_key,
+        deployment_id=SPEC.deployment_id,
+        handle=handle,
+        cold_start=False,
+        release=release,
+        max_session_seconds=60,
+    )
+
+
+@pytest.mark.parametrize("recorded", [True, False])
+async def test_no_body_reaches_the_instance_before_its_session_is_recorded(
+    instance: StandInInstance, recorded: bool
+) -> None:
+    """The bot runs once the body is in: a session it runs for is always durable, and one
+    that could not be recorded is withdrawn (its connection closed, no body sent)."""
+    recorder = _Recorder(instance, fail=not recorded)
+    router = LogRouter(writer=lambda lines, samples: asyncio.sleep(0))
+    supervisor = SessionSupervisor(router, recorder)  # type: ignore[arg-type]
+    handle = Instance(instance.address)
+    try:
+        supervisor.instance_events.instance_idle(handle)
+        await until(lambda: supervisor.instance_events.kept(handle), "kept")  # type: ignore[attr-defined]
+        if recorded:
+            live = await supervisor.dispatch(await _new_session(handle), body={"a": 1})
+            await until(lambda: instance.connections[0].bodies, "the body")
+            assert live.task is not None
+            await asyncio.wait_for(live.task, 10)
+        else:
+            with pytest.raises(OSError):
+                await supervisor.dispatch(await _new_session(handle), body={"a": 1})
+            await until(lambda: instance.connections[0].ended.is_set(), "the request withdrawn")
+            assert instance.connections[0].bodies == []
+    finally:
+        await supervisor.aclose()
+    assert recorder.bodies_at_record == []
