@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import uuid
-from typing import Any
+from typing import Any, NamedTuple
 
 from loguru import logger
 from pipecatcloud.agent import DailySessionArguments, PipecatSessionArguments
@@ -83,6 +83,30 @@ class BotEndpoint:
         await _send_json(send, 200, {}, [(_END_STATE, state.encode())])
 
     async def _run(self, headers: dict[str, str], raw: bytes) -> str:
+        session = SessionRequest.read(headers, raw)
+        session_id = session.args.session_id
+        with tracing.session_span(headers.get(TRACEPARENT_HEADER), session_id):
+            if headers.get(TRANSPORT_TYPE_HEADER) == "webrtc" and not session.room_url:
+                with logger.contextualize(session_id=session_id):
+                    state = await self._webrtc.wait_for_offer(
+                        session_id, session.body, session.max_seconds
+                    )
+            else:
+                state = await self._runner.run(session.args, max_seconds=session.max_seconds)
+        await tracing.flush()
+        return state.value
+
+
+class SessionRequest(NamedTuple):
+    """What a ``POST /bot`` asks for: ``bot()``'s arguments, and the session's limit."""
+
+    args: Any
+    body: dict[str, Any]
+    max_seconds: float | None
+    room_url: str | None
+
+    @classmethod
+    def read(cls, headers: dict[str, str], raw: bytes) -> SessionRequest:
         body = parse_json_object(raw, empty_ok=True)
         max_seconds = parse_max_seconds(headers.get(MAX_SESSION_HEADER))
         room_url = headers.get(ROOM_URL_HEADER)
@@ -94,14 +118,15 @@ class BotEndpoint:
             )
         else:
             args = PipecatSessionArguments(session_id=session_id, body=body)
-        with tracing.session_span(headers.get(TRACEPARENT_HEADER), session_id):
-            if headers.get(TRANSPORT_TYPE_HEADER) == "webrtc" and not room_url:
-                with logger.contextualize(session_id=session_id):
-                    state = await self._webrtc.wait_for_offer(session_id, body, max_seconds)
-            else:
-                state = await self._runner.run(args, max_seconds=max_seconds)
-        await tracing.flush()
-        return state.value
+        return cls(args, body, max_seconds, room_url)
+
+
+def rehearse_reading() -> None:
+    """Read a session's request as ``POST /bot`` does, for nothing (``rehearsal.py``)."""
+    raw = b'{"rehearsal": true}'
+    SessionRequest.read({SESSION_ID_HEADER: "rehearsal", MAX_SESSION_HEADER: "60"}, raw)
+    daily = {ROOM_URL_HEADER: "https://rehearsal.invalid/r", ROOM_TOKEN_HEADER: "rehearsal"}
+    SessionRequest.read({**daily, SESSION_ID_HEADER: "rehearsal"}, raw)
 
 
 class RuntimeEntry:

@@ -6,7 +6,8 @@ object on the path (the event loop's, the HTTP parser's, the server's and our ow
 reference count changed. Each first write is a page fault and a page copy, costly on a
 virtual machine; an idle instance's first request took about 1 ms longer than its second.
 So an instance that waits in a pool sends itself one request, shaped as the control
-plane's and refused by the instance token (a 401 nobody logs), and takes those faults then.
+plane's and refused by the instance token (a 401 nobody logs), reads a session's request
+as ``POST /bot`` would (what the refusal left out), and takes those faults then.
 
 An instance a start is already waiting for skips it: its session has begun by the time the
 rehearsal would run, and the faults are the session's either way. So does an instance that
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from loguru import logger
 
 from cattery.contract import MAX_SESSION_HEADER, SESSION_ID_HEADER
+from cattery.runtime.botroute import rehearse_reading
 from cattery.runtime.options import INSTANCE_TOKEN_HEADER, RuntimeOptions
 from cattery.runtime.sessions import SessionRunner
 
@@ -90,6 +92,7 @@ async def rehearse(listening: socket.socket, runner: SessionRunner) -> None:
                 writer.close()
     except (OSError, TimeoutError) as exc:
         logger.debug(f"The instance's rehearsal request failed: {exc!r}")
+    rehearse_reading()  # what the refusal left out: reading a session's request
 
 
 def dress_rehearsal(served: ServedApp, handover_fd: int) -> None:
