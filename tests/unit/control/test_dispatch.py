@@ -14,7 +14,7 @@ import asyncio
 import contextlib
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 
 import h11
@@ -24,10 +24,11 @@ from cattery.backends.base import InstanceSpec
 from cattery.contract import END_STATE_HEADER, SESSION_ID_HEADER
 from cattery.control.dispatch import DispatchFailed, StreamDispatcher
 from cattery.control.logrouter import LogRouter
-from cattery.control.supervisor import NewSession, SessionSupervisor
+from cattery.control.supervisor import SessionSupervisor
 from cattery.pools import Pool, PoolOptions
 from tests.support.fake_backend import FakeBackend, FakeHandle
 from tests.support.waiting import until
+from tests.unit.control.test_supervisor import new_session
 
 SPEC = InstanceSpec(agent_key="org/agent", deployment_id="d1", image="/bots/agent")
 
@@ -149,17 +150,26 @@ def instance() -> Iterator[StandInInstance]:
 HEADERS = {SESSION_ID_HEADER: "s1"}
 
 
-async def test_the_session_uses_the_connection_opened_while_idle(
+@contextlib.asynccontextmanager
+async def kept_connection(
     instance: StandInInstance,
-) -> None:
+) -> AsyncIterator[tuple[StreamDispatcher, Instance]]:
+    """A dispatcher holding a connection to ``instance``, opened while it waited."""
     dispatcher = StreamDispatcher()
     handle = Instance(instance.address)
     try:
         dispatcher.instance_idle(handle)
         await until(lambda: dispatcher.kept(handle), "the connection opened ahead")
-        answer = await dispatcher.post_bot(handle, HEADERS, {"hello": "world"})
+        yield dispatcher, handle
     finally:
         await dispatcher.aclose()
+
+
+async def test_the_session_uses_the_connection_opened_while_idle(
+    instance: StandInInstance,
+) -> None:
+    async with kept_connection(instance) as (dispatcher, handle):
+        answer = await dispatcher.post_bot(handle, HEADERS, {"hello": "world"})
     assert (answer.status, answer.end_state) == (200, "completed")
     assert len(instance.connections) == 1
     [request] = instance.connections[0].requests
@@ -304,19 +314,13 @@ async def test_a_kept_connections_head_leaves_at_once_and_its_body_once_sent_res
 ) -> None:
     """The instance reads the head while the session is recorded; the bot needs the body,
     which leaves only once the session is durable."""
-    dispatcher = StreamDispatcher()
-    handle = Instance(instance.address)
-    try:
-        dispatcher.instance_idle(handle)
-        await until(lambda: dispatcher.kept(handle), "kept")
+    async with kept_connection(instance) as (dispatcher, handle):
         request = dispatcher.begin(handle, HEADERS, {"hello": "world"})
         await until(lambda: len(instance.requests()) == 1, "the head reached the instance")
         await asyncio.sleep(0.05)
         assert instance.connections[0].bodies == []
         request.send_rest()
         answer = await request.answer()
-    finally:
-        await dispatcher.aclose()
     assert (answer.status, answer.end_state) == (200, "completed")
     assert b"".join(instance.connections[0].bodies) == b'{"hello": "world"}'
 
@@ -324,18 +328,12 @@ async def test_a_kept_connections_head_leaves_at_once_and_its_body_once_sent_res
 async def test_an_aborted_request_leaves_the_instance_nothing_to_run(
     instance: StandInInstance,
 ) -> None:
-    dispatcher = StreamDispatcher()
-    handle = Instance(instance.address)
-    try:
-        dispatcher.instance_idle(handle)
-        await until(lambda: dispatcher.kept(handle), "kept")
+    async with kept_connection(instance) as (dispatcher, handle):
         request = dispatcher.begin(handle, HEADERS, {"hello": "world"})
         request.abort()  # the session could not be recorded
         await until(lambda: instance.connections[0].ended.is_set(), "the connection closed")
         with pytest.raises(DispatchFailed):
             await request.answer()
-    finally:
-        await dispatcher.aclose()
     assert instance.connections[0].bodies == []
 
 
@@ -378,22 +376,6 @@ class _Recorder:
         pass
 
 
-async def _new_session(handle: FakeHandle) -> NewSession:
-    async def release(_: object) -> None:
-        pass
-
-    return NewSession(
-        organization_id="org1",
-        agent_id="agent1",
-        agent_key=SPEC.agent_key,
-        deployment_id=SPEC.deployment_id,
-        handle=handle,
-        cold_start=False,
-        release=release,
-        max_session_seconds=60,
-    )
-
-
 @pytest.mark.parametrize("recorded", [True, False])
 async def test_no_body_reaches_the_instance_before_its_session_is_recorded(
     instance: StandInInstance, recorded: bool
@@ -408,13 +390,13 @@ async def test_no_body_reaches_the_instance_before_its_session_is_recorded(
         supervisor.instance_events.instance_idle(handle)
         await until(lambda: supervisor.instance_events.kept(handle), "kept")  # type: ignore[attr-defined]
         if recorded:
-            live = await supervisor.dispatch(await _new_session(handle), body={"a": 1})
+            live = await supervisor.dispatch(new_session(handle), body={"a": 1})
             await until(lambda: instance.connections[0].bodies, "the body")
             assert live.task is not None
             await asyncio.wait_for(live.task, 10)
         else:
             with pytest.raises(OSError):
-                await supervisor.dispatch(await _new_session(handle), body={"a": 1})
+                await supervisor.dispatch(new_session(handle), body={"a": 1})
             await until(lambda: instance.connections[0].ended.is_set(), "the request withdrawn")
             assert instance.connections[0].bodies == []
     finally:

@@ -16,7 +16,7 @@ import httpx
 import pytest
 from loguru import logger
 
-from cattery.backends.base import InstanceSpec
+from cattery.backends.base import InstanceHandle, InstanceSpec
 from cattery.contract import END_STATE_HEADER, SESSION_ID_HEADER, EndState
 from cattery.control.logrouter import LogRecord, LogRouter, Sample
 from cattery.control.supervisor import LiveSession, NewSession, SessionSupervisor
@@ -91,16 +91,27 @@ class Harness:
             self.released.append(released.id)
             await released.aclose()
 
-        return NewSession(
-            organization_id="org1",
-            agent_id="agent1",
-            agent_key=SPEC.agent_key,
-            deployment_id=SPEC.deployment_id,
-            handle=handle,
-            cold_start=False,
-            release=release,
-            max_session_seconds=60,
-        )
+        return new_session(handle, release)
+
+
+async def _nothing(_: object) -> None:
+    pass
+
+
+def new_session(
+    handle: InstanceHandle, release: Callable[[object], Awaitable[None]] = _nothing
+) -> NewSession:
+    """A warm session of the test agent on ``handle``."""
+    return NewSession(
+        organization_id="org1",
+        agent_id="agent1",
+        agent_key=SPEC.agent_key,
+        deployment_id=SPEC.deployment_id,
+        handle=handle,
+        cold_start=False,
+        release=release,
+        max_session_seconds=60,
+    )
 
 
 @pytest.fixture
