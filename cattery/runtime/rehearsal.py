@@ -98,10 +98,10 @@ async def rehearse(listening: socket.socket, runner: SessionRunner) -> None:
 def dress_rehearsal(served: ServedApp, handover_fd: int) -> None:
     """A spare child's rehearsal of its whole start while it waits to be handed out: a
     server for its app on a port of its own, the request above, shut down. A fresh
-    instance's start writes to some 1,300 of its parent's pages (~4 ms of page faults on
-    a virtual machine); the spare takes them now, and once handed out starts as an
-    instance that ran before. No lifespan (the bot's own start-up code runs once, when it
-    serves), no log line. A hand-over arriving on ``handover_fd`` cuts it short."""
+    instance's start and first request wrote to some 1,300 of its parent's pages; the
+    spare takes the first request's faults now and part of its start's. No lifespan (the
+    bot's own start-up code runs once, when it serves), no log line (a bot may have added
+    log sinks of its own). A hand-over arriving on ``handover_fd`` cuts it short."""
     token, before = served.token, served.token.value
     quiet = logging.getLogger("uvicorn.error")
     was_disabled = quiet.disabled
