@@ -90,7 +90,9 @@ async def test_an_instance_that_need_not_rehearse_does_not(
 async def test_no_rehearsal_once_a_session_or_a_drain_came_first(
     calls: list[Any], monkeypatch: pytest.MonkeyPatch, first: str
 ) -> None:
-    monkeypatch.setattr(rehearsal, "REHEARSE_AFTER_SECONDS", 0.2)
+    delay = 1.0  # ample for the session's or the drain's coming first, even on a busy machine
+    monkeypatch.setattr(rehearsal, "REHEARSE_AFTER_SECONDS", delay)
+    serving_since = time.monotonic()
     server, task = await _serving(calls, rehearses=True)
     port = server.servers[0].sockets[0].getsockname()[1]
     http = httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}")
@@ -102,7 +104,8 @@ async def test_no_rehearsal_once_a_session_or_a_drain_came_first(
             await until(lambda: calls, "the session's bot")
         else:
             server._runner.draining = True  # as the first SIGTERM does
-        await asyncio.sleep(0.4)
+        assert time.monotonic() - serving_since < delay
+        await asyncio.sleep(serving_since + delay + 0.3 - time.monotonic())
         assert server.server_state.total_requests == 0  # (a session's counts once answered)
     finally:
         if posting is not None:
