@@ -31,6 +31,7 @@ from cattery.backends.base import (
 )
 from cattery.backends.handles import TERMINAL, close_all
 from cattery.backends.profiles import DEFAULT_PROFILE, PROFILES, Limits
+from cattery.backends.ray.calls import answer_within
 from cattery.backends.ray.connection import connect, disconnect
 from cattery.backends.ray.handle import RayInstanceHandle
 from cattery.backends.ray.hosts import NodeHosts
@@ -305,7 +306,7 @@ class RayBackend:
         if actor is None:
             return
         try:
-            held = await asyncio.wait_for(actor.instance_ids.remote(), RECONCILE_SECONDS)
+            held = await answer_within(actor.instance_ids.remote(), RECONCILE_SECONDS)
         except (RayError, TimeoutError) as exc:
             logger.warning(f"Asking node {node_id[:12]} what it runs failed: {exc!r}")
             return
@@ -314,7 +315,7 @@ class RayBackend:
             if handle is None or handle.status in TERMINAL:
                 logger.warning(f"Closing instance {instance_id}: given up while fenced")
                 try:
-                    await asyncio.wait_for(actor.close.remote(instance_id, 0.0), RECONCILE_SECONDS)
+                    await answer_within(actor.close.remote(instance_id, 0.0), RECONCILE_SECONDS)
                 except (RayError, TimeoutError) as exc:
                     logger.warning(f"Closing it failed: {exc!r}")
 

@@ -7,7 +7,6 @@ learns of the exit from the node host's batches (``exited``) or of the node's lo
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Callable
 from typing import Any
 
@@ -21,6 +20,7 @@ from cattery.backends.base import (
     InstanceStatus,
 )
 from cattery.backends.handles import TERMINAL, ExitEventHandle
+from cattery.backends.ray.calls import answer_within
 
 #: beyond the grace a node host is given to close an instance, before we stop waiting
 CLOSE_MARGIN_SECONDS = 15.0
@@ -83,7 +83,7 @@ class RayInstanceHandle(ExitEventHandle):
 
     async def _until_ready(self, timeout: float) -> None:
         try:
-            answer = await asyncio.wait_for(
+            answer = await answer_within(
                 self._actor.ready.remote(self.id, timeout), timeout + CLOSE_MARGIN_SECONDS
             )
         except (RayError, TimeoutError) as exc:
@@ -100,7 +100,7 @@ class RayInstanceHandle(ExitEventHandle):
         self._stop_requested = True
         self._mark_draining()
         try:
-            await asyncio.wait_for(
+            await answer_within(
                 self._actor.drain.remote(self.id, timeout), timeout + CLOSE_MARGIN_SECONDS
             )
         except (RayError, TimeoutError) as exc:
@@ -132,7 +132,7 @@ class RayInstanceHandle(ExitEventHandle):
             if not self._exited.is_set():
                 self._stop_requested = True
                 self._mark_draining()
-            await asyncio.wait_for(
+            await answer_within(
                 self._actor.close.remote(self.id, grace), grace + CLOSE_MARGIN_SECONDS
             )
         except (RayError, TimeoutError) as exc:

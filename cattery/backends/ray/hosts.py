@@ -17,6 +17,7 @@ import ray
 from loguru import logger
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from cattery.backends.ray.calls import answer_within, within
 from cattery.backends.ray.nodehost import NodeHost, NodeOptions
 from cattery.backends.ray.outbox import Batch
 from cattery.backends.ray.placement import NodeView
@@ -30,8 +31,19 @@ TAKE_WAIT_SECONDS = 0.5
 REPORT_TIMEOUT_SECONDS = 2.0
 #: a new node host's first answer: its worker process starts and imports cattery first
 FIRST_REPORT_TIMEOUT_SECONDS = 60.0
+#: how often a node's silence is held against ``fence_seconds``
+FENCE_CHECK_SECONDS = 0.25
 
 RemoteNodeHost = ray.remote(NodeHost)
+
+
+def _cancelling() -> bool:
+    """Whether this task is being cancelled, rather than a call it awaited: a Ray call's
+    future cancelled under it must not end a node's heartbeat or its output silently (an
+    owned task that ends cancelled is not logged), which would leave the node fenced, or
+    never fenced, for good."""
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
 
 
 def node_host_name(node_id: str) -> str:
@@ -130,6 +142,7 @@ class NodeHosts:
         self.actors[node_id] = actor
         self._node_tasks[node_id] = [
             self._tasks.spawn(self._heartbeat_task(node_id), f"heartbeat_{ip}_task"),
+            self._tasks.spawn(self._fence_task(node_id), f"fence_{ip}_task"),
             self._tasks.spawn(self._pump_task(node_id), f"pump_{ip}_task"),
         ]
         logger.info(
@@ -150,7 +163,7 @@ class NodeHosts:
     async def _report(
         self, actor: Any, view: NodeView, timeout: float = REPORT_TIMEOUT_SECONDS
     ) -> None:
-        report = await asyncio.wait_for(actor.report.remote(), timeout)
+        report = await answer_within(actor.report.remote(), timeout)
         view.cpu_load = float(report["cpu_load"])
         view.memory_available = int(report["memory_available"])
         view.last_seen = time.monotonic()
@@ -170,12 +183,27 @@ class NodeHosts:
             if actor is None or view is None:
                 return
             try:
-                await self._report(actor, view)
+                await within(self._report(actor, view), REPORT_TIMEOUT_SECONDS + 1.0)
             except ray.exceptions.RayActorError as exc:
                 self.drop(node_id, f"its node host died: {exc.__class__.__name__}")
                 return
+            except asyncio.CancelledError:
+                if _cancelling():
+                    raise
+                logger.warning(f"Node {view.ip}: a heartbeat's call was cancelled under it")
             except Exception as exc:
                 logger.debug(f"Node {view.ip}: a heartbeat was missed: {exc!r}")
+            self._fence_or_clear(node_id, view)
+
+    async def _fence_task(self, node_id: str) -> None:
+        """Look at the node's silence often, not only when a heartbeat's call gives up
+        (every 3 s or so): a node must be fenced before its instances' lease runs out, or
+        its sessions end unexplained before any caller is told it can't be reached."""
+        while True:
+            await asyncio.sleep(FENCE_CHECK_SECONDS)
+            view = self.views.get(node_id)
+            if view is None:
+                return
             self._fence_or_clear(node_id, view)
 
     def _fence_or_clear(self, node_id: str, view: NodeView) -> None:
@@ -207,6 +235,12 @@ class NodeHosts:
             except ray.exceptions.RayActorError as exc:
                 self.drop(node_id, f"its node host died: {exc.__class__.__name__}")
                 return
+            except asyncio.CancelledError:
+                if _cancelling():
+                    raise
+                logger.warning("Taking a node host's output was cancelled under it")
+                await asyncio.sleep(self.report_seconds)
+                continue
             except Exception as exc:
                 logger.warning(f"Taking a node host's output failed: {exc!r}")
                 await asyncio.sleep(self.report_seconds)
@@ -219,7 +253,7 @@ class NodeHosts:
         await self._tasks.aclose()
         actors = list(self.actors.values())
         results = await asyncio.gather(
-            *(asyncio.wait_for(a.shutdown.remote(), 30) for a in actors), return_exceptions=True
+            *(answer_within(a.shutdown.remote(), 30) for a in actors), return_exceptions=True
         )
         for result in results:
             if isinstance(result, BaseException):

@@ -44,6 +44,23 @@ def signal_node(node: RayNode, sig: int) -> None:
             continue
 
 
+def why_not_fenced(control: ControlPlane, node: RayNode, answers: list[str]) -> str:
+    """What a failed fencing test shows: the Session API's last answers, the node's
+    processes (stopped or not), and the control plane's lines about nodes."""
+    states = []
+    for proc in [psutil.Process(node.proc.pid), *psutil.Process(node.proc.pid).children(True)]:
+        try:
+            states.append(f"{proc.pid} {proc.status()} {' '.join(proc.cmdline())[:80]}")
+        except psutil.Error:
+            continue
+    logs = control.process.logs().splitlines()
+    wanted = ("WARNING", "ERROR", "Node", "heartbeat")
+    lines = [line for line in logs if any(word in line for word in wanted)][-60:]
+    return "\n".join(
+        ["last answers:", *answers[-3:], "the node's processes:", *states, "about nodes:", *lines]
+    )
+
+
 class Sessions:
     """Sessions of one agent that run until ``release`` exists, each reporting its node."""
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from tests.integration.cluster.nodes import Sessions, signal_node
+from tests.integration.cluster.nodes import Sessions, signal_node, why_not_fenced
 from tests.integration.control.helpers import wait_ended
 from tests.support.cluster import WORKER_IPS, RayTestCluster
 from tests.support.control import ORG, ControlPlane
@@ -35,6 +35,7 @@ def test_a_hung_node_is_fenced_and_its_sessions_end(
     sessions = Sessions(control, AGENT, folder)
     node = next(n for n in ray_cluster.nodes if n.ip == HUNG_IP)
     stopped = False
+    answers: list[str] = []
     try:
         (hung_session,) = sessions.on_node(HUNG_IP, 1)
         hung_pid = sessions.report(hung_session)["pid"]
@@ -45,6 +46,7 @@ def test_a_hung_node_is_fenced_and_its_sessions_end(
 
         def refused() -> httpx.Response | None:
             resp = sessions.session_api(hung_session)
+            answers.append(f"{resp.status_code} {resp.text[:200]}")
             return resp if resp.status_code == 503 else None
 
         resp = wait_for(refused, timeout=30, interval=0.25, what="the fenced session's 503")
@@ -65,6 +67,8 @@ def test_a_hung_node_is_fenced_and_its_sessions_end(
         assert wait_ended(control, AGENT, hung_session)["endState"] == ended["endState"]
         assert sessions.session_api(hung_session).status_code == 404
         sessions.on_node(HUNG_IP, 1)  # back: it takes starts again
+    except AssertionError as exc:
+        raise AssertionError(f"{exc}\n{why_not_fenced(control, node, answers)}") from None
     finally:
         if stopped:
             signal_node(node, signal.SIGCONT)

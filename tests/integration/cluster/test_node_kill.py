@@ -39,7 +39,9 @@ def test_a_killed_node_ends_its_sessions_and_its_warm_instances_come_back(
         killed_at = time.monotonic()
         ends = [wait_ended(control, AGENT, call, timeout=60) for call in calls]
         print(f"both calls ended {time.monotonic() - killed_at:.1f} s after the kill")
-        assert all(ended["endState"] and ended["endReason"] for ended in ends), ends
+        assert all(ended["endState"] and ended["endReason"] for ended in ends), [
+            (e["endState"], e.get("endReason")) for e in ends
+        ]
 
         for _ in range(3):  # new starts succeed, elsewhere
             assert sessions.report(sessions.start())["node"] != KILLED_IP
