@@ -165,11 +165,13 @@ class _StreamRequest:
         if not self._rest_sent:
             raise DispatchFailed("the request's body was never sent")
         stream = self._stream
+        connected = stream is None
         if stream is None:
             stream = self._stream = await _Stream.connect(self._address)
-            stream.send_head(self._headers, len(self._data))
-            stream.send_body(self._data)
         try:
+            if connected:
+                stream.send_head(self._headers, len(self._data))
+                stream.send_body(self._data)
             return await stream.read_answer()
         finally:
             stream.close()
